@@ -1,0 +1,47 @@
+"""Atomic writes: every file and folder earthcrafter produces appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success rename it onto ``path``.
+
+    Works for files and folders. On error the temporary is removed and ``path`` is
+    untouched, so a crash never leaves a half-written output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if not target.exists():
+            raise FileNotFoundError(f"atomic write of {path} produced nothing")
+        if path.is_dir() and target.is_dir():
+            # Swap folders: move the old one aside, move the new one in, drop the old.
+            old = tmp / (path.name + ".old")
+            os.replace(path, old)
+            os.replace(target, path)
+        else:
+            if path.is_dir():
+                shutil.rmtree(path)
+            os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
