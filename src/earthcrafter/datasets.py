@@ -1,0 +1,107 @@
+"""Kedro datasets for earthcrafter's data layers (the only io code that knows Kedro).
+
+Every save is atomic: a crashed node leaves the previous version in place, never half of
+a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io import AbstractDataset, DatasetError
+
+from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.scene import Scene, list_scenes, read_scene, write_scene
+
+log = logging.getLogger(__name__)
+
+
+class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[str, Any]]):
+    """A folder of scene folders (``<path>/<scene_id>/``), partitioned by scene.
+
+    ``load`` returns ``{scene_id: loader}`` where ``loader()`` reads the scene, so nodes
+    map over scenes without holding them all in memory. ``save`` takes
+    ``{scene_id: Scene | callable returning Scene}`` (callables are evaluated one at a
+    time, writing as they go); scene folders not in the saved mapping are removed, so
+    the folder always equals the latest output.
+    """
+
+    def __init__(self, path: str, load_frames: bool = True, metadata: dict | None = None):
+        self._path = Path(path)
+        self._load_frames = load_frames
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Callable[[], Scene]]:
+        if not self._path.is_dir():
+            raise DatasetError(f"no scenes at {self._path}: run the stage that produces them first")
+        ids = list_scenes(self._path)
+        return {sid: (lambda sid=sid: read_scene(self._path / sid, self._load_frames)) for sid in ids}
+
+    def save(self, data: dict[str, Any]) -> None:
+        self._path.mkdir(parents=True, exist_ok=True)
+        for sid, item in data.items():
+            scene = item() if callable(item) else item
+            if scene is None:  # the producer skipped it and logged why
+                continue
+            if scene.scene_id != sid:
+                raise DatasetError(f"scene id mismatch: key {sid!r} holds scene {scene.scene_id!r}")
+            write_scene(self._path, scene)
+        keep = set(data)
+        for stale in set(list_scenes(self._path)) - keep:
+            log.info("removing stale scene %s from %s", stale, self._path)
+            shutil.rmtree(self._path / stale)
+
+    def _exists(self) -> bool:
+        return bool(list_scenes(self._path))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "load_frames": self._load_frames}
+
+
+class AtomicJSONDataset(AbstractDataset[dict, dict]):
+    """A JSON file written atomically (reports, metrics)."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        return json.loads(self._path.read_text())
+
+    def save(self, data: dict) -> None:
+        atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def _exists(self) -> bool:
+        return self._path.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """A pandas DataFrame as one Parquet file, written atomically."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        if not self._path.is_file():
+            raise DatasetError(f"table not found: {self._path}")
+        return pd.read_parquet(self._path)
+
+    def save(self, data: pd.DataFrame) -> None:
+        with atomic_path(self._path) as tmp:
+            data.to_parquet(tmp, index=False)
+
+    def _exists(self) -> bool:
+        return self._path.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

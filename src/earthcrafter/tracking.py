@@ -1,0 +1,82 @@
+"""MLflow helpers for library code: log when a run is active, stay silent otherwise.
+
+Library functions (trainers, reports, data stages) call these; whether a run exists is
+decided by whoever drives them (the Kedro hook, a script, a test). Only rank 0 of a
+distributed job logs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def active() -> bool:
+    return is_main_process() and mlflow.active_run() is not None
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
+    if active():
+        clean = {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None}
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_params(params: dict[str, Any], prefix: str = "") -> None:
+    """Log params in batches (MLflow caps a batch at 100 and a value at 6000 chars)."""
+    if not active():
+        return
+    items = [(f"{prefix}{k}", str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    if active():
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_figure(fig, name: str) -> None:
+    """Log a matplotlib figure as ``<name>`` (PNG) under the active run."""
+    if active():
+        mlflow.log_figure(fig, name)
+
+
+def log_dict(d: dict, name: str) -> None:
+    if active():
+        mlflow.log_dict(d, name)
+
+
+def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    if active():
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_image(image, name: str) -> None:
+    """Log an HxWx3 uint8 array as a PNG artifact."""
+    if active():
+        mlflow.log_image(image, name)
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
