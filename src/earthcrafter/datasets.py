@@ -17,7 +17,8 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
-from earthcrafter.io.scene import Scene, list_scenes, read_scene, write_scene
+from earthcrafter.io.imported_scene import write_imported_scene
+from earthcrafter.io.scene import Scene, list_scenes, read_scene
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[st
                 continue
             if scene.scene_id != sid:
                 raise DatasetError(f"scene id mismatch: key {sid!r} holds scene {scene.scene_id!r}")
-            write_scene(self._path, scene)
+            write_imported_scene(self._path, scene)  # keeps an orthophoto crop when the scene has one
         keep = set(data)
         for stale in set(list_scenes(self._path)) - keep:
             log.info("removing stale scene %s from %s", stale, self._path)

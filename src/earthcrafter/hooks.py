@@ -69,7 +69,8 @@ class MlflowRunHook:
         mlflow.start_run(run_name=pipeline_name)
         self._started = True
         params = self._context.params if self._context is not None else {}
-        tracking.log_params(config.flatten(params))
+        # the validated sections, defaults filled in: what the run actually used
+        tracking.log_params(config.flatten(config.validate_all(params)))
         tracking.set_tags(
             {
                 "pipeline": pipeline_name,

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from earthcrafter import config, tracking
 from earthcrafter.io import import_source
 from earthcrafter.semantics import colorize
-from earthcrafter.world import generate_site
+from earthcrafter.world import generate_site, scene_id
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,13 @@ def acquire_scenes(params: dict) -> dict:
         return scene
 
     def imported(src):
-        scene = import_source(src.kind, src.path, scene_id=src.scene_id, **src.options)
+        scene = import_source(src.kind, src.path, **{**src.options, "scene_id": src.scene_id})
         bar.update()
         return scene
 
     plan = {}
     for i in range(syn.first_index, syn.first_index + syn.num_sites):
-        sid = f"syn_s{syn.world.seed}_{i:04d}"
+        sid = scene_id(syn.world, i)
         plan[sid] = lambda i=i: synthetic(i)
     for src in cfg.imports:
         sid = src.scene_id or Path(src.path).stem

@@ -1,0 +1,423 @@
+"""Aerial LiDAR (LAS / LAZ) -> an earthcrafter scene holding a coloured, classified point cloud.
+
+Per point: position (converted from the CRS's linear units to metres, into the local
+frame of ``earthcrafter.io.import_common``), colour (LAS RGB or a georeferenced
+orthophoto) and class (ASPRS code mapped by ``earthcrafter.semantics.ASPRS_TO_CLASS``).
+Dropped: ASPRS noise (``ASPRS_NOISE``), withheld points, points outside ``crop``,
+points beyond ``max_points`` (uniform random subsample), points off the orthophoto when
+colouring from it, and, under ``unknown_class="drop"``, unknown codes. All are counted in
+``metadata["dropped"]`` and logged. The file is streamed in chunks, so memory is bounded
+by the points kept, not by the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import laspy
+import numpy as np
+from tqdm.auto import tqdm
+
+from earthcrafter.io.crs_units import LinearUnit, resolve_units, units_from_crs, units_from_geokeys
+from earthcrafter.io.import_common import (
+    check_extent,
+    class_histogram,
+    column_bounds,
+    extent_metadata,
+    import_error,
+    log_drops,
+    metres_per_unit,
+    origin_metadata,
+    scene_id_from_path,
+)
+from earthcrafter.io.imported_scene import ImportedScene
+from earthcrafter.io.orthophoto import Orthophoto, read_orthophoto
+from earthcrafter.io.scene import Points
+from earthcrafter.semantics import ASPRS_NOISE, ASPRS_TO_CLASS
+
+log = logging.getLogger(__name__)
+
+COLOR_SOURCES = ("auto", "las", "orthophoto")
+UNKNOWN_CLASS_POLICIES = ("unlabeled", "drop", "error")
+RGB_POINT_FORMATS = frozenset({2, 3, 5, 7, 8, 10})
+MIN_ORTHO_COVERAGE = 0.5  # below this the orthophoto is likely in another CRS: warn
+
+# ASPRS code (0..255) -> earthcrafter class, with -1 for codes the table does not know.
+_ASPRS_LUT = np.full(256, -1, dtype=np.int16)
+for _code, _cls in ASPRS_TO_CLASS.items():
+    _ASPRS_LUT[_code] = _cls
+_NOISE_LUT = np.zeros(256, dtype=bool)
+_NOISE_LUT[list(ASPRS_NOISE)] = True
+
+
+def import_las(
+    path: str | Path,
+    *,
+    orthophoto: str | Path | Orthophoto | None = None,
+    world_file: str | Path | None = None,
+    max_points: int | None = None,
+    crop: tuple[float, float, float, float] | None = None,
+    color_source: str = "auto",
+    unknown_class: str = "unlabeled",
+    units: str | float | None = None,
+    vertical_units: str | float | None = None,
+    drop_withheld: bool = True,
+    scene_id: str | None = None,
+    chunk_size: int = 1_000_000,
+    seed: int = 0,
+) -> ImportedScene:
+    """Import a LAS/LAZ file as a scene with ``points`` (no mesh, no frames).
+
+    Args:
+        orthophoto: image path (world file next to it, or ``world_file``) or an ``Orthophoto``,
+            in the LAS file's CRS. Used for colour per ``color_source``; its crop to the scene
+            is kept as ``ImportedScene.orthophoto`` (local metres); ``write_imported_scene`` stores it.
+        max_points: keep at most this many points, a uniform random subsample (``seed``).
+        crop: (xmin, ymin, xmax, ymax) in the file's CRS units; points outside are dropped.
+        color_source: "las" (LAS RGB), "orthophoto", or "auto" (LAS RGB when present and
+            not all zero, else the orthophoto).
+        unknown_class: ASPRS codes absent from ``ASPRS_TO_CLASS``: "unlabeled" (class 0),
+            "drop", or "error". Counted in ``metadata["unknown_classes"]`` in every case.
+        units / vertical_units: override the linear units read from the CRS records
+            ("m", "ft", "us_ft", ... or metres per unit). ``units`` alone sets both.
+    """
+    path = Path(path)
+    if color_source not in COLOR_SOURCES:
+        raise ValueError(f"color_source={color_source!r}: expected one of {COLOR_SOURCES}")
+    if unknown_class not in UNKNOWN_CLASS_POLICIES:
+        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+    if max_points is not None and max_points <= 0:
+        raise ValueError(f"max_points={max_points}: must be positive")
+    crop = _check_crop(crop)
+    if not path.is_file():
+        raise import_error(path, "LAS/LAZ file not found")
+
+    with _open_las(path) as reader:
+        header = reader.header
+        _check_header(path, header)
+        horizontal, vertical = _linear_units(path, header, units, vertical_units)
+        has_rgb = header.point_format.id in RGB_POINT_FORMATS
+        stream = _read_points(path, reader, has_rgb, crop, drop_withheld, unknown_class, max_points, chunk_size, seed)
+
+    unknown_counts, dropped = stream["unknown_codes"], stream["dropped"]
+    if unknown_counts and unknown_class == "error":
+        raise import_error(
+            path, f"ASPRS class codes not in the class map: {unknown_counts} (code: points); "
+            "use unknown_class='unlabeled' or 'drop' to import anyway"
+        )
+    if unknown_counts:
+        log.warning("%s: unknown ASPRS codes %s (code: points) -> %s", path, unknown_counts, unknown_class)
+    xyz, codes, rgb16 = stream["xyz"], stream["codes"], stream["rgb"]
+    if len(xyz) == 0:
+        raise import_error(path, f"no points left after filtering (dropped {dropped})")
+    f = np.array([horizontal.metres, horizontal.metres, vertical.metres])
+    # scaled integers are finite (the header check saw finite scales): only the extent can be absurd
+    check_extent(path, stream["lo"] * f, stream["hi"] * f, "point coordinates")
+    semantic = np.maximum(_ASPRS_LUT[codes], 0).astype(np.uint8)  # unknown (-1) -> unlabeled
+
+    ortho = _load_orthophoto(orthophoto, world_file)
+    source = _choose_color_source(path, color_source, has_rgb, stream["rgb_max"], ortho)
+    if source == "las":
+        rgb = _las_rgb_to_8bit(rgb16, stream["rgb_max"])
+    else:
+        rgb, on_image = _orthophoto_colors(path, ortho, xyz)
+        dropped["outside_orthophoto_points"] = int((~on_image).sum())
+        xyz, rgb, semantic, codes = xyz[on_image], rgb[on_image], semantic[on_image], codes[on_image]
+        if len(xyz) == 0:
+            raise import_error(path, f"no points left after filtering (dropped {dropped})")
+    lo, hi = (stream["lo"], stream["hi"]) if source == "las" else column_bounds(xyz)
+    origin = np.floor(lo)  # whole source units: the local frame starts within one unit of zero
+    local = (xyz - origin) * f
+    lo_m, hi_m = (lo - origin) * f, (hi - origin) * f
+    log_drops(path, dropped, len(local), "points")
+
+    ortho_crop = None
+    if ortho is not None:
+        ortho_crop = ortho.crop(lo[0], lo[1], hi[0], hi[1]).to_local(origin[:2], horizontal.metres)
+
+    metadata = {
+        "source": "lidar",
+        "source_files": [str(path.resolve())] + ([ortho.source] if ortho is not None and ortho.source else []),
+        "crs": _crs_metadata(header),
+        "origin": origin_metadata(
+            origin, f, units={"horizontal": horizontal.as_dict(), "vertical": vertical.as_dict()}
+        ),
+        **extent_metadata(lo=lo_m, hi=hi_m),
+        "bounds_m": {"min": lo_m.tolist(), "max": hi_m.tolist()},
+        "num_points": int(len(local)),
+        "class_histogram": class_histogram(semantic),
+        "asprs_histogram": {str(c): int(n) for c, n in enumerate(np.bincount(codes, minlength=256)) if n},
+        "dropped": dropped,
+        "unknown_classes": {"policy": unknown_class, "points": int(sum(unknown_counts.values())),
+                            "codes": unknown_counts},
+        "color_source": source,
+        "color_bit_depth": (8 if stream["rgb_max"] <= 255 else 16) if has_rgb else None,
+        "las": _header_metadata(header),
+    }
+    return ImportedScene(
+        scene_id or scene_id_from_path(path),
+        metadata,
+        points=Points(local, rgb, semantic),
+        orthophoto=ortho_crop,
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_las(path: Path) -> laspy.LasReader:
+    try:
+        return laspy.open(path)
+    except laspy.errors.LazError as err:
+        raise import_error(path, f"cannot decompress LAZ ({err}); install the 'lazrs' package") from None
+    except Exception as err:  # laspy raises many types on a corrupt header
+        raise import_error(path, f"not a readable LAS/LAZ file: corrupt or truncated header ({err})") from None
+
+
+def _check_header(path: Path, header: laspy.LasHeader) -> None:
+    if header.point_count == 0:
+        raise import_error(path, "the file holds zero points")
+    if not header.are_points_compressed:  # LAZ chunk sizes vary; there the reader finds the cut
+        record = header.point_format.size
+        available = path.stat().st_size - header.offset_to_point_data
+        if available < header.point_count * record:
+            raise import_error(
+                path, f"truncated: header says {header.point_count} points, the file holds "
+                f"{max(available, 0) // record} ({max(available, 0)} bytes of {record}-byte records)"
+            )
+    scales, offsets = np.asarray(header.scales), np.asarray(header.offsets)
+    if not (np.isfinite(scales).all() and (scales != 0).all() and np.isfinite(offsets).all()):
+        raise import_error(path, f"header scale {scales.tolist()} / offset {offsets.tolist()} not finite and non-zero")
+
+
+def _read_points(
+    path: Path,
+    reader: laspy.LasReader,
+    has_rgb: bool,
+    crop: np.ndarray | None,
+    drop_withheld: bool,
+    unknown_class: str,
+    max_points: int | None,
+    chunk_size: int,
+    seed: int,
+) -> dict:
+    """Stream the points through the filters (in the order noise, withheld, crop, unknown class)
+    and keep a uniform random ``max_points`` subsample of the rest.
+
+    The subsample gives each kept point a random key and keeps the smallest keys, which
+    is exact and needs memory for ``2 * max_points`` points only.
+    """
+    rng = np.random.default_rng(seed)
+    dropped = {"noise_points": 0, "withheld_points": 0, "outside_crop_points": 0, "unknown_class_points": 0,
+               "subsampled_points": 0, "outside_orthophoto_points": 0}
+    unknown_codes: dict[str, int] = {}
+    parts: dict[str, list[np.ndarray]] = {"xyz": [], "codes": [], "rgb": [], "key": []}
+    held = n_read = rgb_max = 0
+    total = reader.header.point_count
+    bar = tqdm(total=total, desc=f"read {path.name}", unit="pt", disable=total < 5 * chunk_size)
+    for chunk in _chunks(path, reader, chunk_size, lambda: n_read):
+        n_read += len(chunk)
+        bar.update(len(chunk))
+        xyz = np.stack([np.asarray(chunk.x), np.asarray(chunk.y), np.asarray(chunk.z)], axis=1)
+        codes = np.asarray(chunk.classification, dtype=np.uint8)
+        rgb = np.stack([chunk.red, chunk.green, chunk.blue], axis=1).astype(np.uint16) if has_rgb else None
+        if has_rgb and len(rgb):
+            rgb_max = max(rgb_max, int(rgb.max()))
+        keep = _keep_mask(chunk, xyz, codes, crop, drop_withheld, unknown_class, dropped, unknown_codes)
+        parts["xyz"].append(xyz[keep])
+        parts["codes"].append(codes[keep])
+        if has_rgb:
+            parts["rgb"].append(rgb[keep])
+        held += int(keep.sum())
+        if max_points is not None:
+            parts["key"].append(rng.random(int(keep.sum())))
+            if held > 2 * max_points:
+                held, lost = _keep_smallest_keys(parts, max_points)
+                dropped["subsampled_points"] += lost
+    bar.close()
+    if n_read != total:
+        raise import_error(path, f"truncated: header says {total} points, the file holds {n_read}")
+    if max_points is not None and held > max_points:
+        held, lost = _keep_smallest_keys(parts, max_points)
+        dropped["subsampled_points"] += lost
+    xyz = np.concatenate(parts["xyz"]) if parts["xyz"] else np.zeros((0, 3))
+    return {
+        "xyz": xyz,
+        **dict(zip(("lo", "hi"), column_bounds(xyz) if len(xyz) else (np.zeros(3), np.zeros(3)))),
+        "codes": np.concatenate(parts["codes"]) if parts["codes"] else np.zeros(0, np.uint8),
+        "rgb": np.concatenate(parts["rgb"]) if has_rgb and parts["rgb"] else None,
+        "rgb_max": rgb_max,
+        "dropped": dropped,
+        "unknown_codes": unknown_codes,
+    }
+
+
+def _keep_mask(chunk, xyz, codes, crop, drop_withheld, unknown_class, dropped: dict, unknown_codes: dict) -> np.ndarray:
+    """[n] bool: the chunk's points that pass the filters; counts what each filter removes."""
+    keep = ~_NOISE_LUT[codes]
+    dropped["noise_points"] += int((~keep).sum())
+    if drop_withheld:
+        withheld = np.asarray(chunk.withheld, dtype=bool) & keep
+        dropped["withheld_points"] += int(withheld.sum())
+        keep &= ~withheld
+    if crop is not None:
+        outside = keep & ~_in_box(xyz, crop)
+        dropped["outside_crop_points"] += int(outside.sum())
+        keep &= ~outside
+    unknown = keep & (_ASPRS_LUT[codes] < 0)
+    if unknown.any():
+        for code, n in zip(*np.unique(codes[unknown], return_counts=True)):
+            unknown_codes[str(code)] = unknown_codes.get(str(code), 0) + int(n)
+        if unknown_class == "drop":
+            dropped["unknown_class_points"] += int(unknown.sum())
+            keep &= ~unknown
+    return keep
+
+
+def _chunks(path: Path, reader: laspy.LasReader, chunk_size: int, n_read):
+    """The reader's chunks; a read failure (a cut file, bad LAZ data) becomes a ``DataImportError``."""
+    chunks = reader.chunk_iterator(chunk_size)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except Exception as err:  # laspy / the LAZ backend raise many types
+            total = reader.header.point_count
+            raise import_error(path, f"point data unreadable after {n_read()} of {total} points ({err})") from None
+        yield chunk
+
+
+def _keep_smallest_keys(parts: dict[str, list[np.ndarray]], k: int) -> tuple[int, int]:
+    """Compact ``parts`` in place to the ``k`` rows with the smallest keys; returns (held, dropped)."""
+    key = np.concatenate(parts["key"])
+    order = np.sort(np.argpartition(key, k - 1)[:k]) if len(key) > k else np.arange(len(key))
+    for name, arrays in parts.items():
+        if arrays:
+            parts[name] = [np.concatenate(arrays)[order]]
+    return len(order), len(key) - len(order)
+
+
+def _check_crop(crop) -> np.ndarray | None:
+    if crop is None:
+        return None
+    box = np.asarray(crop, dtype=np.float64)
+    if box.shape != (4,) or not np.isfinite(box).all() or box[0] >= box[2] or box[1] >= box[3]:
+        raise ValueError(f"crop={crop!r}: expected finite (xmin, ymin, xmax, ymax) with min < max")
+    return box
+
+
+def _in_box(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
+    x, y = xyz[:, 0], xyz[:, 1]
+    return (x >= box[0]) & (x <= box[2]) & (y >= box[1]) & (y <= box[3])
+
+
+# --------------------------------------------------------------------------- units and CRS
+
+
+def _linear_units(
+    path: Path, header: laspy.LasHeader, units: str | float | None, vertical_units: str | float | None
+) -> tuple[LinearUnit, LinearUnit]:
+    """(horizontal, vertical) units: arguments win, else the CRS records, else a clear error."""
+    crs = _parse_crs(path, header)
+    h_crs, v_crs, problem = units_from_crs(crs)
+    horizontal, vertical, conflict = resolve_units((h_crs, v_crs), units_from_geokeys(header))
+    if units is not None:
+        horizontal = LinearUnit(str(units), metres_per_unit(units, "units"), "argument")
+        vertical = horizontal if vertical_units is None else vertical
+    if vertical_units is not None:
+        vertical = LinearUnit(str(vertical_units), metres_per_unit(vertical_units, "vertical_units"), "argument")
+    if units is None:
+        if problem:
+            raise import_error(path, problem)
+        if conflict:
+            raise import_error(path, f"{conflict}; pass units= to choose")
+        if horizontal is None:
+            raise import_error(
+                path,
+                "the header's CRS records (GeoKey / WKT VLRs) give no linear unit; "
+                "pass units= (e.g. 'm', 'ft', 'us_ft') to say what the coordinates are in",
+            )
+    if vertical is None:
+        vertical = LinearUnit(horizontal.name, horizontal.metres, "assumed: no vertical unit in the CRS, z in the horizontal unit")
+        log.info("%s: CRS gives no vertical unit; taking z in %s (%g m), pass vertical_units= to override",
+                 path, horizontal.name, horizontal.metres)
+    return horizontal, vertical
+
+
+def _parse_crs(path: Path, header: laspy.LasHeader):
+    try:
+        return header.parse_crs()
+    except Exception as err:  # malformed WKT or GeoKeys
+        log.warning("%s: CRS records unreadable (%s); falling back to raw GeoKeys", path, err)
+        return None
+
+
+def _crs_metadata(header: laspy.LasHeader) -> dict | None:
+    try:
+        crs = header.parse_crs()
+    except Exception:
+        crs = None
+    if crs is None:
+        return None
+    return {"name": crs.name, "epsg": crs.to_epsg(min_confidence=100), "wkt": crs.to_wkt()}
+
+
+def _header_metadata(header: laspy.LasHeader) -> dict:
+    return {
+        "version": str(header.version),
+        "point_format": int(header.point_format.id),
+        "header_point_count": int(header.point_count),
+        "scales": np.asarray(header.scales).tolist(),
+        "offsets": np.asarray(header.offsets).tolist(),
+        "header_mins": np.asarray(header.mins).tolist(),
+        "header_maxs": np.asarray(header.maxs).tolist(),
+        "system_identifier": str(header.system_identifier),
+        "generating_software": str(header.generating_software),
+    }
+
+
+# --------------------------------------------------------------------------- classes and colour
+
+
+def _load_orthophoto(orthophoto, world_file) -> Orthophoto | None:
+    if orthophoto is None or isinstance(orthophoto, Orthophoto):
+        return orthophoto
+    return read_orthophoto(orthophoto, world_file)
+
+
+def _choose_color_source(path: Path, policy: str, has_rgb: bool, rgb_max: int, ortho: Orthophoto | None) -> str:
+    las_ok = has_rgb and rgb_max > 0
+    why_not_las = "the point format has no RGB" if not has_rgb else "its RGB is all zero"
+    if policy == "las" and not las_ok:
+        raise import_error(path, f"color_source='las' but {why_not_las}")
+    if policy == "orthophoto" and ortho is None:
+        raise import_error(path, "color_source='orthophoto' but no orthophoto was given")
+    if policy == "auto" and not las_ok and ortho is None:
+        raise import_error(path, f"no colour: {why_not_las} and no orthophoto was given (orthophoto=...)")
+    if policy == "auto":
+        return "las" if las_ok else "orthophoto"
+    return policy
+
+
+def _las_rgb_to_8bit(rgb16: np.ndarray, rgb_max: int) -> np.ndarray:
+    """LAS RGB (16-bit fields) -> uint8. Files whose values never exceed 255 hold 8-bit values."""
+    if rgb_max <= 255:
+        return rgb16.astype(np.uint8)
+    # round(v * 255 / 65535) in integers (65535 = 255 * 257): 65535 -> 255 exactly
+    return ((rgb16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _orthophoto_colors(path: Path, ortho: Orthophoto, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear orthophoto colour per point -> (rgb uint8 [N, 3], on-image mask [N])."""
+    sampled = ortho.sample(xyz[:, :2])
+    on_image = np.isfinite(sampled[:, 0])
+    coverage = float(on_image.mean())
+    if coverage == 0:
+        raise import_error(path, f"no point lies on the orthophoto {ortho.source} (different CRS or area?)")
+    if coverage < MIN_ORTHO_COVERAGE:
+        log.warning("%s: only %.0f%% of points lie on orthophoto %s", path, 100 * coverage, ortho.source)
+    rgb = np.zeros((len(xyz), 3), dtype=np.uint8)
+    rgb[on_image] = np.clip(np.round(sampled[on_image]), 0, 255).astype(np.uint8)
+    return rgb, on_image

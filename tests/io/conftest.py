@@ -1,0 +1,18 @@
+"""Fixtures for the importer tests: where the real Autzen data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REAL_DATA = Path(os.environ.get("EARTHCRAFTER_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (REAL_DATA / "autzen_trim.las").is_file():
+        pytest.skip(f"real test data not found under {REAL_DATA} (set EARTHCRAFTER_REAL_DATA)")
+    return REAL_DATA
