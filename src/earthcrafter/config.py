@@ -16,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 # config must not import torch).
 PARAMETER_SCHEMAS: dict[str, str] = {
     "acquisition": "earthcrafter.pipelines.acquisition.config:AcquisitionConfig",
+    "meshing": "earthcrafter.pipelines.meshing.config:MeshingStageConfig",
+    "train_structvae": "earthcrafter.training.structvae:StructVAERunConfig",
+    "train_texvae": "earthcrafter.models.tex_vae_train:TexVAETrainConfig",
 }
 
 
