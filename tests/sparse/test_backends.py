@@ -1,0 +1,93 @@
+"""Backend selection: overrides, env vars, lazy imports, fallbacks, report."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from sparse_testing import random_sparse
+
+from earthcrafter.sparse import (
+    SubMConv3d,
+    backend_report,
+    backends,
+    full_attention,
+    resolve_attn_backend,
+    resolve_conv_backend,
+    set_attn_backend,
+    use_backends,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_env_var_sets_default_and_call_override_wins(monkeypatch):
+    monkeypatch.setenv("EARTHCRAFTER_ATTN_BACKEND", "reference")
+    monkeypatch.setenv("EARTHCRAFTER_CONV_BACKEND", "spconv")
+    assert resolve_attn_backend(CPU, torch.float32) == "reference"
+    assert resolve_conv_backend(CPU, torch.float32) == "spconv"
+    with use_backends(attn="sdpa_padded", conv="torch"):
+        assert resolve_attn_backend(CPU, torch.float32) == "sdpa_padded"
+        assert resolve_conv_backend(CPU, torch.float32) == "torch"
+    assert resolve_attn_backend(CPU, torch.float32) == "reference"
+
+
+def test_env_var_reaches_the_layers(monkeypatch):
+    monkeypatch.setenv("EARTHCRAFTER_CONV_BACKEND", "spconv")
+    x = random_sparse(sizes=(20, 10), extent=5, channels=4, dtype=torch.float32, seed=1)
+    SubMConv3d(4, 4)(x)
+    assert any(k[0] == "spconv_native" for k in x.cache)
+    monkeypatch.setenv("EARTHCRAFTER_CONV_BACKEND", "torch")
+    y = random_sparse(sizes=(20, 10), extent=5, channels=4, dtype=torch.float32, seed=1)
+    SubMConv3d(4, 4)(y)
+    assert ("subm", 3) in y.cache and not any(k[0] == "spconv_native" for k in y.cache)
+
+
+def test_unknown_names_are_rejected(monkeypatch):
+    with pytest.raises(ValueError, match="'xformers'"):
+        set_attn_backend("xformers")
+    monkeypatch.setenv("EARTHCRAFTER_CONV_BACKEND", "cudnn")
+    with pytest.raises(ValueError, match="EARTHCRAFTER_CONV_BACKEND"):
+        resolve_conv_backend(CPU, torch.float32)
+
+
+def test_gpu_only_backend_on_cpu_falls_back_and_is_reported():
+    if backends.torch_varlen_fn() is None:
+        pytest.skip("this torch has no varlen_attn")
+    x = random_sparse(sizes=(10, 5), extent=4, channels=1, seed=2)
+    q = torch.randn(len(x), 2, 4, dtype=torch.float64)
+    backends._warned.clear()  # the warning is issued once per process
+    with use_backends(attn="torch_varlen"):
+        with pytest.warns(UserWarning, match="torch_varlen"):
+            out = full_attention(q, q, q, x.coords[:, 0])
+    ref = full_attention(q, q, q, x.coords[:, 0], backend="reference")
+    assert torch.allclose(out, ref)
+    assert backend_report()["sparse.fallback.attn:torch_varlen->sdpa_padded"] >= 1
+
+
+def test_missing_flash_attn_never_breaks_import_and_fails_clearly_when_requested():
+    code = (
+        "import sys; sys.modules['flash_attn'] = None\n"  # simulate an absent package
+        "import torch, earthcrafter.sparse as s\n"
+        "assert 'spconv' not in sys.modules\n"
+        "q = torch.randn(6, 2, 4); b = torch.tensor([0, 0, 0, 1, 1, 1])\n"
+        "s.full_attention(q, q, q, b)\n"
+        "assert s.backend_report()['sparse.flash_attn_version'] is None\n"
+        "s.set_attn_backend('flash_attn')\n"
+        "try:\n"
+        "    s.full_attention(q, q, q, b)\n"
+        "except ImportError as e:\n"
+        "    assert 'flash_attn' in str(e); print('clear-error')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "clear-error" in res.stdout
+
+
+def test_backend_report_is_flat_and_loggable():
+    report = backend_report()
+    for key, value in report.items():
+        assert key.startswith("sparse.")
+        assert value is None or isinstance(value, (str, bool, int)), (key, value)
+    assert report["sparse.attn_backend_cpu"] in backends.ATTN_BACKENDS
+    assert report["sparse.conv_backend_cpu"] in backends.CONV_BACKENDS
