@@ -43,7 +43,9 @@ from earthcrafter.io.atomic import atomic_path
 from earthcrafter.semantics import CLASS_NAMES, NUM_CLASSES
 
 TILE_FORMAT = "earthcrafter.voxel_tile/1"
-META_KEYS = ("format", "tile_id", "scene_id", "biome", "L", "voxel_size_m", "origin_m", "feature_layout", "counts", "extra")
+META_KEYS = (
+    "format", "tile_id", "scene_id", "biome", "L", "voxel_size_m", "origin_m", "feature_layout", "counts", "extra"
+)
 COLUMNS = ("x", "y", "z", "feats", "semantic", "confidence")
 
 
@@ -71,9 +73,14 @@ class VoxelTile:
         self.confidence = np.asarray(self.confidence).astype(np.float16, copy=False)
         n = len(self.coords)
         if self.coords.shape != (n, 3) or self.feats.ndim != 2 or len(self.feats) != n:
-            raise ValueError(f"tile {self.tile_id}: coords {self.coords.shape} / feats {self.feats.shape} must be [N, 3] / [N, C]")
+            raise ValueError(
+                f"tile {self.tile_id}: coords {self.coords.shape} / feats {self.feats.shape} must be [N, 3] / [N, C]"
+            )
         if self.semantic.shape != (n,) or self.confidence.shape != (n,):
-            raise ValueError(f"tile {self.tile_id}: semantic {self.semantic.shape} / confidence {self.confidence.shape} must be [{n}]")
+            raise ValueError(
+                f"tile {self.tile_id}: semantic {self.semantic.shape} / confidence {self.confidence.shape} "
+                f"must be [{n}]"
+            )
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -311,7 +318,8 @@ def read_views(path: str | Path) -> TileViews:
     if "names" not in data:
         _fail(path, "names", "array missing")
     try:
-        return TileViews(data["rgb"], data["mask"], data["depth"], data["K"], data["world_to_camera"], [str(n) for n in data["names"]])
+        names = [str(n) for n in data["names"]]
+        return TileViews(data["rgb"], data["mask"], data["depth"], data["K"], data["world_to_camera"], names)
     except ValueError as e:
         raise TileFormatError(f"{path}: {e}") from e
 
