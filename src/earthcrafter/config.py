@@ -17,6 +17,8 @@ from pydantic import BaseModel, ValidationError
 PARAMETER_SCHEMAS: dict[str, str] = {
     "acquisition": "earthcrafter.pipelines.acquisition.config:AcquisitionConfig",
     "meshing": "earthcrafter.pipelines.meshing.config:MeshingStageConfig",
+    "semantic_aggregation": "earthcrafter.pipelines.semantic_aggregation.config:SemanticAggregationConfig",
+    "voxelization": "earthcrafter.pipelines.voxelization.config:VoxelizationConfig",
     "train_structvae": "earthcrafter.training.structvae:StructVAERunConfig",
     "train_texvae": "earthcrafter.models.tex_vae_train:TexVAETrainConfig",
 }

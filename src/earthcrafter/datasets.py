@@ -106,3 +106,55 @@ class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class SceneTilesDataset(AbstractDataset[dict[str, Path], dict[str, Any]]):
+    """Per-scene voxel tiles: ``<path>/<scene_id>/`` holds ``<tile_id>.parquet``,
+    ``<tile_id>.views.npz`` and ``report.json`` (with the skipped items and their reasons).
+
+    ``save`` takes ``{scene_id: SceneVoxels | callable returning SceneVoxels}`` and writes each
+    scene folder atomically; ``load`` returns ``{scene_id: folder}``.
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Path]:
+        if not self._path.is_dir():
+            raise DatasetError(f"no featured scenes at {self._path}: run semantic_aggregation first")
+        return {p.name: p for p in sorted(self._path.iterdir()) if (p / "report.json").is_file()}
+
+    def save(self, data: dict[str, Any]) -> None:
+        from earthcrafter.io.tiles import write_scene_tiles
+
+        self._path.mkdir(parents=True, exist_ok=True)
+        for sid, item in data.items():
+            voxels = item() if callable(item) else item
+            with atomic_path(self._path / sid) as tmp:
+                tmp.mkdir()
+                write_scene_tiles(tmp, voxels.tiles, voxels.views)
+                report = {"report": voxels.report, "skipped": voxels.skipped}
+                (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+        for stale in {p.name for p in self._path.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(data):
+            shutil.rmtree(self._path / stale)
+
+    def _exists(self) -> bool:
+        return self._path.is_dir() and any(self._path.iterdir())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o)}")

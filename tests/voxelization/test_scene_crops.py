@@ -56,3 +56,14 @@ def test_faces_in_box_is_conservative_and_crop_mesh_keeps_geometry():
     sub = crop_mesh(mesh, lo, hi)
     np.testing.assert_allclose(sub.vertices[sub.faces], mesh.vertices[mesh.faces[faces]])
     np.testing.assert_array_equal(sub.face_semantic, mesh.face_semantic[faces])
+
+
+def test_rectangular_crop_tiles_an_elongated_survey():
+    # A 359 m x 171 m survey (the Autzen LiDAR): two tiles along x, one centred tile along y.
+    cfg = CropConfig(rectangular=True, min_cover_fraction=0.8)
+    cmin, size = central_crop(np.zeros(2), np.array([359.0, 171.0]), cfg)
+    np.testing.assert_allclose(size, [359.0, 171.0])
+    tiles = plan_tiles("s", cmin, size, cfg)
+    assert [(t.row, t.col) for t in tiles] == [(0, 0), (0, 1)]
+    assert tiles[0].xy_min[1] == pytest.approx((171.0 - 200.0) / 2)  # centred on the short axis
+    assert plan_tiles("s", cmin, np.array([359.0, 150.0]), cfg) == []  # covers < 80 % of a tile

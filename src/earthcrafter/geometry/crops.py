@@ -27,6 +27,10 @@ class CropConfig(BaseModel):
     central_fraction: float | None = Field(None, gt=0, le=1)
     tile_size_m: float = Field(200.0, gt=0)
     tile_stride_m: float = Field(150.0, gt=0)
+    # Real surveys are rarely square: a rectangular crop tiles each axis on its own, and an axis
+    # shorter than a tile still gets one centred tile when it covers this fraction of it.
+    rectangular: bool = False
+    min_cover_fraction: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_central_rule(self) -> "CropConfig":
@@ -64,8 +68,14 @@ def central_crop(xy_min: np.ndarray, xy_max: np.ndarray, cfg: CropConfig) -> tup
     """The square central crop of the box ``[xy_min, xy_max]``: returns (its xy_min, its side).
 
     A requested size larger than the scene's shorter side is reduced to that side (logged).
+    With ``cfg.rectangular`` the crop is a rectangle instead: each axis keeps
+    min(requested, extent), and the side is returned per axis ([2] array).
     """
     extent = np.asarray(xy_max, float) - np.asarray(xy_min, float)
+    if cfg.rectangular and cfg.central_size_m is not None:
+        size = np.minimum(cfg.central_size_m, extent)
+        centre = (np.asarray(xy_min, float) + np.asarray(xy_max, float)) / 2
+        return centre - size / 2, size
     side = float(extent.min())
     size = cfg.central_size_m if cfg.central_size_m is not None else cfg.central_fraction * side
     if size > side + 1e-9:
@@ -77,16 +87,19 @@ def central_crop(xy_min: np.ndarray, xy_max: np.ndarray, cfg: CropConfig) -> tup
 
 def plan_tiles(scene_id: str, crop_min: np.ndarray, crop_size: float, cfg: CropConfig) -> list[TileSpec]:
     """Sliding tiles over the square crop; the tile grid is centred when the stride does not fit
-    exactly. Empty when the crop is smaller than one tile. Ids: ``<scene_id>_r<row>c<col>``."""
+    exactly. ``crop_size`` is one side or one per axis (x, y). An axis shorter than a tile gets
+    one centred tile if it covers ``cfg.min_cover_fraction`` of it, else there are no tiles.
+    Ids: ``<scene_id>_r<row>c<col>``."""
     tile, stride = cfg.tile_size_m, cfg.tile_stride_m
-    if crop_size + 1e-9 < tile:
+    sizes = np.broadcast_to(np.asarray(crop_size, float), (2,))
+    if (sizes + 1e-9 < tile * cfg.min_cover_fraction).any():
         return []
-    n = int(math.floor((crop_size - tile) / stride + 1e-9)) + 1
-    span = (n - 1) * stride + tile
-    start = np.asarray(crop_min, float) + (crop_size - span) / 2
+    counts = [int(math.floor((max(sz, tile) - tile) / stride + 1e-9)) + 1 for sz in sizes]
+    span = np.array([(n - 1) * stride + tile for n in counts])
+    start = np.asarray(crop_min, float) + (sizes - span) / 2
     tiles = []
-    for r in range(n):
-        for c in range(n):
+    for r in range(counts[1]):
+        for c in range(counts[0]):
             xy = (float(start[0] + c * stride), float(start[1] + r * stride))
             tiles.append(TileSpec(f"{scene_id}_r{r}c{c}", r, c, xy, float(tile)))
     return tiles

@@ -311,9 +311,9 @@ def voxelize_scene(
     crop_min, crop_size = central_crop(*bounds_xy(mesh), cfg.crop)
     specs = plan_tiles(sid, crop_min, crop_size, cfg.crop)
     faces = faces_in_box_xy(mesh, crop_min, crop_min + crop_size)
-    report["central_crop"] = {"xy_min": crop_min.tolist(), "size_m": crop_size}
+    report["central_crop"] = {"xy_min": crop_min.tolist(), "size_m": np.asarray(crop_size).tolist()}
     if not specs:
-        return skip_scene(f"empty crop: central crop {crop_size:.1f} m is smaller than a {cfg.crop.tile_size_m} m tile")
+        return skip_scene(f"empty crop: central crop {np.min(crop_size):.1f} m is smaller than a {cfg.crop.tile_size_m} m tile")
     if not len(faces):
         return skip_scene("empty crop: no mesh faces in the central crop")
     timings = report["timings"] = {}
