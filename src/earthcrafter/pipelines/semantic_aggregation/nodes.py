@@ -52,7 +52,7 @@ def _log_reconstructions(model, frames) -> None:
     if not tracking.active() or not frames:
         return
     with torch.no_grad():
-        x = torch.stack([torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255 for f in frames])
+        x = torch.stack([torch.from_numpy(f.rgb.copy()).permute(2, 0, 1).float() / 255 for f in frames])
         h, w = (x.shape[2] // 8) * 8, (x.shape[3] // 8) * 8
         x = x[:, :, :h, :w]
         y = model(x).clamp(0, 1)
