@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.atomic import atomic_path, atomic_write_text, json_default
 from earthcrafter.io.imported_scene import write_imported_scene
 from earthcrafter.io.scene import Scene, list_scenes, read_scene
 
@@ -76,13 +76,20 @@ class AtomicJSONDataset(AbstractDataset[dict, dict]):
         return json.loads(self._path.read_text())
 
     def save(self, data: dict) -> None:
-        atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=_json_or_str) + "\n")
 
     def _exists(self) -> bool:
         return self._path.is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+def _json_or_str(o):
+    try:
+        return json_default(o)
+    except TypeError:
+        return str(o)
 
 
 class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
@@ -135,7 +142,7 @@ class SceneTilesDataset(AbstractDataset[dict[str, Path], dict[str, Any]]):
                 tmp.mkdir()
                 write_scene_tiles(tmp, voxels.tiles, voxels.views)
                 report = {"report": voxels.report, "skipped": voxels.skipped}
-                (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+                (tmp / "report.json").write_text(json.dumps(report, indent=1, default=json_default))
         for stale in {p.name for p in self._path.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(data):
             shutil.rmtree(self._path / stale)
 
@@ -145,16 +152,3 @@ class SceneTilesDataset(AbstractDataset[dict[str, Path], dict[str, Any]]):
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
 
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o)}")

@@ -26,7 +26,7 @@ from PIL import Image
 from plyfile import PlyData, PlyElement
 
 from earthcrafter.geometry.cameras import Camera
-from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.atomic import atomic_path, json_default
 from earthcrafter.semantics import NUM_CLASSES
 
 
@@ -169,7 +169,7 @@ def write_scene(root: str | Path, scene: Scene) -> Path:
         meta = dict(scene.metadata)
         meta["scene_id"] = scene.scene_id
         meta["num_frames"] = len(scene.frames)
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
         if scene.mesh is not None:
             write_mesh_ply(tmp / "mesh.ply", scene.mesh)
         if scene.points is not None:
@@ -258,12 +258,3 @@ def read_scene(scene_dir: str | Path, load_frames: bool = True) -> Scene:
         frames = [read_frame(scene_dir, name, cam) for name, cam in read_cameras(scene_dir)]
     return Scene(meta.get("scene_id", scene_dir.name), meta, mesh, points, frames)
 
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o)}")

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from earthcrafter.features.layout import layout_channels, layout_from_json, layout_to_json
-from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.atomic import atomic_path, json_default
 from earthcrafter.semantics import CLASS_NAMES, NUM_CLASSES
 
 TILE_FORMAT = "earthcrafter.voxel_tile/1"
@@ -118,7 +118,7 @@ def _meta_to_arrow(tile: VoxelTile) -> dict[bytes, bytes]:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"tile {tile.tile_id}: meta lacks {missing}")
-    return {k.encode(): json.dumps(v, default=_json_default).encode() for k, v in meta.items()}
+    return {k.encode(): json.dumps(v, default=json_default).encode() for k, v in meta.items()}
 
 
 def write_tile(path: str | Path, tile: VoxelTile) -> Path:
@@ -399,12 +399,3 @@ def write_scene_tiles(out_dir: str | Path, tiles: list[VoxelTile], views: list[T
         rows.append(manifest_row(tile, tp, vp, len(v)))
     return rows
 
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o)}")
