@@ -1,0 +1,358 @@
+"""TexVAE samples: a voxel tile's selected features and its ground-truth views, augmented.
+
+Per draw (:class:`~earthcrafter.training.sampler.Draw`; an int index means validation: no
+augmentation, every view):
+
+1. Read the tile and its views (``views_path`` column of the manifest, else
+   ``<tile_id>.views.npz`` beside the tile), optionally cached in memory.
+2. ``pool > 1`` (Table 2, TexB: a coarser L): voxels are merged by ``coords // pool`` with the
+   mean of their features (normals re-normalised) and the voxel size grows by ``pool``. The
+   views need no change: the cell ``ijk'`` spans ``[pool ijk', pool (ijk' + 1)) * voxel_size``
+   of the same tile-local frame, whose centre is ``(ijk' + 0.5) * pool * voxel_size``. We pool
+   stored tiles instead of voxelizing again so every row of Table 2 sees the same surfaces,
+   views and features.
+3. Crop to the voxel budget (and to ``crop_size`` windows) with
+   :mod:`earthcrafter.geometry.augment`, which narrows each view's mask to the crop by depth.
+4. Flip / rotate the grid with its cameras and features (``GridTransform``).
+5. Keep ``views_per_sample`` random views whose mask is not empty; resize them by area
+   averaging to ``view_width`` and rescale K. Colour is kept *premultiplied* by the mask
+   coverage, so any background can be composited exactly afterwards:
+   ``gt = colour + (1 - coverage) * background``.
+
+Bad items never crash a run silently: a tile with no voxels, non-finite features, or no view
+that sees it becomes a :class:`SkippedSample` with the reason; :func:`collate_tex` drops it,
+logs it (once per tile and reason) and counts it in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from earthcrafter.geometry.augment import GridTransform, crop_views, random_voxel_crop
+from earthcrafter.io.tiles import TileViews, read_tile, read_views
+from earthcrafter.models.tex_vae import FeatureSet, feature_index
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.sampler import Draw
+from earthcrafter.training.voxel_data import VoxelDataConfig, check_manifest, random_window
+
+log = logging.getLogger(__name__)
+
+Background = Literal["random", "black", "white", "grey"]
+_FIXED_BACKGROUNDS = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "grey": (0.5, 0.5, 0.5)}
+
+
+class TexVAEDataConfig(VoxelDataConfig):
+    """How tiles and their views become TexVAE samples (``train_texvae.data``)."""
+
+    pool: int = Field(1, ge=1, le=8, description="merge voxels by coords // pool: a coarser L (TexB)")
+    rotate: bool = Field(True, description="random 90-degree rotations about z at training")
+    view_width: int = Field(64, ge=8, description="views are area-resized to this width (height keeps the aspect)")
+    views_per_sample: int = Field(4, ge=0, description="random views per training sample (0: all)")
+    val_views: int = Field(0, ge=0, description="views per validation tile, the first ones (0: all)")
+    min_view_coverage: float = Field(
+        0.002, ge=0, lt=1, description="a view is used when at least this fraction of its pixels shows the tile"
+    )
+    background: Background = Field("random", description="training background behind the tile (random: per view)")
+    val_background: Background = Field("black", description="validation background")
+
+
+@dataclass
+class ViewSet:
+    """Ground-truth views of one sample, resized.
+
+    colour: [V, H, W, 3] float32, tile colour in [0, 1] premultiplied by ``coverage``.
+    coverage: [V, H, W] float32 in [0, 1], the fraction of each pixel that shows the tile.
+    K: [V, 3, 3] float32 pixel intrinsics; world_to_camera: [V, 4, 4] float32 (tile-local frame).
+    background: [V, 3] float32 colour to render behind the tile and composite the ground truth on.
+    """
+
+    colour: torch.Tensor
+    coverage: torch.Tensor
+    K: torch.Tensor
+    world_to_camera: torch.Tensor
+    background: torch.Tensor
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.colour.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.colour.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.colour.shape[2]
+
+    def target(self) -> torch.Tensor:
+        """[V, H, W, 3] the ground truth composited on ``background``."""
+        return self.colour + (1.0 - self.coverage[..., None]) * self.background[:, None, None, :]
+
+    def mask(self, threshold: float = 0.5) -> torch.Tensor:
+        """[V, H, W] bool: pixels that mostly show the tile (where metrics are measured)."""
+        return self.coverage > threshold
+
+    def to(self, device) -> ViewSet:
+        move = lambda t: t.to(device)  # noqa: E731
+        return replace(self, colour=move(self.colour), coverage=move(self.coverage), K=move(self.K),
+                       world_to_camera=move(self.world_to_camera), background=move(self.background))  # fmt: skip
+
+
+@dataclass
+class TexSample:
+    tile_id: str
+    coords: torch.Tensor  # int32 [N, 3]
+    feats: torch.Tensor  # float32 [N, C] selected channels
+    voxel_size: float
+    views: ViewSet
+
+
+@dataclass
+class SkippedSample:
+    tile_id: str
+    reason: str
+
+
+@dataclass
+class TexBatch:
+    """A collated batch. ``voxels`` is None when every sample of the batch was skipped."""
+
+    voxels: SparseTensor | None
+    voxel_size: torch.Tensor  # [B]
+    views: list[ViewSet]
+    tile_ids: list[str]
+    skipped: list[SkippedSample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+    def to(self, device) -> TexBatch:
+        return TexBatch(
+            self.voxels.to(device) if self.voxels is not None else None,
+            self.voxel_size.to(device),
+            [v.to(device) for v in self.views],
+            list(self.tile_ids),
+            list(self.skipped),
+        )
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def collate_tex(samples: list[TexSample | SkippedSample]) -> TexBatch:
+    """Batch the valid samples; log each skipped tile (once per reason) and keep the count."""
+    good = [s for s in samples if isinstance(s, TexSample)]
+    skipped = [s for s in samples if isinstance(s, SkippedSample)]
+    for s in skipped:
+        if (s.tile_id, s.reason) not in _reported:
+            _reported.add((s.tile_id, s.reason))
+            log.warning("TexVAE: skipping tile %s: %s", s.tile_id, s.reason)
+    if not good:
+        return TexBatch(None, torch.zeros(0), [], [], skipped)
+    voxels = SparseTensor.from_list([s.feats for s in good], [s.coords for s in good])
+    vs = torch.tensor([s.voxel_size for s in good], dtype=torch.float32)
+    return TexBatch(voxels, vs, [s.views for s in good], [s.tile_id for s in good], skipped)
+
+
+# --------------------------------------------------------------------------- tile transforms
+
+def pool_voxels(
+    coords: np.ndarray, feats: np.ndarray, factor: int, normal_slice: slice | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge voxels by ``coords // factor``: parents sorted by (x, y, z), features averaged.
+
+    ``normal_slice``: channels holding unit normals, re-normalised after averaging.
+    """
+    if factor == 1:
+        return coords, feats
+    parent = np.asarray(coords, np.int64) // factor
+    uniq, inverse = np.unique(parent, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(uniq), feats.shape[1]), np.float64)
+    np.add.at(sums, inverse, feats.astype(np.float64))
+    mean = sums / np.bincount(inverse, minlength=len(uniq))[:, None]
+    if normal_slice is not None:
+        n = mean[:, normal_slice]
+        mean[:, normal_slice] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return uniq.astype(np.int32), mean.astype(np.float32)
+
+
+def resize_views(views: TileViews, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Area-resize to ``width`` (height keeps the aspect): premultiplied colour, coverage, K."""
+    h, w = views.rgb.shape[1:3]
+    height = max(1, round(h * width / w))
+    mask = torch.from_numpy(views.mask).float()[:, None]  # [V, 1, h, w]
+    rgb = torch.from_numpy(views.rgb).float().permute(0, 3, 1, 2) / 255.0 * mask
+    if (height, width) != (h, w):
+        rgb = F.interpolate(rgb, size=(height, width), mode="area")
+        mask = F.interpolate(mask, size=(height, width), mode="area")
+    K = torch.from_numpy(views.K).float().clone()
+    K[:, 0] *= width / w  # pixel-centre convention: continuous coords scale exactly
+    K[:, 1] *= height / h
+    return rgb.permute(0, 2, 3, 1).contiguous(), mask[:, 0].contiguous(), K
+
+
+def backgrounds(kind: Background, n: int, rng: np.random.Generator) -> torch.Tensor:
+    if kind == "random":
+        return torch.from_numpy(rng.random((n, 3)).astype(np.float32))
+    return torch.tensor(_FIXED_BACKGROUNDS[kind], dtype=torch.float32).expand(n, 3).clone()
+
+
+# --------------------------------------------------------------------------- dataset
+
+@dataclass
+class _Tile:
+    tile_id: str
+    coords: np.ndarray  # int32 [N, 3]
+    feats: np.ndarray  # float32 [N, C] selected channels
+    normal_cols: np.ndarray | None  # positions of f_n inside the selected channels
+    L: int
+    voxel_size: float
+    views: TileViews
+
+
+class TexVAEDataset(Dataset):
+    """Map-style dataset over one split of the voxel manifest (see the module docstring)."""
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        *,
+        split: str,
+        features: FeatureSet,
+        config: TexVAEDataConfig | None = None,
+        augment: bool = False,
+        read_tile_fn: Callable[[str], Any] = read_tile,
+        read_views_fn: Callable[[str], TileViews] = read_views,
+    ):
+        self.config = config or TexVAEDataConfig()
+        self.rows = check_manifest(manifest, split, self.config.root)
+        if split == self.config.val_split and self.config.max_val_tiles:
+            self.rows = self.rows.iloc[: self.config.max_val_tiles].reset_index(drop=True)
+        self.split, self.features, self.augment = split, features, augment
+        self.read_tile_fn, self.read_views_fn = read_tile_fn, read_views_fn
+        self._cache: dict[int, _Tile] = {}
+        self.in_channels: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def views_path(self, index: int) -> Path:
+        row = self.rows.iloc[index]
+        tile_path = Path(row["path"])
+        vp = row.get("views_path") if "views_path" in self.rows.columns else None
+        if vp is None or (isinstance(vp, float) and np.isnan(vp)):
+            return tile_path.with_name(f"{row['tile_id']}.views.npz")
+        vp = Path(vp)
+        if vp.is_absolute():
+            return vp
+        return (Path(self.config.root) if self.config.root else Path.cwd()) / vp
+
+    def layout_channels(self) -> int:
+        """Selected input channels, from the first tile (all tiles of a manifest share a layout)."""
+        if self.in_channels is None:
+            tile = self.read_tile_fn(self.rows.at[0, "path"])
+            self.in_channels = len(feature_index(self.features, tile.layout))
+        return self.in_channels
+
+    def grid(self) -> tuple[int, float]:
+        """(L, voxel size in metres) the model sees, from the first tile, after pooling."""
+        tile = self.read_tile_fn(self.rows.at[0, "path"])
+        pool = self.config.pool
+        return -(-int(tile.L) // pool), float(tile.voxel_size) * pool
+
+    def _load(self, index: int) -> _Tile:
+        if index in self._cache:
+            return self._cache[index]
+        path = self.rows.at[index, "path"]
+        tile = self.read_tile_fn(path)
+        layout = tile.layout
+        idx = feature_index(self.features, layout)
+        feats = np.asarray(tile.feats)[:, idx].astype(np.float32)
+        normal_cols = None
+        if "f_n" in layout and layout["f_n"].start in idx:
+            normal_cols = np.searchsorted(idx, np.arange(layout["f_n"].start, layout["f_n"].stop))
+        coords, L, vs = np.asarray(tile.coords, np.int32), int(tile.L), float(tile.voxel_size)
+        pool = self.config.pool
+        if pool > 1 and len(coords):
+            nslice = slice(int(normal_cols[0]), int(normal_cols[-1]) + 1) if normal_cols is not None else None
+            coords, feats = pool_voxels(coords, feats, pool, nslice)
+            L, vs = -(-L // pool), vs * pool
+        views = self.read_views_fn(str(self.views_path(index)))
+        item = _Tile(str(tile.tile_id), coords, feats, normal_cols, L, vs, views)
+        if self.config.cache_tiles:
+            self._cache[index] = item
+        return item
+
+    def __getitem__(self, item: int | Draw) -> TexSample | SkippedSample:
+        index, seed = (item.index, item.seed) if isinstance(item, Draw) else (int(item), (0, int(item)))
+        rng = np.random.default_rng(list(seed))
+        t = self._load(index)
+        if len(t.coords) == 0:
+            return SkippedSample(t.tile_id, "the tile has zero voxels")
+        bad = ~np.isfinite(t.feats)
+        if bad.any():
+            return SkippedSample(t.tile_id, f"{int(bad.sum())} non-finite feature value(s) in {int(bad.any(1).sum())} voxel(s)")
+        coords, feats, views = self._crop(t, rng)
+        if self.augment and (self.config.flip or self.config.rotate):
+            tr = GridTransform.random(rng, flip=self.config.flip, rotate=self.config.rotate)
+            coords = tr.coords(coords, t.L)
+            if t.normal_cols is not None:
+                n = tr.vectors(feats[:, t.normal_cols])
+                feats = feats.copy()
+                feats[:, t.normal_cols] = n
+            views = tr.views(views, t.L, t.voxel_size)
+        chosen = self._choose_views(views, rng)
+        if not len(chosen):
+            return SkippedSample(
+                t.tile_id, f"no view sees the tile (coverage < {self.config.min_view_coverage} in all {len(views)} views)"
+            )
+        sub = TileViews(views.rgb[chosen], views.mask[chosen], views.depth[chosen], views.K[chosen],
+                        views.world_to_camera[chosen], [views.names[i] for i in chosen])  # fmt: skip
+        colour, coverage, K = resize_views(sub, self.config.view_width)
+        kind = self.config.background if self.augment else self.config.val_background
+        vset = ViewSet(colour, coverage, K, torch.from_numpy(sub.world_to_camera).float(),
+                       backgrounds(kind, len(chosen), rng), list(sub.names))  # fmt: skip
+        order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
+        return TexSample(
+            t.tile_id,
+            torch.from_numpy(np.ascontiguousarray(coords[order]).astype(np.int32)),
+            torch.from_numpy(np.ascontiguousarray(feats[order])),
+            t.voxel_size,
+            vset,
+        )
+
+    def _crop(self, t: _Tile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, TileViews]:
+        """Window crop (training, ``crop_size``) and budget crop (always); views narrowed to the crop."""
+        keep = np.arange(len(t.coords))
+        if self.augment and self.config.crop_size is not None:
+            keep = np.flatnonzero(random_window(t.coords, self.config.crop_size, t.L, rng))
+        sub, _ = random_voxel_crop(t.coords[keep], self.config.max_voxels, rng)
+        keep = keep[sub]
+        if len(keep) == len(t.coords):
+            return t.coords, t.feats, t.views
+        coords = t.coords[keep]
+        lo, hi = coords.min(axis=0), coords.max(axis=0) + 1
+        # Only the narrowed masks are used: coords stay in the tile's frame, and so do the cameras.
+        mask = crop_views(t.views, lo, hi - lo, t.voxel_size).mask
+        v = t.views
+        return coords, t.feats[keep], TileViews(v.rgb, mask, v.depth, v.K, v.world_to_camera, list(v.names))
+
+    def _choose_views(self, views: TileViews, rng: np.random.Generator) -> np.ndarray:
+        frac = views.mask.reshape(len(views), -1).mean(axis=1) if len(views) else np.zeros(0)
+        usable = np.flatnonzero(frac >= max(self.config.min_view_coverage, 1e-12))
+        if self.augment:
+            k = self.config.views_per_sample or len(usable)
+            return np.sort(rng.permutation(usable)[:k])
+        return usable[: self.config.val_views] if self.config.val_views else usable

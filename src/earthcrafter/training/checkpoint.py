@@ -1,0 +1,80 @@
+"""Checkpoints: atomic writes, keep the newest k, load the newest readable one.
+
+A checkpoint is one file ``<dir>/step_<step:08d>.pt`` holding plain tensors and Python
+containers (loadable with ``weights_only=True``). It is written to a temporary sibling and
+renamed into place, so a crash mid-write leaves the previous checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from earthcrafter.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every finished checkpoint in ``directory``, oldest first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
+    """Write ``state`` atomically, then delete all but the newest ``keep_last`` checkpoints."""
+    path = checkpoint_path(directory, step)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for _, old in list_checkpoints(directory)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or None. Unreadable files are skipped with a warning."""
+    for step, path in reversed(list_checkpoints(directory)):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # a damaged file must not block resuming from an older one
+            log.warning("checkpoint %s (step %d) is unreadable, trying an older one: %s", path, step, e)
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training step may touch, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())

@@ -1,0 +1,398 @@
+"""One trainer for every model: devices, DDP, precision, EMA, checkpoints, progress, MLflow.
+
+Run it on a CPU, one GPU, or many GPUs/nodes under ``torchrun`` — the same code; the
+environment decides. A run is a pure function of (task, config, data, seed): resuming
+from a checkpoint continues the same trajectory (weights, optimizer, EMA, scheduler, data
+order and RNG state are all restored), and W ranks reproduce the single-process run on
+the same global batch up to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import random
+import resource
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from earthcrafter import config as ec_config
+from earthcrafter import tracking as ec_tracking
+from earthcrafter.io.atomic import atomic_path
+from earthcrafter.training import checkpoint as ckpt
+from earthcrafter.training import distributed as dist
+from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.ema import EMA
+from earthcrafter.training.figures import loss_curve_figure
+from earthcrafter.training.sampler import GlobalBatchSampler, shard_indices
+from earthcrafter.training.schedule import warmup_poly_scheduler
+from earthcrafter.training.task import Task
+from earthcrafter.training.tracking import training_run
+
+log = logging.getLogger(__name__)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay matrices/kernels, not biases, norms or embeddings' 1-D params."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak allocated CUDA memory, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+@functools.cache
+def _backend_report() -> dict[str, Any]:
+    """earthcrafter.sparse's backend report (once per process: it inspects installed packages)."""
+    try:
+        from earthcrafter.sparse import backend_report
+    except ImportError:
+        return {}
+    return dict(backend_report())
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _MicroBatches:
+    """Split each rank's share of a global batch into ``accum`` micro-batches."""
+
+    def __init__(self, sampler: GlobalBatchSampler, accum: int):
+        if sampler.per_rank % accum:
+            raise ValueError(
+                f"trainer.accum_steps={accum} must divide the per-rank batch {sampler.per_rank} "
+                f"(batch_size {sampler.batch_size} / world size {sampler.world_size})"
+            )
+        self.sampler, self.accum = sampler, accum
+
+    def __iter__(self):
+        size = self.sampler.per_rank // self.accum
+        for draws in self.sampler:
+            for i in range(self.accum):
+                yield draws[i * size : (i + 1) * size]
+
+
+class Trainer:
+    """Trains ``task``'s model on ``train_set`` and validates on ``val_set`` with the EMA weights.
+
+    Outputs (rank 0, under ``out_dir``): ``checkpoints/step_*.pt`` (newest ``keep_last``),
+    ``model.pt`` (EMA weights + ``task.export_config()``), ``figures/*.png`` and
+    ``metrics.json``; the same in the MLflow run with the per-step and validation metrics.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        config: TrainerConfig,
+        train_set: Dataset,
+        val_set: Dataset | None = None,
+        *,
+        out_dir: str | Path,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        device: str = "auto",
+        accum_steps: int = 1,
+        mlflow: bool = True,
+    ):
+        self.task, self.config = task, config
+        self.train_set, self.val_set = train_set, val_set
+        self.out_dir = Path(out_dir)
+        self.run_name = run_name or task.name
+        self.tags = {"model": task.name, **(tags or {})}
+        self.params = params or {}
+        self.device, self.accum_steps, self.use_mlflow = device, accum_steps, mlflow
+        self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+        self.model: nn.Module | None = None
+        self.ema: EMA | None = None
+        self.run_id: str | None = None  # the MLflow run (rank 0, when tracking)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def fit(self, stop_after: int | None = None) -> dict[str, float]:
+        """Train to ``config.steps`` (resuming if a checkpoint exists); return final val metrics.
+
+        ``stop_after``: leave after that global step as if the process were killed — no
+        final checkpoint, validation or export (used to test resuming).
+        """
+        import torch.distributed as tdist
+
+        owned_group = not tdist.is_initialized()
+        env = dist.setup(self.device)
+        threads = torch.get_num_threads()
+        if env.device.type == "cpu" and self.config.cpu_threads:
+            # Small sparse ops are dominated by thread wake-ups; on a busy CPU one thread per
+            # rank can be many times faster than oversubscribed OpenMP teams (see docs/structvae.md).
+            torch.set_num_threads(self.config.cpu_threads)
+        try:
+            return self._fit(env, stop_after)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            if owned_group:
+                dist.teardown(env)
+
+    # ------------------------------------------------------------------ internals
+
+    def _autocast(self, env: dist.DistEnv):
+        precision = self.config.precision
+        bf16 = env.device.type == "cuda" and precision in ("auto", "bf16")
+        if precision == "bf16" and env.device.type != "cuda":
+            log.warning("precision=bf16 requested on CPU: training in fp32")
+        return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _restore(self, env, model, opt, sched, ema) -> dict[str, Any]:
+        state = None
+        if self.config.resume:
+            state = ckpt.load_latest(self.checkpoint_dir) if env.is_main else None
+            state = dist.broadcast_object(state, env)
+        if state is None:
+            return {"step": 0, "train_time_s": 0.0, "mlflow_run_id": None}
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        self.history = state["history"]
+        rngs = state["rng"]
+        if len(rngs) == env.world_size:
+            ckpt.set_rng_state(rngs[env.rank])
+        else:
+            log.warning("checkpoint from %d rank(s), now %d: RNG streams reseeded", len(rngs), env.world_size)
+            _seed_all(self.config.seed + 1000 * state["step"] + env.rank)
+        log.info("resumed from step %d (%s)", state["step"], self.checkpoint_dir)
+        return {"step": state["step"], "train_time_s": state["train_time_s"], "mlflow_run_id": state.get("mlflow_run_id")}
+
+    def _save(self, env, step, model, opt, sched, ema, train_time_s, run_id) -> Path | None:
+        rngs = dist.all_gather_object(ckpt.rng_state(), env)
+        if not env.is_main:
+            return None
+        state = {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "ema": ema.state_dict(),
+            "rng": rngs,
+            "data": GlobalBatchSampler(len(self.train_set), self.config.batch_size, seed=self.config.seed).state(step),
+            "history": self.history,
+            "train_time_s": train_time_s,
+            "mlflow_run_id": run_id,
+            "trainer_config": self.config.model_dump(mode="json"),
+        }
+        return ckpt.save_checkpoint(self.checkpoint_dir, step, state, self.config.keep_last)
+
+    def _validate(self, env, model: nn.Module) -> dict[str, float]:
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        cfg = self.config
+        batches = shard_indices(len(self.val_set), env.rank, env.world_size, cfg.val_batch_size)
+        if cfg.val_max_batches:
+            batches = batches[: cfg.val_max_batches]
+        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.task.collate, num_workers=cfg.num_workers)
+        total: dict[str, torch.Tensor] = {}
+        model.eval()
+        # Validation must not consume the training RNG streams (resumed runs stay identical).
+        devices = [env.device] if env.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast(env):
+            bar = tqdm(loader, desc="validate", leave=False, disable=not (env.is_main and cfg.progress))
+            for batch in bar:
+                stats = self.task.validation_stats(model, self.task.to_device(batch, env.device))
+                for k, v in stats.items():
+                    total[k] = total.get(k, 0) + v.detach().double().cpu()
+        # Every rank reduces the same keys, even one whose shard was empty.
+        keys = sorted(set().union(*dist.all_gather_object(sorted(total), env)))
+        if not keys:
+            return {}
+        flat = torch.stack([torch.as_tensor(total.get(k, 0.0), dtype=torch.float64).reshape(()) for k in keys])
+        flat = dist.all_reduce_sum(flat.to(env.device) if env.device.type == "cuda" else flat, env).cpu()
+        return self.task.metrics_from_stats(dict(zip(keys, flat.unbind())))
+
+    def _log_params(self, env, num_params: int) -> None:
+        if not ec_tracking.active():
+            return
+        flat = ec_config.flatten(self.params)
+        flat.update({"trainer.world_size": env.world_size, "trainer.device": env.device.type,
+                     "trainer.accum_steps": self.accum_steps, "model.num_params": num_params})
+        flat.update(ec_config.flatten(_backend_report(), "backend."))
+        ec_tracking.log_params(flat)
+        ec_tracking.set_tags({"git_commit": ec_tracking.git_commit(Path(__file__).parent)})
+
+    def _reduce_logs(self, env, sums: dict[str, float], counts: dict[str, float], n: int) -> dict[str, float]:
+        """Average loss logs over the window and ranks; sum work counts over ranks."""
+        keys = sorted(sums)
+        ckeys = sorted(counts)
+        t = torch.tensor([sums[k] / max(n, 1) for k in keys] + [counts[k] for k in ckeys], dtype=torch.float64)
+        t = dist.all_reduce_sum(t.to(env.device) if env.device.type == "cuda" else t, env).cpu()
+        out = {k: float(t[i]) / env.world_size for i, k in enumerate(keys)}
+        out.update({k: float(t[len(keys) + i]) for i, k in enumerate(ckeys)})
+        return out
+
+    def _fit(self, env: dist.DistEnv, stop_after: int | None) -> dict[str, float]:
+        cfg, task = self.config, self.task
+        if len(self.train_set) == 0:
+            raise ValueError(f"{task.name}: the training set is empty")
+        _seed_all(cfg.seed)  # identical initial weights on every rank (and in the EMA copy)
+        model = task.build_model().to(env.device)
+        _seed_all(cfg.seed + env.rank)  # then one RNG stream per rank
+        num_params = sum(p.numel() for p in model.parameters())
+        ema = EMA(model, cfg.ema_decay, cfg.ema_start)
+        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        sched = warmup_poly_scheduler(opt, total=cfg.steps, warmup=cfg.warmup_steps, power=cfg.poly_power, min_ratio=cfg.min_lr_ratio)
+        resumed = self._restore(env, model, opt, sched, ema)
+        step, train_time = resumed["step"], resumed["train_time_s"]
+        self.model, self.ema = model, ema
+        ddp = (
+            DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                                    find_unused_parameters=task.find_unused_parameters)
+            if env.distributed else model
+        )
+        sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, rank=env.rank, world_size=env.world_size,
+                                     seed=cfg.seed, start_step=step)
+        loader = DataLoader(
+            self.train_set, batch_sampler=_MicroBatches(sampler, self.accum_steps), collate_fn=task.collate,
+            num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        metrics: dict[str, float] = {}
+        with training_run(self.run_name, self.tags, enabled=self.use_mlflow and env.is_main,
+                          resume_run_id=resumed["mlflow_run_id"]) as run_id:
+            self.run_id = run_id
+            self._log_params(env, num_params)
+            log.info("%s: %d parameters, world size %d on %s, steps %d -> %d",
+                     self.run_name, num_params, env.world_size, env.device, step, cfg.steps)
+            bar = tqdm(total=cfg.steps, initial=step, desc=self.run_name, disable=not (env.is_main and cfg.progress))
+            sums, counts, n_window, window_time = defaultdict(float), defaultdict(float), 0, 0.0
+            skipped = 0
+            batches = iter(loader)
+            last_ckpt, last_ckpt_step = None, None
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                ddp.train()
+                opt.zero_grad(set_to_none=True)
+                for micro in range(self.accum_steps):
+                    batch = task.to_device(next(batches), env.device)
+                    sync = ddp.no_sync() if env.distributed and micro < self.accum_steps - 1 else contextlib.nullcontext()
+                    with sync:
+                        with self._autocast(env):
+                            loss, logs = task.training_step(ddp, batch)
+                        (loss / self.accum_steps).backward()
+                    sums["loss"] += float(loss.detach()) / self.accum_steps
+                    for k, v in logs.items():
+                        sums[k] += float(v) / self.accum_steps
+                    for k, v in task.count(batch).items():
+                        counts[k] += v
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                lr = opt.param_groups[0]["lr"]
+                if torch.isfinite(grad_norm):
+                    opt.step()
+                    ema.update(model)
+                    sched.step()
+                else:  # grads are all-reduced, so every rank takes the same decision
+                    skipped += 1
+                    log.warning("step %d: non-finite gradient norm, update skipped (%d so far)", step, skipped)
+                    with warnings.catch_warnings():  # the schedule still advances with the step count
+                        warnings.simplefilter("ignore", UserWarning)
+                        sched.step()
+                sums["grad_norm"] += float(grad_norm) if torch.isfinite(grad_norm) else 0.0
+                step += 1
+                n_window += 1
+                dt = time.perf_counter() - t0
+                train_time += dt
+                window_time += dt
+                bar.update()
+
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    row = self._reduce_logs(env, sums, counts, n_window)
+                    for k in list(counts):
+                        row[f"{k}_per_s"] = row.pop(k) / max(window_time, 1e-9)
+                    row.update(lr=lr, peak_mem_gb=peak_memory_gb(env.device), skipped_steps=skipped)
+                    ec_tracking.log_metrics(row, step=step, prefix="train/")
+                    self.history["train"].append({"step": step, **row})
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.2e}")
+                    log.debug("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
+                    sums, counts, n_window, window_time = defaultdict(float), defaultdict(float), 0, 0.0
+
+                if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps:
+                    val = self._validate(env, ema.model)
+                    log.info("%s step %d validation: %s", self.run_name, step, {k: round(v, 4) for k, v in val.items()})
+                    ec_tracking.log_metrics(val, step=step, prefix="val/")
+                    self.history["val"].append({"step": step, **val})
+
+                if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                    last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, run_id)
+                    last_ckpt_step = step
+
+                if stop_after is not None and step >= stop_after:
+                    bar.close()
+                    return {}
+            bar.close()
+            if last_ckpt_step != step:  # decided identically on every rank (the save gathers RNG states)
+                last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, run_id)
+
+            metrics = self._validate(env, ema.model)
+            if metrics:
+                self.history["val"].append({"step": step, **metrics})
+            metrics.update(train_time_s=train_time, num_params=float(num_params), steps=float(step))
+            ec_tracking.log_metrics(metrics, step=step, prefix="final/")
+            ec_tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("steps",)}, step=step, prefix="val/")
+            if env.is_main:
+                self._finish(env, ema, metrics, last_ckpt)
+            dist.barrier(env)
+        return metrics
+
+    def _finish(self, env, ema: EMA, metrics: dict[str, float], last_ckpt: Path | None) -> None:
+        """Export EMA weights, write figures and metrics, log artifacts (rank 0)."""
+        import json
+
+        import matplotlib.pyplot as plt
+
+        model_path = self.out_dir / "model.pt"
+        with atomic_path(model_path) as tmp:
+            torch.save({"model": self.task.name, "config": self.task.export_config(),
+                        "state_dict": ema.model.state_dict(), "metrics": metrics}, tmp)
+        with atomic_path(self.out_dir / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        figs = {}
+        if self.config.figures:
+            figs["loss_curve"] = loss_curve_figure(self.history["train"], self.history["val"], self.run_name)
+        if self.config.figures and self.val_set is not None and len(self.val_set):
+            batch = self.task.collate([self.val_set[i] for i in range(min(2, len(self.val_set)))])
+            with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []), torch.no_grad():
+                figs.update(self.task.figures(ema.model, self.task.to_device(batch, env.device)))
+        fig_dir = self.out_dir / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        for name, fig in figs.items():
+            with atomic_path(fig_dir / f"{name}.png") as tmp:
+                fig.savefig(tmp, format="png")
+            plt.close(fig)
+            ec_tracking.log_artifact(fig_dir / f"{name}.png", "figures")
+        ec_tracking.log_artifact(model_path)
+        if last_ckpt is not None:
+            ec_tracking.log_artifact(last_ckpt, "checkpoints")
+        ec_tracking.log_dict(self.history, "history.json")

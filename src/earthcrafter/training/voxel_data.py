@@ -1,0 +1,201 @@
+"""Voxel tiles as training samples: manifest checks, random crops under a voxel budget, flips.
+
+Tiles are listed by a manifest table (``tile_id, scene_id, num_voxels, split, path``) and
+read with a ``read_tile(path) -> tile`` callable whose result has ``tile_id``, ``coords``
+[N, 3] ints in ``[0, L)``, optional ``feats`` [N, C], ``semantic`` [N] and a ``meta`` dict
+with ``L`` (earthcrafter.io.tiles.read_tile is the real one). Augmentation is a pure
+function of the draw's seed (see training.sampler), so it is identical whichever worker or
+rank loads the sample, and identical again after resuming.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import Dataset
+
+from earthcrafter.training.sampler import Draw
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ("tile_id", "split", "path")
+
+
+class VoxelDataConfig(BaseModel):
+    """How tiles become samples (``data:`` in a model's parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_voxels: int = Field(250_000, ge=1, description="voxel budget per sample: larger tiles are cropped (paper 250k)")
+    crop_size: int | None = Field(
+        None, ge=8, multiple_of=8, description="random xy crop edge in voxels at training (None: whole tile)"
+    )
+    flip: bool = Field(True, description="random x / y flips at training")
+    train_split: str = "train"
+    val_split: str = "val"
+    max_val_tiles: int = Field(0, ge=0, description="use at most this many validation tiles (0: all)")
+    cache_tiles: bool = Field(False, description="keep decoded tiles in memory (small datasets)")
+    root: str | None = Field(None, description="folder that relative manifest paths start from (default: cwd)")
+
+
+@dataclass
+class VoxelSample:
+    """One (augmented) tile. ``coords`` int32 [N, 3] sorted by (x, y, z), in ``[0, L)``."""
+
+    tile_id: str
+    coords: torch.Tensor
+    L: int
+    seed: int  # per-draw seed for any randomness the model needs (e.g. VAE posterior noise)
+    feats: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
+
+
+def check_manifest(manifest: pd.DataFrame, split: str, root: str | Path | None = None) -> pd.DataFrame:
+    """The manifest rows of ``split`` with resolved paths; fail clearly on any problem."""
+    missing_cols = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing_cols:
+        raise ValueError(f"voxel manifest lacks column(s) {missing_cols}; has {list(manifest.columns)}")
+    rows = manifest[manifest["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        counts = manifest["split"].value_counts().to_dict()
+        raise ValueError(f"voxel manifest has no tiles in split {split!r} (splits present: {counts})")
+    base = Path(root) if root is not None else Path.cwd()
+    paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows["path"]]
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise FileNotFoundError(f"voxel manifest split {split!r}: {len(absent)} tile file(s) missing: {shown}")
+    rows["path"] = [str(p) for p in paths]
+    return rows
+
+
+def crop_to_budget(coords: np.ndarray, max_voxels: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of a square xy crop holding at most ``max_voxels`` voxels.
+
+    The crop is the largest Chebyshev (xy) ring around a random occupied column that fits
+    the budget, so whole columns are kept: no voxel loses its vertical neighbours.
+    """
+    n = len(coords)
+    if n <= max_voxels:
+        return np.ones(n, dtype=bool)
+    centre = coords[rng.integers(n), :2]
+    d = np.abs(coords[:, :2] - centre).max(axis=1)
+    counts = np.bincount(d)
+    cum = np.cumsum(counts)
+    fits = np.nonzero(cum <= max_voxels)[0]
+    if len(fits):
+        return d <= fits[-1]
+    # Even the centre column exceeds the budget: keep a random subset of it.
+    mask = np.zeros(n, dtype=bool)
+    column = np.nonzero(d == 0)[0]
+    mask[rng.choice(column, size=max_voxels, replace=False)] = True
+    return mask
+
+
+def random_window(coords: np.ndarray, size: int, L: int, rng: np.random.Generator) -> np.ndarray:
+    """Mask of a random xy window of edge ``size`` containing a random occupied voxel.
+
+    The window origin is a multiple of 8 (``size`` is one too), so the L/8 cells inside the
+    window stay whole.
+    """
+    if size >= L:
+        return np.ones(len(coords), dtype=bool)
+    anchor = coords[rng.integers(len(coords)), :2]
+    lo = np.empty(2, dtype=np.int64)
+    for axis in range(2):
+        first = -(-max(0, anchor[axis] - size + 1) // 8)  # ceil to a multiple of 8
+        last = min(anchor[axis], L - size) // 8
+        lo[axis] = 8 * rng.integers(first, last + 1)
+    inside = (coords[:, :2] >= lo) & (coords[:, :2] < lo + size)
+    return inside.all(axis=1)
+
+
+class VoxelTileDataset(Dataset):
+    """Map-style dataset over one split of the manifest.
+
+    Index with an int (deterministic, no augmentation: validation) or a
+    :class:`~earthcrafter.training.sampler.Draw` (seeded augmentation: training).
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        read_tile: Callable[[str], Any],
+        *,
+        split: str,
+        L: int,
+        config: VoxelDataConfig | None = None,
+        augment: bool = False,
+        with_feats: bool = False,
+    ):
+        self.config = config or VoxelDataConfig()
+        self.rows = check_manifest(manifest, split, self.config.root)
+        if split == self.config.val_split and self.config.max_val_tiles:
+            self.rows = self.rows.iloc[: self.config.max_val_tiles].reset_index(drop=True)
+        self.read_tile, self.split, self.L = read_tile, split, L
+        self.augment, self.with_feats = augment, with_feats
+        self._cache: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _tile(self, index: int) -> Any:
+        if index in self._cache:
+            return self._cache[index]
+        path = self.rows.at[index, "path"]
+        tile = self.read_tile(path)
+        L = int(tile.meta.get("L", self.L)) if getattr(tile, "meta", None) else self.L
+        if L != self.L:
+            raise ValueError(f"tile {path}: meta L={L} but the model is configured for L={self.L}")
+        coords = np.asarray(tile.coords)
+        if coords.ndim != 2 or coords.shape[1] != 3:
+            raise ValueError(f"tile {path}: coords must be [N, 3], got {coords.shape}")
+        if len(coords) == 0:
+            raise ValueError(f"tile {path}: no voxels")
+        if coords.min() < 0 or coords.max() >= self.L:
+            raise ValueError(f"tile {path}: coords outside [0, {self.L}) (min {coords.min()}, max {coords.max()})")
+        if self.config.cache_tiles:
+            self._cache[index] = tile
+        return tile
+
+    def __getitem__(self, item: int | Draw) -> VoxelSample:
+        if isinstance(item, Draw):
+            index, seed = item.index, item.seed
+        else:
+            index, seed = int(item), (0, int(item))
+        tile = self._tile(index)
+        rng = np.random.default_rng(list(seed))
+        coords = np.asarray(tile.coords, dtype=np.int64)
+        keep = np.ones(len(coords), dtype=bool)
+        if self.augment and self.config.crop_size is not None:
+            keep = random_window(coords, self.config.crop_size, self.L, rng)
+        sub = np.nonzero(keep)[0]
+        # The budget applies always: a validation tile larger than it is cropped too (seeded).
+        sub = sub[crop_to_budget(coords[sub], self.config.max_voxels, rng)]
+        coords = coords[sub]
+        if self.augment and self.config.flip:
+            for axis in (0, 1):
+                if rng.random() < 0.5:
+                    coords[:, axis] = self.L - 1 - coords[:, axis]
+        order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
+        sub, coords = sub[order], coords[order]
+        feats = semantic = None
+        if self.with_feats:
+            feats = torch.from_numpy(np.asarray(tile.feats)[sub].astype(np.float32))
+            semantic = torch.from_numpy(np.asarray(tile.semantic)[sub].astype(np.int64))
+        return VoxelSample(
+            tile_id=str(tile.tile_id),
+            coords=torch.from_numpy(coords.astype(np.int32)),
+            L=self.L,
+            seed=int(np.random.SeedSequence(list(seed)).generate_state(1)[0]),
+            feats=feats,
+            semantic=semantic,
+        )

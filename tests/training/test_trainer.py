@@ -1,0 +1,193 @@
+"""Trainer: resumable bit for bit, atomic checkpoints, schedule, EMA, sampler, MLflow nesting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from toy import ToyData, ToyTask
+
+from earthcrafter.training import GlobalBatchSampler, Trainer, TrainerConfig
+from earthcrafter.training import checkpoint as ckpt
+from earthcrafter.training.ema import EMA
+from earthcrafter.training.schedule import warmup_poly_factor
+
+
+def _config(**kw) -> TrainerConfig:
+    base = dict(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=6, log_every=3, val_every=4,
+                ema_decay=0.9, progress=False, figures=False)
+    return TrainerConfig(**{**base, **kw})
+
+
+def _trainer(out, **kw) -> Trainer:
+    return Trainer(ToyTask(), _config(**kw), ToyData(), ToyData(16, seed=1), out_dir=out, mlflow=False)
+
+
+def _assert_same_state(a: Trainer, b: Trainer) -> None:
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    for (name, p), q in zip(a.ema.model.state_dict().items(), b.ema.model.state_dict().values()):
+        assert torch.equal(p, q), f"ema {name}"
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    straight = _trainer(tmp_path / "straight")
+    m_straight = straight.fit()
+
+    killed = _trainer(tmp_path / "resumed")
+    assert killed.fit(stop_after=9) == {}  # dies 3 steps after the step-6 checkpoint
+    assert [s for s, _ in ckpt.list_checkpoints(killed.checkpoint_dir)] == [6]
+    resumed = _trainer(tmp_path / "resumed")
+    m_resumed = resumed.fit()
+
+    _assert_same_state(straight, resumed)
+    state_a = ckpt.load_latest(straight.checkpoint_dir)
+    state_b = ckpt.load_latest(resumed.checkpoint_dir)
+    for k, v in state_a["optimizer"]["state"].items():
+        assert torch.equal(v["exp_avg_sq"], state_b["optimizer"]["state"][k]["exp_avg_sq"])
+    assert state_a["scheduler"] == state_b["scheduler"]
+    assert m_straight["mse"] == m_resumed["mse"]
+    # the resumed loss history continues the straight one from the checkpoint on
+    assert [r["loss"] for r in straight.history["train"]] == [r["loss"] for r in resumed.history["train"]]
+
+
+def test_resume_disabled_starts_over(tmp_path):
+    a = _trainer(tmp_path / "r", steps=6)
+    a.fit()
+    b = _trainer(tmp_path / "r", steps=6, resume=False)
+    b.fit()
+    _assert_same_state(a, b)  # same seed, from scratch: same result, and no crash on existing files
+
+
+def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
+    d = tmp_path / "ck"
+    ckpt.save_checkpoint(d, 5, {"w": torch.arange(4.0)}, keep_last=2)
+
+    def crashing_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpo")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(d, 10, {"w": torch.zeros(4)}, keep_last=1)
+    monkeypatch.undo()
+    assert [s for s, _ in ckpt.list_checkpoints(d)] == [5]
+    assert sorted(p.name for p in d.iterdir()) == ["step_00000005.pt"]  # no temp file left
+    assert torch.equal(ckpt.load_latest(d)["w"], torch.arange(4.0))
+
+
+def test_unreadable_newest_checkpoint_falls_back(tmp_path):
+    d = tmp_path / "ck"
+    ckpt.save_checkpoint(d, 1, {"w": torch.ones(2)}, keep_last=3)
+    ckpt.checkpoint_path(d, 2).write_bytes(b"garbage")
+    assert torch.equal(ckpt.load_latest(d)["w"], torch.ones(2))
+
+
+def test_keep_last(tmp_path):
+    for s in range(5):
+        ckpt.save_checkpoint(tmp_path, s, {"s": s}, keep_last=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3, 4]
+
+
+def test_schedule_warmup_then_poly():
+    f = lambda s: warmup_poly_factor(s, total=110, warmup=10, power=2.0, min_ratio=0.1)  # noqa: E731
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.25)
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(10, 120))
+
+
+def test_ema_matches_formula():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.8, start=1)
+    w0 = model.weight.detach().clone()
+    ema.update(model)  # before start: copy
+    assert torch.equal(ema.model.weight, w0)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, 0.8 * w0 + 0.2 * (w0 + 1.0))
+
+
+def test_sampler_ranks_partition_the_global_batch():
+    n, B = 10, 4
+    single = GlobalBatchSampler(n, B, seed=3)
+    ranks = [GlobalBatchSampler(n, B, rank=r, world_size=2, seed=3) for r in range(2)]
+    for step in range(7):
+        whole = single.draws(step)
+        assert ranks[0].draws(step) + ranks[1].draws(step) == whole
+        assert len({d.seed for d in whole}) == B
+    # every epoch is a permutation of the dataset
+    stream = [d.index for s in range(5) for d in single.draws(s)]  # 20 draws = 2 epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    resumed = iter(GlobalBatchSampler(n, B, seed=3, start_step=5))
+    assert next(resumed) == single.draws(5)
+    with pytest.raises(ValueError, match="not divisible"):
+        GlobalBatchSampler(n, 5, world_size=2)
+
+
+def test_nonfinite_step_is_skipped(tmp_path):
+    class NaNTask(ToyTask):
+        def training_step(self, model, batch):
+            loss, logs = super().training_step(model, batch)
+            return loss * float("nan"), logs
+
+    t = Trainer(NaNTask(), _config(steps=3, ckpt_every=0, val_every=0), ToyData(), out_dir=tmp_path, mlflow=False)
+    t.fit()
+    torch.manual_seed(0)
+    init = NaNTask().build_model()
+    for p, q in zip(t.model.parameters(), init.parameters()):
+        assert torch.equal(p, q)  # no update was applied
+    assert t.history["train"][-1]["skipped_steps"] == 3
+
+
+def test_accumulation_matches_full_batch(tmp_path):
+    class NoDropout(ToyTask):
+        def build_model(self):
+            return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+
+    cfg = _config(steps=4, ckpt_every=0, val_every=0)
+    a = Trainer(NoDropout(), cfg, ToyData(), out_dir=tmp_path / "a", mlflow=False)
+    b = Trainer(NoDropout(), cfg, ToyData(), out_dir=tmp_path / "b", mlflow=False, accum_steps=4)
+    a.fit(), b.fit()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_mlflow_nested_run_with_tags_metrics_artifacts(tmp_path, mlflow_uri):
+    import mlflow
+
+    mlflow.set_experiment("trainer-tests")
+    with mlflow.start_run(run_name="parent") as parent:
+        t = Trainer(ToyTask(), _config(figures=True), ToyData(), ToyData(8), out_dir=tmp_path,
+                    run_name="toy/nested", tags={"ablation": "none", "table": "0"}, params={"x": {"y": 2}})
+        metrics = t.fit()
+    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name == "toy/nested" and run.info.status == "FINISHED"
+    assert run.data.tags["model"] == "toy" and run.data.tags["ablation"] == "none"
+    assert run.data.params["x.y"] == "2" and run.data.params["trainer.world_size"] == "1"
+    assert math.isclose(run.data.metrics["final/mse"], metrics["mse"])
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [3, 6, 9, 12]
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"model.pt", "figures", "checkpoints", "history.json"} <= arts
+    assert (tmp_path / "figures" / "loss_curve.png").is_file()
+    exported = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert exported["config"] == {"in": 8}
+
+
+def test_top_level_run_without_parent(tmp_path, mlflow_uri):
+    import mlflow
+
+    assert mlflow.active_run() is None
+    t = Trainer(ToyTask(), _config(steps=2, warmup_steps=0, val_every=0, ckpt_every=0), ToyData(), out_dir=tmp_path, run_name="toy/top")
+    t.fit()
+    assert mlflow.active_run() is None
+    run = mlflow.search_runs(filter_string="attributes.run_name = 'toy/top'", search_all_experiments=True,
+                             output_format="list")[0]
+    assert "mlflow.parentRunId" not in run.data.tags
