@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_DATA = Path(os.environ.get("EARTHCRAFTER_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+# the Autzen survey ships with the project (data/00_external/autzen, BSD licence)
+REAL_DATA = Path(os.environ.get("EARTHCRAFTER_REAL_DATA", REPO / "data" / "00_external" / "autzen"))
 
 
 @pytest.fixture(scope="session")
