@@ -7,9 +7,8 @@ distributed job logs.
 
 from __future__ import annotations
 
-import io
-import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -36,9 +35,14 @@ def log_params(params: dict[str, Any], prefix: str = "") -> None:
     """Log params in batches (MLflow caps a batch at 100 and a value at 6000 chars)."""
     if not active():
         return
-    items = [(f"{prefix}{k}", str(v)[:6000]) for k, v in params.items()]
+    items = [(_param_key(f"{prefix}{k}"), str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
+
+
+def _param_key(key: str) -> str:
+    """MLflow keys allow alphanumerics and ``_-. :/``; anything else becomes ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
 
 
 def set_tags(tags: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ def test_gpu_only_backend_on_cpu_falls_back_and_is_reported():
             out = full_attention(q, q, q, x.coords[:, 0])
     ref = full_attention(q, q, q, x.coords[:, 0], backend="reference")
     assert torch.allclose(out, ref)
-    assert backend_report()["sparse.fallback.attn:torch_varlen->sdpa_padded"] >= 1
+    assert backend_report()["sparse.fallback.attn.torch_varlen_to_sdpa_padded"] >= 1
 
 
 def test_missing_flash_attn_never_breaks_import_and_fails_clearly_when_requested():

@@ -121,7 +121,7 @@ def requested_attn_backend() -> str | None:
 
 
 def _fallback(kind: str, wanted: str, got: str, why: str) -> str:
-    _fallbacks[f"{kind}:{wanted}->{got}"] += 1
+    _fallbacks[f"{kind}.{wanted}_to_{got}"] += 1  # a valid MLflow param key
     key = (kind, wanted, why)
     if key not in _warned:
         _warned.add(key)
