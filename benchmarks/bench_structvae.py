@@ -1,6 +1,6 @@
 """StructVAE benchmarks: training throughput, peak memory, decoding memory at L=360.
 
-    python benchmarks/bench_structvae.py cpu        # base config + Table 3 variants, side by side
+    python benchmarks/bench_structvae.py cpu        # base config + Table 3 variants (+ paper widths), side by side
     python benchmarks/bench_structvae.py decode     # decode memory vs L on CPU, extrapolated to L=360
     python benchmarks/bench_structvae.py gpu        # paper config at L=256 / 360 (needs CUDA)
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -138,24 +139,43 @@ def emit(record: dict, out: list) -> None:
     out.append(record)
 
 
+def _isolated(args, extra: list[str]) -> list[dict]:
+    """Run one measurement in a fresh process, so its peak RSS is its own."""
+    cmd = [sys.executable, __file__, *extra, "--steps", str(args.steps), "--threads", str(args.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
 def run_cpu(args, out: list) -> None:
     base = load_config("base")
+    if args.row is None:  # driver: one process per row
+        for row in ["main", *base.ablations, "paper_widths:xcube", "paper_widths:fullattn"]:
+            for rec in _isolated(args, ["cpu", "--row", row]):
+                emit(rec, out)
+        return
+    widths, _, row = args.row.rpartition(":")
     cfg, data = base.model, base.data
+    B, crop = base.trainer.batch_size, data.crop_size
+    if widths == "paper_widths":  # paper widths/depths on whole L=64 tiles: where conv cost dominates
+        cfg, B, crop = load_config("paper").model.model_copy(update={"L": cfg.L}), 1, None
+    override = base.ablations.get(row, {}).get("model", {})
+    m = StructVAEConfig.model_validate({**cfg.model_dump(), **override})
     device = torch.device("cpu")
-    B = base.trainer.batch_size
-    batches = [batch_of(cfg.L, list(range(i * B, (i + 1) * B)), device, crop=data.crop_size) for i in range(3)]
-    rows = {"main": {}, **base.ablations}
-    for name, override in rows.items():
-        m = StructVAEConfig.model_validate({**cfg.model_dump(), **override.get("model", {})})
-        r = train_throughput(m, batches, device, args.steps, bf16=False)
-        emit({"bench": "train_cpu", "config": name, "L": cfg.L, "crop": data.crop_size, "batch": B,
-              "threads": torch.get_num_threads(), **r}, out)
+    batches = [batch_of(m.L, list(range(i * B, (i + 1) * B)), device, crop=crop) for i in range(3)]
+    r = train_throughput(m, batches, device, args.steps, bf16=False)
+    emit({"bench": "train_cpu", "config": args.row, "L": m.L, "crop": crop, "batch": B,
+          "threads": torch.get_num_threads(), **r}, out)
 
 
 def run_decode(args, out: list) -> None:
+    if args.row is None:
+        for L in args.sizes:
+            for rec in _isolated(args, ["decode", "--row", str(L)]):
+                emit(rec, out)
+        return
     paper = load_config("paper").model
-    for L in args.sizes:
-        emit({"bench": "decode_cpu", "config": "paper", **decode_memory(paper, L, torch.device("cpu"), bf16=False)}, out)
+    emit({"bench": "decode_cpu", "config": "paper", "threads": torch.get_num_threads(),
+          **decode_memory(paper, int(args.row), torch.device("cpu"), bf16=False)}, out)
 
 
 def run_gpu(args, out: list) -> None:
@@ -177,8 +197,12 @@ def main() -> None:
     ap.add_argument("what", choices=["cpu", "decode", "gpu"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128, 160])
+    ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one measurement per process
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=None, help="append the JSON records to this file")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out: list = []
     {"cpu": run_cpu, "decode": run_decode, "gpu": run_gpu}[args.what](args, out)
     if args.out:

@@ -14,6 +14,7 @@ from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_task import TexVAELossConfig, TexVAETask
 from earthcrafter.models.tex_vae_train import (
     TexVAETrainConfig,
+    claim_run_dir,
     find_table2_runs,
     row_config,
     run_table2,
@@ -137,3 +138,16 @@ def test_table2_from_node_outputs_and_orderings():
     results["TexD"]["val_psnr"] = 21.0
     assert table2_orderings(table2(runs_from_results(results)))["more feature groups help (TexE > TexD > TexC)"] is False
     assert "skipped: no dino channels" in table2_markdown(df)
+
+
+def test_a_run_folder_refuses_to_resume_another_configuration(tmp_path):
+    params = TexVAETrainConfig.model_validate(_tiny_params(tmp_path)).model_dump(mode="json", exclude={"ablations"})
+    claim_run_dir(tmp_path / "run", params, resume=True)  # fresh folder: records the configuration
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / "checkpoints" / "step_00000002.pt").write_bytes(b"")
+    claim_run_dir(tmp_path / "run", params, resume=True)  # same configuration: resumes
+    changed = {**params, "data": {**params["data"], "view_width": 32}}
+    with pytest.raises(ValueError, match=r"data\.view_width: 16 -> 32.*resume: false"):
+        claim_run_dir(tmp_path / "run", changed, resume=True)
+    claim_run_dir(tmp_path / "run", changed, resume=False)  # starting over is allowed, and recorded
+    claim_run_dir(tmp_path / "run", changed, resume=True)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from earthcrafter import tracking
+from earthcrafter.config import flatten
+from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig, feature_groups
 from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_losses import LpipsPair
@@ -168,9 +171,12 @@ def train_texvae(
     name = run_name or f"texvae/{cfg.row}"
     tags = {**TABLE2_TAGS, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip
+    params = cfg.model_dump(mode="json", exclude={"ablations"})
+    out_dir = out_dir or cfg.out_dir
+    claim_run_dir(out_dir, params, cfg.trainer.resume)
     trainer = Trainer(
-        task, cfg.trainer, train_set, val_set, out_dir=out_dir or cfg.out_dir, run_name=name, tags=tags,
-        params=cfg.model_dump(mode="json", exclude={"ablations"}), device=cfg.device, mlflow=mlflow,
+        task, cfg.trainer, train_set, val_set, out_dir=out_dir, run_name=name, tags=tags,
+        params=params, device=cfg.device, mlflow=mlflow,
     )  # fmt: skip
     old_threads = torch.get_num_threads()
     if cfg.threads:
@@ -187,6 +193,33 @@ def train_texvae(
         **{(k if k in _RUN_FACTS else f"val_{k}"): v for k, v in metrics.items()},
     }  # fmt: skip
     return trainer.ema.model, summary
+
+
+def claim_run_dir(out_dir: str | Path, params: dict[str, Any], resume: bool) -> None:
+    """Record the run's configuration in ``out_dir/run_config.json``; refuse to resume another one.
+
+    Resuming continues the checkpoint and its MLflow run, so it is only sound for the same
+    configuration; a different one fails here, naming the keys that differ, instead of mixing
+    two configurations in one run.
+    """
+    path = Path(out_dir) / "run_config.json"
+    flat = flatten(params)
+    if resume and ckpt.list_checkpoints(Path(out_dir) / "checkpoints"):
+        if not path.is_file():
+            raise ValueError(
+                f"{out_dir} holds checkpoints without a run_config.json, so resuming them cannot be checked; "
+                "delete the folder, choose another out_dir, or set trainer.resume: false to start over"
+            )
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(flat) if old.get(k, "<absent>") != flat.get(k, "<absent>"))
+        if diff:
+            shown = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {flat.get(k, '<absent>')!r}" for k in diff[:6])
+            raise ValueError(
+                f"{out_dir} holds checkpoints of a different TexVAE configuration ({shown}"
+                f"{', ...' if len(diff) > 6 else ''}); delete the folder, choose another out_dir, "
+                "or set trainer.resume: false to start over"
+            )
+    atomic_write_text(path, json.dumps(flat, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _run_id(trainer: Trainer) -> str | None:

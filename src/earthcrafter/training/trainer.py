@@ -173,8 +173,16 @@ class Trainer:
             state = ckpt.load_latest(self.checkpoint_dir) if env.is_main else None
             state = dist.broadcast_object(state, env)
         if state is None:
+            self._clear_stale_checkpoints(env)
             return {"step": 0, "train_time_s": 0.0, "mlflow_run_id": None}
-        model.load_state_dict(state["model"])
+        self._check_compatible(state)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ValueError(
+                f"cannot resume from {self.checkpoint_dir}: its weights do not fit this model ({str(e)[:300]}...). "
+                "Set trainer.resume=false to start over there, or choose another output folder."
+            ) from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
@@ -187,6 +195,32 @@ class Trainer:
             _seed_all(self.config.seed + 1000 * state["step"] + env.rank)
         log.info("resumed from step %d (%s)", state["step"], self.checkpoint_dir)
         return {"step": state["step"], "train_time_s": state["train_time_s"], "mlflow_run_id": state.get("mlflow_run_id")}
+
+    def _check_compatible(self, state: dict[str, Any]) -> None:
+        """A checkpoint of another model configuration must not be resumed silently."""
+        theirs, ours = state.get("task_config"), self.task.export_config()
+        if theirs is not None and theirs != ours:
+            diff = sorted(k for k in set(ec_config.flatten(theirs)) | set(ec_config.flatten(ours))
+                          if ec_config.flatten(theirs).get(k) != ec_config.flatten(ours).get(k))
+            raise ValueError(
+                f"cannot resume from {self.checkpoint_dir}: it was written by another model configuration "
+                f"(differs in {', '.join(diff[:8])}). Set trainer.resume=false to start over there, "
+                "or choose another output folder."
+            )
+        old = state.get("trainer_config", {})
+        changed = [k for k in ("batch_size", "seed", "steps") if k in old and old[k] != getattr(self.config, k)]
+        if changed:
+            log.warning("resuming %s with changed trainer settings %s: the run is no longer a pure "
+                        "function of one configuration", self.checkpoint_dir, changed)
+
+    def _clear_stale_checkpoints(self, env) -> None:
+        """Starting over: checkpoints of an earlier run in this folder must not be resumed later."""
+        stale = ckpt.list_checkpoints(self.checkpoint_dir) if env.is_main else []
+        for _, path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            log.warning("starting %s from scratch: removed %d checkpoint(s) of an earlier run", self.checkpoint_dir, len(stale))
+        dist.barrier(env)
 
     def _save(self, env, step, model, opt, sched, ema, train_time_s, run_id) -> Path | None:
         rngs = dist.all_gather_object(ckpt.rng_state(), env)
@@ -204,6 +238,7 @@ class Trainer:
             "train_time_s": train_time_s,
             "mlflow_run_id": run_id,
             "trainer_config": self.config.model_dump(mode="json"),
+            "task_config": self.task.export_config(),
         }
         return ckpt.save_checkpoint(self.checkpoint_dir, step, state, self.config.keep_last)
 

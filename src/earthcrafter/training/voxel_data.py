@@ -41,7 +41,7 @@ class VoxelDataConfig(BaseModel):
     flip: bool = Field(True, description="random x / y flips at training")
     train_split: str = "train"
     val_split: str = "val"
-    max_val_tiles: int = Field(0, ge=0, description="use at most this many validation tiles (0: all)")
+    max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
     cache_tiles: bool = Field(False, description="keep decoded tiles in memory (small datasets)")
     root: str | None = Field(None, description="folder that relative manifest paths start from (default: cwd)")
 
@@ -138,8 +138,11 @@ class VoxelTileDataset(Dataset):
     ):
         self.config = config or VoxelDataConfig()
         self.rows = check_manifest(manifest, split, self.config.root)
-        if split == self.config.val_split and self.config.max_val_tiles:
-            self.rows = self.rows.iloc[: self.config.max_val_tiles].reset_index(drop=True)
+        k = self.config.max_val_tiles
+        if split == self.config.val_split and 0 < k < len(self.rows):
+            # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
+            pick = np.unique(np.linspace(0, len(self.rows) - 1, k).round().astype(int))
+            self.rows = self.rows.iloc[pick].reset_index(drop=True)
         self.read_tile, self.split, self.L = read_tile, split, L
         self.augment, self.with_feats = augment, with_feats
         self._cache: dict[int, Any] = {}
