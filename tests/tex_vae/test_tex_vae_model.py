@@ -111,6 +111,19 @@ def test_sampling_uses_the_posterior_and_kl_matches_closed_form():
 
 
 @pytest.mark.parametrize("arch", ["tube", "unet2"])
+def test_untrained_posterior_starts_nearly_deterministic(arch):
+    """At sigma = 1 the sampled latents would be mostly noise and the decoder would learn the
+    mean colour; a fresh model starts at sigma = exp(logvar_init / 2) for every voxel."""
+    x = _batch()
+    torch.manual_seed(0)
+    model = TexVAE(TexVAEConfig(arch=arch, **TINY, logvar_init=-6.0), in_channels=6)
+    with torch.no_grad():
+        mean, logvar = model.encode_posterior(x)
+    torch.testing.assert_close(logvar.feats, torch.full_like(logvar.feats, -6.0))
+    assert mean.feats.abs().mean() > 5 * float(np.exp(-3.0))  # signal well above the noise
+
+
+@pytest.mark.parametrize("arch", ["tube", "unet2"])
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, arch):
     model, x = _model(arch, 2), _batch()
     path = model.save(tmp_path / "tex_vae.pt")

@@ -70,6 +70,9 @@ class TexVAEConfig(BaseModel):
     qk_norm: bool = False
     latent_channels: int = Field(8, ge=1, description="c_t (paper: 8)")
     logvar_clamp: tuple[float, float] = (-30.0, 20.0)
+    logvar_init: float = Field(
+        -6.0, le=0, description="initial posterior log-variance: start nearly deterministic (sigma = e^(init/2))"
+    )
     # Gaussian head (see earthcrafter.models.gaussian_head)
     gaussians_per_voxel: int = Field(1, ge=1, le=64)
     sh_degree: int = Field(0, ge=0, le=3)
@@ -174,6 +177,12 @@ class TexVAE(nn.Module):
         self.enc_coarse = _swin_blocks(c, c.enc_depth - enc_fine)
         self.enc_norm = LayerNorm32(w, eps=1e-6)
         self.enc_out = nn.Linear(w, 2 * c.latent_channels)
+        # At sigma = 1 the posterior noise drowns an untrained encoder's signal (c_t = 8 channels
+        # of unit noise vs. means of ~0.5), the decoder learns the tile's mean colour, and the
+        # log-variance only moves by ~lr per step under the tiny KL weight: start from a small sigma.
+        with torch.no_grad():
+            self.enc_out.weight[c.latent_channels :].zero_()
+            self.enc_out.bias[c.latent_channels :].fill_(c.logvar_init)
         self.dec_in = nn.Linear(c.latent_channels, w)
         self.dec_coarse = _swin_blocks(c, c.dec_depth - dec_fine)
         self.dec_fine = _swin_blocks(c, dec_fine)
