@@ -60,6 +60,29 @@ def test_resume_disabled_starts_over(tmp_path):
     _assert_same_state(a, b)  # same seed, from scratch: same result, and no crash on existing files
 
 
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
+    """Changing a run-defining setting (here the learning rate) in the same folder starts a new
+    run: the result equals a fresh run of the new setting, and the old checkpoints are gone."""
+    old = _trainer(tmp_path / "r", steps=6)
+    old.fit()
+    with caplog.at_level("WARNING"):
+        new = _trainer(tmp_path / "r", steps=6, lr=5e-3, log_every=2)  # cadence changes alone would resume
+        new.fit()
+    assert "trainer.lr: 0.01 -> 0.005" in caplog.text and "starting over" in caplog.text
+    fresh = _trainer(tmp_path / "fresh", steps=6, lr=5e-3)
+    fresh.fit()
+    _assert_same_state(new, fresh)
+
+
+def test_changing_only_the_cadence_resumes(tmp_path):
+    killed = _trainer(tmp_path / "r")
+    killed.fit(stop_after=7)
+    resumed = _trainer(tmp_path / "r", log_every=1, val_every=0)
+    resumed.fit()
+    steps = [r["step"] for r in resumed.history["train"]]
+    assert steps[:2] == [3, 6] and steps[2:] == list(range(7, 13))  # continued from the step-6 checkpoint
+
+
 def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
     d = tmp_path / "ck"
     ckpt.save_checkpoint(d, 5, {"w": torch.arange(4.0)}, keep_last=2)

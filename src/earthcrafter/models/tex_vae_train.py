@@ -196,29 +196,26 @@ def train_texvae(
 
 
 def claim_run_dir(out_dir: str | Path, params: dict[str, Any], resume: bool) -> None:
-    """Record the run's configuration in ``out_dir/run_config.json``; refuse to resume another one.
+    """Record the run's configuration in ``out_dir/run_config.json``; a folder holding
+    checkpoints of another configuration (data, loss, render... as well as model) starts over.
 
     Resuming continues the checkpoint and its MLflow run, so it is only sound for the same
-    configuration; a different one fails here, naming the keys that differ, instead of mixing
-    two configurations in one run.
+    configuration; otherwise the old checkpoints are removed, with a warning naming the keys
+    that differ, and the trainer starts from step 0.
     """
-    path = Path(out_dir) / "run_config.json"
+    out_dir = Path(out_dir)
+    path, ckpt_dir = out_dir / "run_config.json", out_dir / "checkpoints"
     flat = flatten(params)
-    if resume and ckpt.list_checkpoints(Path(out_dir) / "checkpoints"):
-        if not path.is_file():
-            raise ValueError(
-                f"{out_dir} holds checkpoints without a run_config.json, so resuming them cannot be checked; "
-                "delete the folder, choose another out_dir, or set trainer.resume: false to start over"
-            )
-        old = json.loads(path.read_text())
+    found = ckpt.list_checkpoints(ckpt_dir)
+    if resume and found:
+        old = json.loads(path.read_text()) if path.is_file() else {}
         diff = sorted(k for k in set(old) | set(flat) if old.get(k, "<absent>") != flat.get(k, "<absent>"))
         if diff:
             shown = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {flat.get(k, '<absent>')!r}" for k in diff[:6])
-            raise ValueError(
-                f"{out_dir} holds checkpoints of a different TexVAE configuration ({shown}"
-                f"{', ...' if len(diff) > 6 else ''}); delete the folder, choose another out_dir, "
-                "or set trainer.resume: false to start over"
-            )
+            log.warning("%s holds checkpoints of another TexVAE configuration (%s%s): starting over",
+                        out_dir, shown, ", ..." if len(diff) > 6 else "")
+            for _, p in found:
+                p.unlink(missing_ok=True)
     atomic_write_text(path, json.dumps(flat, indent=1, sort_keys=True, default=str) + "\n")
 
 

@@ -172,10 +172,15 @@ class Trainer:
         if self.config.resume:
             state = ckpt.load_latest(self.checkpoint_dir) if env.is_main else None
             state = dist.broadcast_object(state, env)
+        if state is not None:
+            differs = self._differences(state)
+            if differs:  # same decision on every rank: the state was broadcast
+                log.warning("%s holds checkpoints of another configuration (%s): starting over",
+                            self.checkpoint_dir, ", ".join(differs[:8]))
+                state = None
         if state is None:
             self._clear_stale_checkpoints(env)
             return {"step": 0, "train_time_s": 0.0, "mlflow_run_id": None}
-        self._check_compatible(state)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -196,22 +201,25 @@ class Trainer:
         log.info("resumed from step %d (%s)", state["step"], self.checkpoint_dir)
         return {"step": state["step"], "train_time_s": state["train_time_s"], "mlflow_run_id": state.get("mlflow_run_id")}
 
-    def _check_compatible(self, state: dict[str, Any]) -> None:
-        """A checkpoint of another model configuration must not be resumed silently."""
-        theirs, ours = state.get("task_config"), self.task.export_config()
-        if theirs is not None and theirs != ours:
-            diff = sorted(k for k in set(ec_config.flatten(theirs)) | set(ec_config.flatten(ours))
-                          if ec_config.flatten(theirs).get(k) != ec_config.flatten(ours).get(k))
-            raise ValueError(
-                f"cannot resume from {self.checkpoint_dir}: it was written by another model configuration "
-                f"(differs in {', '.join(diff[:8])}). Set trainer.resume=false to start over there, "
-                "or choose another output folder."
-            )
-        old = state.get("trainer_config", {})
-        changed = [k for k in ("batch_size", "seed", "steps") if k in old and old[k] != getattr(self.config, k)]
-        if changed:
-            log.warning("resuming %s with changed trainer settings %s: the run is no longer a pure "
-                        "function of one configuration", self.checkpoint_dir, changed)
+    # Trainer settings that change the optimisation itself; the others (logging, validation and
+    # checkpoint cadence, workers, threads) may change between a run and its resumption.
+    RUN_DEFINING = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "poly_power", "weight_decay",
+                    "betas", "grad_clip", "ema_decay", "ema_start", "seed")
+
+    def _differences(self, state: dict[str, Any]) -> list[str]:
+        """Keys in which ``state``'s run differs from this one (empty: safe to resume).
+
+        Resuming continues one run (its schedule, data order and MLflow run); a checkpoint of a
+        different model or optimisation setting is a different run and is not continued.
+        """
+        flat = ec_config.flatten
+        theirs, ours = flat(state.get("task_config") or {}), flat(self.task.export_config())
+        diff = [f"model {k}" for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+        if "task_config" not in state:
+            diff.append("model configuration not recorded")
+        old, new = state.get("trainer_config", {}), self.config.model_dump(mode="json")
+        diff += [f"trainer.{k}: {old.get(k)!r} -> {new[k]!r}" for k in self.RUN_DEFINING if old.get(k) != new[k]]
+        return diff
 
     def _clear_stale_checkpoints(self, env) -> None:
         """Starting over: checkpoints of an earlier run in this folder must not be resumed later."""
