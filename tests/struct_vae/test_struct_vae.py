@@ -132,6 +132,8 @@ def test_pixel_shuffle_splits_channels_naive_copies():
         dict(upsample="pixel_shuffle", cblock_every=0, bottleneck_attn="window"),
         dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="window"),
         dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="full", train_prune="mixed", mix_prob=0.5),
+        dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="full", latent_skip=True),
+        dict(arch="xcube_conv", upsample="naive", cblock_every=0, bottleneck_attn="window", latent_skip=True),
     ],
 )
 def test_every_ablation_trains_one_step(switches):
@@ -148,3 +150,19 @@ def test_every_ablation_trains_one_step(switches):
         assert not attn and convs
     else:
         assert attn and bool(convs) == bool(switches["cblock_every"])
+
+
+def test_ancestor_rows_match_a_dictionary_lookup():
+    from earthcrafter.models.struct_vae import ancestor_rows
+
+    g = torch.Generator().manual_seed(0)
+    fine = torch.cat([torch.zeros(300, 1, dtype=torch.int32).random_(0, 2, generator=g),
+                      torch.randint(0, 32, (300, 3), generator=g, dtype=torch.int32)], 1)
+    for factor in (2, 4, 8):
+        latents = coarsen(fine, factor)
+        index = {tuple(r): i for i, r in enumerate(latents.tolist())}
+        expect = [index[(b, x // factor, y // factor, z // factor)] for b, x, y, z in fine.tolist()]
+        assert ancestor_rows(fine, latents, factor).tolist() == expect
+    with pytest.raises(ValueError, match="no ancestor"):
+        ancestor_rows(fine, coarsen(fine, 8)[1:], 8)
+

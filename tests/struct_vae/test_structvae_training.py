@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 from synthetic import memory_tiles, write_real_tiles
 
+from earthcrafter.evaluation.reports import TABLE3_ROWS
 from earthcrafter.training.structvae import (
     StructVAERunConfig,
     ablation_config,
@@ -28,7 +29,7 @@ ROWS = {
     "naive_upsample": {"model": {"upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"}},
     "pixshuffle": {"model": {"cblock_every": 0, "bottleneck_attn": "window"}},
     "cblock": {"model": {"bottleneck_attn": "window"}},
-    "fullattn": {"model": {"bottleneck_attn": "full"}},
+    "fullattn": {"model": {"bottleneck_attn": "full", "latent_skip": True}},
 }
 
 
@@ -93,7 +94,8 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
     with mlflow.start_run(run_name="kedro") as parent:
         main = train_main(man, params)
         rows = [make_row_trainer(r)(man, params) for r in ROWS]
-        table = report_table3(params, *rows)
+        unconfigured = make_row_trainer("no_latent_skip")(man, params)  # optional row, not in params
+        table = report_table3(params, *rows, unconfigured)
     json.dumps(main), json.dumps(table)  # node outputs are JSON datasets
     assert 0.0 <= main["acc"] <= 1.0 and main["ablation"] == "main"
     model = load_structvae(tmp_path / "out" / "model.pt")
@@ -114,8 +116,10 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
         assert got["acc_pct"] == pytest.approx(100 * by_name[f"structvae/{r}"].data.metrics["final/acc"])
         assert got["acc_pct"] == pytest.approx(100 * m["acc"]) and got["run_id"] == m["run_id"]
     assert df.set_index("row").loc["xcube", "params_M"] != df.set_index("row").loc["pixshuffle", "params_M"]
+    assert df["latent_skip"].tolist() == [r == "fullattn" for r in ROWS]  # read back from the runs' params
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "| XCube* |" in md and "paper Acc" in md
     assert [n.name for n in create_pipeline().nodes] == ["train_structvae"]
-    assert len(create_ablations_pipeline().nodes) == len(ROWS) + 1
+    assert unconfigured == {"ablation": "no_latent_skip", "status": "not configured"}
+    assert len(create_ablations_pipeline().nodes) == len(TABLE3_ROWS) + 1
     assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["model"] == "structvae"

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from earthcrafter.evaluation.voxel_metrics import coarsen, member
+from earthcrafter.sparse.keys import pack, pack_coords
 from earthcrafter.sparse import (
     LayerNorm32,
     SinusoidalPosEmbed3D,
@@ -78,6 +79,9 @@ class StructVAEConfig(BaseModel):
     )
     cblock_every: int = Field(4, ge=0, description="one conv block after every k Swin blocks in PSS (0: none)")
     bottleneck_attn: Literal["full", "window"] = Field("full", description="attention at L/8")
+    latent_skip: bool = Field(
+        False, description="add a projection of each voxel's L/8 latent to its features in every PSS block"
+    )
     # ---- objective
     cls_weight: float = Field(20.0, ge=0, description="weight of each level's classification loss (XCube 20)")
     kl_weight: float = Field(1e-3, ge=0, description="weight of the KL term (normalised by latent voxels)")
@@ -199,16 +203,39 @@ class PSSBlock(nn.Module):
     def __init__(self, cfg: StructVAEConfig, level: int, depth: int):
         super().__init__()
         self.upsample = Upsample(cfg.widths[level + 1], cfg.widths[level], cfg.upsample)
+        self.latent_proj = nn.Linear(cfg.latent_channels, cfg.widths[level]) if cfg.latent_skip else None
         self.blocks = _stage(cfg, level, depth, cfg.cblock_every)
         self.head = nn.Sequential(LayerNorm32(cfg.widths[level], eps=1e-6), nn.Linear(cfg.widths[level], 1))
 
-    def forward(self, x: SparseTensor) -> tuple[SparseTensor, torch.Tensor]:
-        """-> (pseudo-sparse children with features, logits float32 [8N])."""
-        h = _run(self.blocks, self.upsample(x))
+    def forward(
+        self, x: SparseTensor, latents: SparseTensor | None = None, factor: int = 1
+    ) -> tuple[SparseTensor, torch.Tensor]:
+        """-> (pseudo-sparse children with features, logits float32 [8N]).
+
+        ``latents`` (with ``latent_skip``): the L/8 latents, ``factor`` children per latent edge;
+        each child adds a projection of its ancestor's latent, a short path from the code to
+        every level's decisions.
+        """
+        h = self.upsample(x)
+        if self.latent_proj is not None:
+            rows = ancestor_rows(h.coords, latents.coords, factor)
+            h = h.replace(h.feats + self.latent_proj(latents.feats[rows].to(h.feats.dtype)))
+        h = _run(self.blocks, h)
         return h, self.head(h.feats).squeeze(-1).float()
 
 
 # --------------------------------------------------------------------------- model
+
+def ancestor_rows(coords: torch.Tensor, ancestors: torch.Tensor, factor: int) -> torch.Tensor:
+    """int64 [M]: row of ``ancestors`` [N, 4] (sorted by (b, x, y, z)) holding ``(b, xyz // factor)``
+    of each row of ``coords`` [M, 4]; every ancestor must exist."""
+    keys = pack(coords[:, 0], torch.div(coords[:, 1:].long(), factor, rounding_mode="floor"))
+    table = pack_coords(ancestors)
+    rows = torch.searchsorted(table, keys).clamp_max(len(table) - 1)
+    if not bool((table[rows] == keys).all()):
+        raise ValueError("ancestor_rows: a voxel has no ancestor among the latents")
+    return rows
+
 
 def guard_nonempty(keep: torch.Tensor, logits: torch.Tensor, batch: torch.Tensor, batch_size: int, k: int) -> torch.Tensor:
     """``keep`` with the top-``k`` candidates switched on for every sample that has
@@ -308,7 +335,7 @@ class StructVAE(nn.Module):
         levels: list[LevelOutput] = []
         for i, pss in enumerate(self.pss):
             stride = 2 ** (NUM_LEVELS - 1 - i)
-            h, logits = pss(x)
+            h, logits = pss(x, latents, 8 // stride)
             targets = member(h.coords, coarsen(gt_coords, stride)) if gt_coords is not None else None
             keep = self._decide(h, logits, targets, threshold)
             levels.append(LevelOutput(stride, h.coords, logits, keep, targets))

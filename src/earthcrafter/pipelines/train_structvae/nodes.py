@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from earthcrafter.evaluation.reports import find_table3_runs, table3, table3_markdown
+from earthcrafter.evaluation.reports import OPTIONAL_TABLE3_ROWS, find_table3_runs, table3, table3_markdown
 from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.training.structvae import StructVAERunConfig, ablation_config, train_structvae
 
@@ -24,7 +24,11 @@ def make_row_trainer(row: str) -> Callable[[pd.DataFrame, dict], dict]:
     """A node function training Table 3 row ``row``."""
 
     def train_row(voxel_manifest: pd.DataFrame, params: dict) -> dict:
-        return train_structvae(voxel_manifest, ablation_config(StructVAERunConfig.model_validate(params), row))
+        cfg = StructVAERunConfig.model_validate(params)
+        if row in OPTIONAL_TABLE3_ROWS and row not in cfg.ablations:
+            log.info("Table 3: optional row %r is not configured in train_structvae.ablations; not trained", row)
+            return {"ablation": row, "status": "not configured"}
+        return train_structvae(voxel_manifest, ablation_config(cfg, row))
 
     train_row.__name__ = f"train_structvae_{row}"
     return train_row
@@ -34,6 +38,7 @@ def report_table3(params: dict, *row_metrics: dict) -> dict:
     """Table 3 from the MLflow runs the sweep produced (queried by tag), written to
     ``<report_dir>/table3.csv`` and ``table3.md``; returns the table as JSON records."""
     cfg = StructVAERunConfig.model_validate(params)
+    row_metrics = tuple(m for m in row_metrics if m.get("status") != "not configured")
     run_ids = [m.get("run_id") for m in row_metrics if m.get("run_id")]
     runs = find_table3_runs(run_ids) if run_ids else pd.DataFrame()
     if len(runs) < len(row_metrics):
