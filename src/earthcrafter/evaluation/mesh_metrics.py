@@ -10,17 +10,21 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from earthcrafter.geometry import faces
 from earthcrafter.io.scene import Mesh
 
 
 def face_areas(mesh: Mesh) -> np.ndarray:
     """Area [F] of each face, m^2."""
-    tri = mesh.vertices[mesh.faces]
-    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return faces.face_areas(mesh.vertices, mesh.faces)
 
 
 def sample_surface(mesh: Mesh, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points uniform by area on the surface: positions [n, 3] and face ids [n]."""
+    """``n`` points uniform by area on the surface: positions [n, 3] and face ids [n].
+
+    A fixed count, so Chamfer / F-score estimates have the same variance for every mesh (the
+    feature aggregation samples by density instead: ``earthcrafter.features.aggregate``).
+    """
     _check_mesh(mesh, "mesh")
     area = face_areas(mesh)
     total = area.sum()

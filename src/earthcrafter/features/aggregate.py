@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from earthcrafter.features.segmenters import get_segmenter, segment
 from earthcrafter.geometry.cameras import Camera
+from earthcrafter.geometry.faces import face_normals
 from earthcrafter.io.scene import Frame, Mesh
 from earthcrafter.semantics import NUM_CLASSES
 
@@ -81,8 +82,8 @@ class SurfaceSamples:
 
 
 def face_areas_normals(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
-    v, f = mesh.vertices, mesh.faces
-    cr = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    """Face areas [F] (m²) and unit normals [F, 3] float32 (zero-area faces: zero normal)."""
+    cr = face_normals(mesh.vertices, mesh.faces)
     norm = np.linalg.norm(cr, axis=1)
     normals = cr / np.maximum(norm, 1e-12)[:, None]
     return 0.5 * norm, normals.astype(np.float32)
@@ -94,7 +95,8 @@ def sample_surface(
     """Area-weighted random points on the mesh (or on ``faces`` of it), ``density`` per m².
 
     Stratified by face: face i gets ``floor(A_i * density + U)`` points (U uniform in [0, 1)),
-    so every face's expected count is exact and large faces are never starved.
+    so every face's expected count is exact and large faces are never starved. (Mesh metrics
+    draw a fixed number of points instead: ``earthcrafter.evaluation.mesh_metrics.sample_surface``.)
     """
     if density <= 0:
         raise ValueError(f"sample_surface: density must be > 0, got {density}")

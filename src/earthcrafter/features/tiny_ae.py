@@ -8,7 +8,6 @@ reload with :func:`load_tiny_ae`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from earthcrafter.io.atomic import atomic_path
+from earthcrafter.render.metrics import psnr as image_psnr
+from earthcrafter.render.metrics import ssim as image_ssim
 
 log = logging.getLogger(__name__)
 FORMAT = "earthcrafter.tiny_ae/1"
@@ -91,30 +92,6 @@ class TinyAE(nn.Module):
         return self.decode(self.encode(x))
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM of images in [0, 1], [B, C, H, W], Gaussian window (valid region only)."""
-    g = torch.exp(-((torch.arange(window, dtype=a.dtype, device=a.device) - window // 2) ** 2) / (2 * sigma**2))
-    g = g / g.sum()
-    k = (g[:, None] * g[None, :]).expand(a.shape[1], 1, window, window)
-
-    def blur(x):
-        return F.conv2d(x, k, groups=a.shape[1])
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.mean()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    mse = F.mse_loss(a, b).item()
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def _collect_frames(frames: Iterable, max_frames: int, crop: int) -> list[np.ndarray]:
     images = []
     for item in frames:
@@ -146,7 +123,7 @@ def _val_psnr(model: TinyAE, val: torch.Tensor) -> float:
     model.eval()
     rec = model(val).clamp(-1, 1)
     model.train()
-    return psnr((rec + 1) / 2, (val + 1) / 2)
+    return float(image_psnr(((rec + 1) / 2).permute(0, 2, 3, 1), ((val + 1) / 2).permute(0, 2, 3, 1)))
 
 
 def train_tiny_ae(
@@ -187,7 +164,7 @@ def _train(images: list[np.ndarray], cfg: TinyAETrainConfig, model_cfg: TinyAECo
         rec = model(x)
         loss = F.l1_loss(rec, x)
         if cfg.ssim_weight > 0:
-            loss = loss + cfg.ssim_weight * (1 - ssim((rec.clamp(-1, 1) + 1) / 2, (x + 1) / 2))
+            loss = loss + cfg.ssim_weight * (1 - image_ssim(((rec.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1), ((x + 1) / 2).permute(0, 2, 3, 1), window=7))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from earthcrafter.geometry.faces import face_areas, face_normals
 from earthcrafter.io.scene import Mesh
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ class CleanConfig(BaseModel):
 
 
 # --------------------------------------------------------------------------- primitives
-
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unnormalised face normals [F, 3] (length = 2 x area), right-hand rule on the winding."""
-    tri = vertices[faces]
-    return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-
 
 def _subset(mesh: Mesh, keep_faces: np.ndarray) -> Mesh:
     sem = mesh.face_semantic[keep_faces] if mesh.face_semantic is not None else None
@@ -97,7 +92,7 @@ def remove_degenerate(mesh: Mesh, min_area: float) -> tuple[Mesh, int, int]:
     (same vertex set, any order; the first is kept). Returns (mesh, n_degenerate, n_duplicate)."""
     f = mesh.faces
     repeated = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
-    area = 0.5 * np.linalg.norm(face_normals(mesh.vertices, f), axis=1)
+    area = face_areas(mesh.vertices, f)
     good = np.flatnonzero(~(repeated | (area < min_area)))
     first = _first_of_rows(np.sort(f[good], axis=1))
     kept = np.zeros(len(f), bool)
@@ -128,7 +123,7 @@ def face_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarray
 
 def remove_small_components(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict]:
     n, label = face_components(mesh.faces, len(mesh.vertices))
-    area = 0.5 * np.linalg.norm(face_normals(mesh.vertices, mesh.faces), axis=1)
+    area = face_areas(mesh.vertices, mesh.faces)
     comp_faces = np.bincount(label, minlength=n)
     comp_area = np.bincount(label, area, minlength=n)
     small = (comp_faces < cfg.min_component_faces) | (comp_area < cfg.min_component_area)
