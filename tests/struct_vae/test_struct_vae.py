@@ -132,8 +132,8 @@ def test_pixel_shuffle_splits_channels_naive_copies():
         dict(upsample="pixel_shuffle", cblock_every=0, bottleneck_attn="window"),
         dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="window"),
         dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="full", train_prune="mixed", mix_prob=0.5),
-        dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="full", latent_skip=True),
-        dict(arch="xcube_conv", upsample="naive", cblock_every=0, bottleneck_attn="window", latent_skip=True),
+        dict(upsample="pixel_shuffle", cblock_every=2, bottleneck_attn="full", latent_skip="cell"),
+        dict(arch="xcube_conv", upsample="naive", cblock_every=0, bottleneck_attn="window", latent_skip="position"),
     ],
 )
 def test_every_ablation_trains_one_step(switches):

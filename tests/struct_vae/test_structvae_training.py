@@ -29,7 +29,7 @@ ROWS = {
     "naive_upsample": {"model": {"upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"}},
     "pixshuffle": {"model": {"cblock_every": 0, "bottleneck_attn": "window"}},
     "cblock": {"model": {"bottleneck_attn": "window"}},
-    "fullattn": {"model": {"bottleneck_attn": "full", "latent_skip": True}},
+    "fullattn": {"model": {"bottleneck_attn": "full", "latent_skip": "position"}},
 }
 
 
@@ -116,7 +116,7 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
         assert got["acc_pct"] == pytest.approx(100 * by_name[f"structvae/{r}"].data.metrics["final/acc"])
         assert got["acc_pct"] == pytest.approx(100 * m["acc"]) and got["run_id"] == m["run_id"]
     assert df.set_index("row").loc["xcube", "params_M"] != df.set_index("row").loc["pixshuffle", "params_M"]
-    assert df["latent_skip"].tolist() == [r == "fullattn" for r in ROWS]  # read back from the runs' params
+    assert df["latent_skip"].tolist() == ["position" if r == "fullattn" else "off" for r in ROWS]  # from the runs' params
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "| XCube* |" in md and "paper Acc" in md
     assert [n.name for n in create_pipeline().nodes] == ["train_structvae"]

@@ -103,6 +103,15 @@ def _col(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series([np.nan] * len(runs), index=runs.index)
 
 
+def _skip_mode(value) -> str:
+    """The run's ``model.latent_skip`` param ("off" when absent: runs from before the option)."""
+    return "off" if value is None or value != value else str(value)
+
+
+def _skip_cell(value) -> str:
+    return value if isinstance(value, str) and value != "off" else ""
+
+
 def table3(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per ablation (paper order) from the newest finished run of each.
 
@@ -128,7 +137,7 @@ def table3(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "row": name, "method": spec["method"],
             "pixshuffle": spec["pixshuffle"], "cblock": spec["cblock"], "fullattn": spec["fullattn"],
-            "latent_skip": str(_col(mine, "params.model.latent_skip").iloc[0]).lower() == "true",
+            "latent_skip": _skip_mode(_col(mine, "params.model.latent_skip").iloc[0]),
             "train_time_min": float(_col(mine, "metrics.final/train_time_s").iloc[0]) / 60.0,
             "params_M": float(_col(mine, "metrics.final/num_params").iloc[0]) / 1e6,
             "acc_pct": 100.0 * float(_col(mine, "metrics.final/acc").iloc[0]),
@@ -154,7 +163,7 @@ def table3_markdown(df: pd.DataFrame, caption: str = "") -> str:
     for _, r in df.iterrows():
         lines.append(
             f"| {r['method']} | {tick(r['pixshuffle'])} | {tick(r['cblock'])} | {tick(r['fullattn'])} "
-            f"| {tick(r.get('latent_skip', False) is True)} "
+            f"| {_skip_cell(r.get('latent_skip'))} "
             f"| {fmt(r.get('train_time_min'), '.2f')} | {fmt(r.get('time_vs_pixshuffle'), '.2f')} "
             f"| {fmt(r.get('params_M'), '.3f')} | {fmt(r.get('acc_pct'), '.2f')} | {fmt(r.get('iou_pct'), '.2f')} "
             f"| {fmt(r['paper_time'], '.1f')} | {fmt(r['paper_acc'], '.1f')} |"

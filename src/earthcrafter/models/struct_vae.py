@@ -79,8 +79,10 @@ class StructVAEConfig(BaseModel):
     )
     cblock_every: int = Field(4, ge=0, description="one conv block after every k Swin blocks in PSS (0: none)")
     bottleneck_attn: Literal["full", "window"] = Field("full", description="attention at L/8")
-    latent_skip: bool = Field(
-        False, description="add a projection of each voxel's L/8 latent to its features in every PSS block"
+    latent_skip: Literal["off", "cell", "position"] = Field(
+        "off",
+        description="add a projection of each voxel's L/8 latent to its features in every PSS block: "
+        "'cell' one projection per latent cell, 'position' one per position inside the cell",
     )
     # ---- objective
     cls_weight: float = Field(20.0, ge=0, description="weight of each level's classification loss (XCube 20)")
@@ -203,23 +205,33 @@ class PSSBlock(nn.Module):
     def __init__(self, cfg: StructVAEConfig, level: int, depth: int):
         super().__init__()
         self.upsample = Upsample(cfg.widths[level + 1], cfg.widths[level], cfg.upsample)
-        self.latent_proj = nn.Linear(cfg.latent_channels, cfg.widths[level]) if cfg.latent_skip else None
+        self.latent_skip, self.width = cfg.latent_skip, cfg.widths[level]
+        # children of this block per latent edge: 2 (L/4), 4 (L/2), 8 (L)
+        self.factor = 2 ** (NUM_LEVELS - level)
+        positions = self.factor**3 if cfg.latent_skip == "position" else 1
+        self.latent_proj = nn.Linear(cfg.latent_channels, positions * self.width) if cfg.latent_skip != "off" else None
         self.blocks = _stage(cfg, level, depth, cfg.cblock_every)
         self.head = nn.Sequential(LayerNorm32(cfg.widths[level], eps=1e-6), nn.Linear(cfg.widths[level], 1))
 
-    def forward(
-        self, x: SparseTensor, latents: SparseTensor | None = None, factor: int = 1
-    ) -> tuple[SparseTensor, torch.Tensor]:
+    def forward(self, x: SparseTensor, latents: SparseTensor | None = None) -> tuple[SparseTensor, torch.Tensor]:
         """-> (pseudo-sparse children with features, logits float32 [8N]).
 
-        ``latents`` (with ``latent_skip``): the L/8 latents, ``factor`` children per latent edge;
-        each child adds a projection of its ancestor's latent, a short path from the code to
-        every level's decisions.
+        ``latents`` (with ``latent_skip``): the L/8 latents; each child adds a projection of its
+        ancestor's latent (per cell, or per position inside the cell), a short path from the
+        code to every level's decisions.
         """
         h = self.upsample(x)
         if self.latent_proj is not None:
-            rows = ancestor_rows(h.coords, latents.coords, factor)
-            h = h.replace(h.feats + self.latent_proj(latents.feats[rows].to(h.feats.dtype)))
+            rows = ancestor_rows(h.coords, latents.coords, self.factor)
+            proj = self.latent_proj(latents.feats.to(h.feats.dtype))  # [N8, positions * C]
+            if self.latent_skip == "position":  # the child's offset inside its latent cell picks the block
+                f = self.factor
+                sub = torch.remainder(h.coords[:, 1:].long(), f)
+                pos = (sub[:, 0] * f + sub[:, 1]) * f + sub[:, 2]
+                skip = proj.view(len(proj), f**3, self.width)[rows, pos]
+            else:
+                skip = proj[rows]
+            h = h.replace(h.feats + skip)
         h = _run(self.blocks, h)
         return h, self.head(h.feats).squeeze(-1).float()
 
@@ -335,7 +347,7 @@ class StructVAE(nn.Module):
         levels: list[LevelOutput] = []
         for i, pss in enumerate(self.pss):
             stride = 2 ** (NUM_LEVELS - 1 - i)
-            h, logits = pss(x, latents, 8 // stride)
+            h, logits = pss(x, latents)
             targets = member(h.coords, coarsen(gt_coords, stride)) if gt_coords is not None else None
             keep = self._decide(h, logits, targets, threshold)
             levels.append(LevelOutput(stride, h.coords, logits, keep, targets))
