@@ -166,3 +166,18 @@ def test_ancestor_rows_match_a_dictionary_lookup():
     with pytest.raises(ValueError, match="no ancestor"):
         ancestor_rows(fine, coarsen(fine, 8)[1:], 8)
 
+
+
+def test_windowed_bottleneck_covering_the_grid_is_full_attention():
+    """At L=32 the L/8 grid is 4 cells wide: a 4-cell window sees all of it (same outputs as full
+    attention with the same weights), a 2-cell window does not."""
+    x = _batch(0)
+    outs = {}
+    for name, kw in {"full": dict(bottleneck_attn="full"), "w4": dict(bottleneck_attn="window", bottleneck_window=4),
+                     "w2": dict(bottleneck_attn="window", bottleneck_window=2)}.items():
+        torch.manual_seed(0)
+        m = StructVAE(StructVAEConfig(**{**TINY, "bottleneck_depth": 1, **kw})).eval()
+        with torch.no_grad():
+            outs[name] = m.encode(x).feats
+    torch.testing.assert_close(outs["w4"], outs["full"])
+    assert not torch.allclose(outs["w2"], outs["full"], atol=1e-4)

@@ -24,6 +24,7 @@ stride s (1, 2, 4, 8) a voxel's coords are in units of s finest voxels.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,7 @@ from earthcrafter.sparse import (
 )
 
 NUM_LEVELS = 3  # L -> L/2 -> L/4 -> L/8
+log = logging.getLogger(__name__)
 
 
 class StructVAEConfig(BaseModel):
@@ -79,6 +81,10 @@ class StructVAEConfig(BaseModel):
     )
     cblock_every: int = Field(4, ge=0, description="one conv block after every k Swin blocks in PSS (0: none)")
     bottleneck_attn: Literal["full", "window"] = Field("full", description="attention at L/8")
+    bottleneck_window: int | None = Field(
+        None, ge=2, description="window edge of windowed attention at L/8 (None: `window`); keep it "
+        "below L/8, or windowed and full attention are the same operation",
+    )
     latent_skip: Literal["off", "cell", "position"] = Field(
         "off",
         description="add a projection of each voxel's L/8 latent to its features in every PSS block: "
@@ -106,6 +112,10 @@ class StructVAEConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> StructVAEConfig:
+        bw = self.bottleneck_window or self.window
+        if self.arch == "transformer" and self.bottleneck_attn == "window" and bw >= self.L // 8:
+            log.warning("bottleneck_attn='window' with a %d-cell window on the %d-cell L/8 grid is full "
+                        "attention; set bottleneck_window below %d to compare the two", bw, self.L // 8, self.L // 8)
         if self.arch == "transformer":
             for i, w in enumerate(self.widths):
                 if w % self.head_dim:
@@ -165,10 +175,11 @@ def _stage(cfg: StructVAEConfig, level: int, depth: int, cblock_every: int) -> n
 def _bottleneck(cfg: StructVAEConfig) -> nn.ModuleList:
     if cfg.arch == "xcube_conv":
         return nn.ModuleList(_conv_block(cfg.widths[3]) for _ in range(cfg.bottleneck_depth))
+    window = cfg.bottleneck_window or cfg.window
     return nn.ModuleList(
         SparseTransformerBlock(
-            cfg.widths[3], cfg.heads(3), cfg.mlp_ratio, attn_mode=cfg.bottleneck_attn, window_size=cfg.window,
-            shift=(cfg.window // 2) * (i % 2) if cfg.bottleneck_attn == "window" else 0,
+            cfg.widths[3], cfg.heads(3), cfg.mlp_ratio, attn_mode=cfg.bottleneck_attn, window_size=window,
+            shift=(window // 2) * (i % 2) if cfg.bottleneck_attn == "window" else 0,
             qk_norm=cfg.qk_norm, rope=cfg.rope,
         )
         for i in range(cfg.bottleneck_depth)
