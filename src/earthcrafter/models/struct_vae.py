@@ -13,6 +13,11 @@ training the pruning follows the ground-truth children (teacher forcing, optiona
 with predictions); at inference it keeps logit > threshold, and a sample never ends up
 empty (its top-k children are kept instead).
 
+Optional latent skip (not in the paper; ``latent_skip``): every PSS block adds a linear
+projection of each child's own L/8 latent — one per cell, or one per position inside the cell —
+so the fine levels read the code directly (docs/structvae.md says why). ``position`` computes
+latents × 8³ × widths[0] values at L: fine at laptop scale, heavy at L=360.
+
 Objective (XCube-style): per level a binary cross-entropy (or focal) loss over the
 pseudo-sparse candidates, weighted ``cls_weight`` (XCube: 20), plus the KL divergence of
 the posterior normalised by the number of latent voxels, weighted ``kl_weight``. Every
