@@ -94,7 +94,7 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
     with mlflow.start_run(run_name="kedro") as parent:
         main = train_main(man, params)
         rows = [make_row_trainer(r)(man, params) for r in ROWS]
-        unconfigured = make_row_trainer("no_latent_skip")(man, params)  # optional row, not in params
+        unconfigured = make_row_trainer("latent_skip")(man, params)  # optional row, not in params
         table = report_table3(params, *rows, unconfigured)
     json.dumps(main), json.dumps(table)  # node outputs are JSON datasets
     assert 0.0 <= main["acc"] <= 1.0 and main["ablation"] == "main"
@@ -120,6 +120,6 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "| XCube* |" in md and "paper Acc" in md
     assert [n.name for n in create_pipeline().nodes] == ["train_structvae"]
-    assert unconfigured == {"ablation": "no_latent_skip", "status": "not configured"}
+    assert unconfigured == {"ablation": "latent_skip", "status": "not configured"}
     assert len(create_ablations_pipeline().nodes) == len(TABLE3_ROWS) + 1
     assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["model"] == "structvae"

@@ -48,8 +48,10 @@ def report_table3(params: dict, *row_metrics: dict) -> dict:
     df = table3(runs)
     out = Path(cfg.report_dir)
     atomic_write_text(out / "table3.csv", df.to_csv(index=False))
+    steps = sorted({int(m["steps"]) for m in row_metrics if "steps" in m})
+    budget = "/".join(map(str, steps)) + (" steps each" if len(steps) == 1 else " steps") if steps else "no rows trained"
     caption = (f"StructVAE ablations (paper Table 3) on the `{cfg.data.train_split}`/`{cfg.data.val_split}` "
-               f"tiles of this dataset, {cfg.trainer.steps} steps each, batch {cfg.trainer.batch_size}, L={cfg.model.L}.")
+               f"tiles of this dataset, {budget}, batch {cfg.trainer.batch_size}, L={cfg.model.L}.")
     atomic_write_text(out / "table3.md", table3_markdown(df, caption))
     log.info("Table 3 written to %s", out)
     return {"rows": df.to_dict(orient="records")}
