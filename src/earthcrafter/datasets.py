@@ -92,6 +92,28 @@ def _json_or_str(o):
         return str(o)
 
 
+class AtomicTextDataset(AbstractDataset[str, str]):
+    """A text file (CSV, markdown) written atomically."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        if not self._path.is_file():
+            raise DatasetError(f"text file not found: {self._path}")
+        return self._path.read_text()
+
+    def save(self, data: str) -> None:
+        atomic_write_text(self._path, data)
+
+    def _exists(self) -> bool:
+        return self._path.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
 class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """A pandas DataFrame as one Parquet file, written atomically."""
 

@@ -1,4 +1,5 @@
-"""Kedro datasets of the train_texvae stage (atomic writes)."""
+"""Kedro dataset of the train_texvae stage: the trained model (generic atomic datasets live in
+``earthcrafter.datasets``)."""
 
 from __future__ import annotations
 
@@ -7,30 +8,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.models.tex_vae import TexVAE
-
-
-class AtomicTextDataset(AbstractDataset[str, str]):
-    """A text file (CSV, markdown) written atomically."""
-
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
-
-    def load(self) -> str:
-        if not self._path.is_file():
-            raise DatasetError(f"text file not found: {self._path}")
-        return self._path.read_text()
-
-    def save(self, data: str) -> None:
-        atomic_write_text(self._path, data)
-
-    def _exists(self) -> bool:
-        return self._path.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
 
 
 class TexVAEModelDataset(AbstractDataset[TexVAE, TexVAE]):
