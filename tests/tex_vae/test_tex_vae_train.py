@@ -16,7 +16,6 @@ from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_task import TexVAELossConfig, TexVAETask
 from earthcrafter.models.tex_vae_train import (
     TexVAETrainConfig,
-    claim_run_dir,
     find_table2_runs,
     row_config,
     run_table2,
@@ -142,17 +141,3 @@ def test_table2_from_node_outputs_and_orderings():
     assert "skipped: no dino channels" in table2_markdown(df)
 
 
-def test_a_run_folder_resumes_only_its_own_configuration(tmp_path, caplog):
-    params = TexVAETrainConfig.model_validate(_tiny_params(tmp_path)).model_dump(mode="json", exclude={"ablations"})
-    ckpt_file = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
-    claim_run_dir(tmp_path / "run", params, resume=True)  # fresh folder: records the configuration
-    ckpt_file.parent.mkdir()
-    ckpt_file.write_bytes(b"")
-    claim_run_dir(tmp_path / "run", params, resume=True)  # same configuration: the checkpoint stays
-    assert ckpt_file.exists()
-    changed = {**params, "data": {**params["data"], "view_width": 32}}
-    with caplog.at_level("WARNING"):
-        claim_run_dir(tmp_path / "run", changed, resume=True)  # another configuration: starts over
-    assert not ckpt_file.exists()
-    assert "data.view_width: 16 -> 32" in caplog.text and "starting over" in caplog.text
-    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["data.view_width"] == 32

@@ -20,8 +20,8 @@ def _config(**kw) -> TrainerConfig:
     return TrainerConfig(**{**base, **kw})
 
 
-def _trainer(out, **kw) -> Trainer:
-    return Trainer(ToyTask(), _config(**kw), ToyData(), ToyData(16, seed=1), out_dir=out, mlflow=False)
+def _trainer(out, params=None, **kw) -> Trainer:
+    return Trainer(ToyTask(), _config(**kw), ToyData(), ToyData(16, seed=1), out_dir=out, mlflow=False, params=params)
 
 
 def _assert_same_state(a: Trainer, b: Trainer) -> None:
@@ -81,6 +81,26 @@ def test_changing_only_the_cadence_resumes(tmp_path):
     resumed.fit()
     steps = [r["step"] for r in resumed.history["train"]]
     assert steps[:2] == [3, 6] and steps[2:] == list(range(7, 13))  # continued from the step-6 checkpoint
+
+
+def test_run_parameters_decide_what_resumes(tmp_path, caplog):
+    """The run's own parameters (data, loss... as the pipeline passes them for MLflow) are part of
+    its identity: a changed data setting starts over; a changed operational one (workers,
+    output names, validation subset) resumes."""
+    params = {"data": {"view_width": 16, "num_workers": 0, "max_val_tiles": 0}, "name": "a", "trainer": {"log_every": 3}}
+    killed = _trainer(tmp_path / "r", params)
+    killed.fit(stop_after=7)
+    operational = {"data": {"view_width": 16, "num_workers": 2, "max_val_tiles": 4}, "name": "b", "trainer": {"log_every": 1}}
+    resumed = _trainer(tmp_path / "r", operational)
+    resumed.fit()
+    assert resumed.history["train"][0]["step"] == 3  # continued the run (its history starts before step 7)
+    with caplog.at_level("WARNING"):
+        changed = _trainer(tmp_path / "r", {**operational, "data": {**operational["data"], "view_width": 32}})
+        changed.fit()
+    assert "data.view_width: 16 -> 32" in caplog.text and "starting over" in caplog.text
+    fresh = _trainer(tmp_path / "fresh")
+    fresh.fit()
+    _assert_same_state(changed, fresh)  # a new run from scratch
 
 
 def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):

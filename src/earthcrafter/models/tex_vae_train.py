@@ -173,7 +173,6 @@ def train_texvae(
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip
     params = cfg.model_dump(mode="json", exclude={"ablations"})
     out_dir = out_dir or cfg.out_dir
-    claim_run_dir(out_dir, params, cfg.trainer.resume)
     trainer = Trainer(
         task, cfg.trainer, train_set, val_set, out_dir=out_dir, run_name=name, tags=tags,
         params=params, device=cfg.device, mlflow=mlflow,
@@ -193,30 +192,6 @@ def train_texvae(
         **{(k if k in _RUN_FACTS else f"val_{k}"): v for k, v in metrics.items()},
     }  # fmt: skip
     return trainer.ema.model, summary
-
-
-def claim_run_dir(out_dir: str | Path, params: dict[str, Any], resume: bool) -> None:
-    """Record the run's configuration in ``out_dir/run_config.json``; a folder holding
-    checkpoints of another configuration (data, loss, render... as well as model) starts over.
-
-    Resuming continues the checkpoint and its MLflow run, so it is only sound for the same
-    configuration; otherwise the old checkpoints are removed, with a warning naming the keys
-    that differ, and the trainer starts from step 0.
-    """
-    out_dir = Path(out_dir)
-    path, ckpt_dir = out_dir / "run_config.json", out_dir / "checkpoints"
-    flat = flatten(params)
-    found = ckpt.list_checkpoints(ckpt_dir)
-    if resume and found:
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        diff = sorted(k for k in set(old) | set(flat) if old.get(k, "<absent>") != flat.get(k, "<absent>"))
-        if diff:
-            shown = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {flat.get(k, '<absent>')!r}" for k in diff[:6])
-            log.warning("%s holds checkpoints of another TexVAE configuration (%s%s): starting over",
-                        out_dir, shown, ", ..." if len(diff) > 6 else "")
-            for _, p in found:
-                p.unlink(missing_ok=True)
-    atomic_write_text(path, json.dumps(flat, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _run_id(trainer: Trainer) -> str | None:

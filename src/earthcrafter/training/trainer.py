@@ -205,12 +205,23 @@ class Trainer:
     # checkpoint cadence, workers, threads) may change between a run and its resumption.
     RUN_DEFINING = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "poly_power", "weight_decay",
                     "betas", "grad_clip", "ema_decay", "ema_start", "seed")
+    # Run parameters (last key component) that say how a run is executed or observed, not what
+    # it learns: changing them keeps the run resumable. Everything else in ``params`` (data,
+    # loss, rendering, model...) defines the run.
+    OPERATIONAL = frozenset({"name", "output_dir", "out_dir", "report_dir", "mlflow", "device", "threads",
+                             "num_workers", "cache_tiles", "max_val_tiles", "val_views", "root"})
+
+    def _run_params(self) -> dict[str, Any]:
+        """The flattened ``params`` that define the run (trainer keys are compared separately)."""
+        flat = ec_config.flatten(self.params)
+        return {k: v for k, v in flat.items()
+                if not k.startswith("trainer.") and k.rsplit(".", 1)[-1] not in self.OPERATIONAL}
 
     def _differences(self, state: dict[str, Any]) -> list[str]:
         """Keys in which ``state``'s run differs from this one (empty: safe to resume).
 
         Resuming continues one run (its schedule, data order and MLflow run); a checkpoint of a
-        different model or optimisation setting is a different run and is not continued.
+        different model, data, loss or optimisation setting is a different run and is not continued.
         """
         flat = ec_config.flatten
         theirs, ours = flat(state.get("task_config") or {}), flat(self.task.export_config())
@@ -219,6 +230,9 @@ class Trainer:
             diff.append("model configuration not recorded")
         old, new = state.get("trainer_config", {}), self.config.model_dump(mode="json")
         diff += [f"trainer.{k}: {old.get(k)!r} -> {new[k]!r}" for k in self.RUN_DEFINING if old.get(k) != new[k]]
+        theirs, ours = state.get("run_params", {}), self._run_params()
+        diff += [f"{k}: {theirs.get(k, '<absent>')!r} -> {ours.get(k, '<absent>')!r}"
+                 for k in sorted(set(theirs) | set(ours)) if theirs.get(k, "<absent>") != ours.get(k, "<absent>")]
         return diff
 
     def _clear_stale_checkpoints(self, env) -> None:
@@ -247,6 +261,7 @@ class Trainer:
             "mlflow_run_id": run_id,
             "trainer_config": self.config.model_dump(mode="json"),
             "task_config": self.task.export_config(),
+            "run_params": self._run_params(),
         }
         return ckpt.save_checkpoint(self.checkpoint_dir, step, state, self.config.keep_last)
 
