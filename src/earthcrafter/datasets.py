@@ -65,24 +65,28 @@ class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[st
         return {"path": str(self._path), "load_frames": self._load_frames}
 
 
-class AtomicJSONDataset(AbstractDataset[dict, dict]):
-    """A JSON file written atomically (reports, metrics)."""
+class FileDataset(AbstractDataset):
+    """Base of the single-file datasets: a ``path`` (and Kedro ``metadata``); exists when the file does."""
 
     def __init__(self, path: str, metadata: dict | None = None):
         self._path = Path(path)
         self.metadata = metadata
-
-    def load(self) -> dict:
-        return json.loads(self._path.read_text())
-
-    def save(self, data: dict) -> None:
-        atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=_json_or_str) + "\n")
 
     def _exists(self) -> bool:
         return self._path.is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class AtomicJSONDataset(FileDataset):
+    """A JSON file written atomically (reports, metrics)."""
+
+    def load(self) -> dict:
+        return json.loads(self._path.read_text())
+
+    def save(self, data: dict) -> None:
+        atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=_json_or_str) + "\n")
 
 
 def _json_or_str(o):
@@ -92,12 +96,8 @@ def _json_or_str(o):
         return str(o)
 
 
-class AtomicTextDataset(AbstractDataset[str, str]):
+class AtomicTextDataset(FileDataset):
     """A text file (CSV, markdown) written atomically."""
-
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
 
     def load(self) -> str:
         if not self._path.is_file():
@@ -107,19 +107,9 @@ class AtomicTextDataset(AbstractDataset[str, str]):
     def save(self, data: str) -> None:
         atomic_write_text(self._path, data)
 
-    def _exists(self) -> bool:
-        return self._path.is_file()
 
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
-
-
-class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+class AtomicParquetDataset(FileDataset):
     """A pandas DataFrame as one Parquet file, written atomically."""
-
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
 
     def load(self) -> pd.DataFrame:
         if not self._path.is_file():
@@ -129,12 +119,6 @@ class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def save(self, data: pd.DataFrame) -> None:
         with atomic_path(self._path) as tmp:
             data.to_parquet(tmp, index=False)
-
-    def _exists(self) -> bool:
-        return self._path.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
 
 
 class SceneTilesDataset(AbstractDataset[dict[str, Path], dict[str, Any]]):
