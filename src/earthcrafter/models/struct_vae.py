@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from earthcrafter.evaluation.voxel_metrics import coarsen, member
-from earthcrafter.sparse.keys import pack, pack_coords
 from earthcrafter.sparse import (
     LayerNorm32,
     SinusoidalPosEmbed3D,
@@ -52,6 +51,7 @@ from earthcrafter.sparse import (
     prune,
     upsample_nearest,
 )
+from earthcrafter.sparse.keys import SortedKeys, pack, pack_coords
 
 NUM_LEVELS = 3  # L -> L/2 -> L/4 -> L/8
 log = logging.getLogger(__name__)
@@ -255,12 +255,11 @@ class PSSBlock(nn.Module):
 # --------------------------------------------------------------------------- model
 
 def ancestor_rows(coords: torch.Tensor, ancestors: torch.Tensor, factor: int) -> torch.Tensor:
-    """int64 [M]: row of ``ancestors`` [N, 4] (sorted by (b, x, y, z)) holding ``(b, xyz // factor)``
-    of each row of ``coords`` [M, 4]; every ancestor must exist."""
+    """int64 [M]: row of ``ancestors`` [N, 4] holding ``(b, xyz // factor)`` of each row of
+    ``coords`` [M, 4]; every ancestor must exist."""
     keys = pack(coords[:, 0], torch.div(coords[:, 1:].long(), factor, rounding_mode="floor"))
-    table = pack_coords(ancestors)
-    rows = torch.searchsorted(table, keys).clamp_max(len(table) - 1)
-    if not bool((table[rows] == keys).all()):
+    rows = SortedKeys(pack_coords(ancestors)).lookup(keys)
+    if bool((rows < 0).any()):
         raise ValueError("ancestor_rows: a voxel has no ancestor among the latents")
     return rows
 
