@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from earthcrafter import tracking
-from earthcrafter.config import flatten
-from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig, feature_groups
 from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_losses import LpipsPair
@@ -171,11 +168,9 @@ def train_texvae(
     name = run_name or f"texvae/{cfg.row}"
     tags = {**TABLE2_TAGS, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip
-    params = cfg.model_dump(mode="json", exclude={"ablations"})
-    out_dir = out_dir or cfg.out_dir
     trainer = Trainer(
-        task, cfg.trainer, train_set, val_set, out_dir=out_dir, run_name=name, tags=tags,
-        params=params, device=cfg.device, mlflow=mlflow,
+        task, cfg.trainer, train_set, val_set, out_dir=out_dir or cfg.out_dir, run_name=name, tags=tags,
+        params=cfg.model_dump(mode="json", exclude={"ablations"}), device=cfg.device, mlflow=mlflow,
     )  # fmt: skip
     old_threads = torch.get_num_threads()
     if cfg.threads:
