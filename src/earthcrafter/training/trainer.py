@@ -94,6 +94,14 @@ class _MicroBatches:
                 yield draws[i * size : (i + 1) * size]
 
 
+def _changed(old: dict[str, Any], new: dict[str, Any], keys=None, prefix: str = "") -> list[str]:
+    """``"<prefix><key>: old -> new"`` for every key (default: all of both) whose value differs."""
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    missing = "<absent>"
+    return [f"{prefix}{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}"
+            for k in keys if old.get(k, missing) != new.get(k, missing)]
+
+
 class Trainer:
     """Trains ``task``'s model on ``train_set`` and validates on ``val_set`` with the EMA weights.
 
@@ -224,15 +232,11 @@ class Trainer:
         different model, data, loss or optimisation setting is a different run and is not continued.
         """
         flat = ec_config.flatten
-        theirs, ours = flat(state.get("task_config") or {}), flat(self.task.export_config())
-        diff = [f"model {k}" for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
-        if "task_config" not in state:
-            diff.append("model configuration not recorded")
+        diff = [] if "task_config" in state else ["model configuration not recorded"]
+        diff += _changed(flat(state.get("task_config") or {}), flat(self.task.export_config()), prefix="model ")
         old, new = state.get("trainer_config", {}), self.config.model_dump(mode="json")
-        diff += [f"trainer.{k}: {old.get(k)!r} -> {new[k]!r}" for k in self.RUN_DEFINING if old.get(k) != new[k]]
-        theirs, ours = state.get("run_params", {}), self._run_params()
-        diff += [f"{k}: {theirs.get(k, '<absent>')!r} -> {ours.get(k, '<absent>')!r}"
-                 for k in sorted(set(theirs) | set(ours)) if theirs.get(k, "<absent>") != ours.get(k, "<absent>")]
+        diff += _changed(old, new, self.RUN_DEFINING, prefix="trainer.")
+        diff += _changed(state.get("run_params", {}), self._run_params())
         return diff
 
     def _clear_stale_checkpoints(self, env) -> None:
