@@ -24,9 +24,8 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.geometry.voxelize import voxelize_mesh_occupancy
 from earthcrafter.io.scene import read_mesh_ply
 from earthcrafter.io.tiles import read_tile_meta
-
-CHILD_OFFSETS = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=torch.int32)
-
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.sparse.ops import child_layout
 
 def _batched(coords: np.ndarray) -> torch.Tensor:
     c = torch.from_numpy(np.asarray(coords, dtype=np.int32))
@@ -37,8 +36,7 @@ def candidate_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(accuracy of draw ``a`` against draw ``b`` over the L candidates of ``a``, positive fraction)."""
     ta, tb = _batched(a), _batched(b)
     parents = vm.coarsen(ta, 2)
-    cand = (parents[:, None, 1:] * 2 + CHILD_OFFSETS[None]).reshape(-1, 3)
-    cand = torch.cat([torch.zeros(len(cand), 1, dtype=torch.int32), cand.int()], 1)
+    cand = child_layout(SparseTensor(torch.ones(len(parents), 1), parents, 1, stride=2), 2).coords
     keep = vm.member(cand, ta)
     return vm.ratios(vm.candidate_accuracy(cand, keep, tb, 1))["acc"], float(keep.float().mean())
 
