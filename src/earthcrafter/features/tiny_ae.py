@@ -119,11 +119,16 @@ def _random_crops(images: list[np.ndarray], n: int, crop: int, rng: np.random.Ge
 
 
 @torch.no_grad()
+def _unit_bhwc(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] in [-1, 1] -> [B, H, W, C] in [0, 1], the layout of ``earthcrafter.render.metrics``."""
+    return ((x + 1) / 2).permute(0, 2, 3, 1)
+
+
 def _val_psnr(model: TinyAE, val: torch.Tensor) -> float:
     model.eval()
     rec = model(val).clamp(-1, 1)
     model.train()
-    return float(image_psnr(((rec + 1) / 2).permute(0, 2, 3, 1), ((val + 1) / 2).permute(0, 2, 3, 1)))
+    return float(image_psnr(_unit_bhwc(rec), _unit_bhwc(val)))
 
 
 def train_tiny_ae(
@@ -164,7 +169,7 @@ def _train(images: list[np.ndarray], cfg: TinyAETrainConfig, model_cfg: TinyAECo
         rec = model(x)
         loss = F.l1_loss(rec, x)
         if cfg.ssim_weight > 0:
-            loss = loss + cfg.ssim_weight * (1 - image_ssim(((rec.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1), ((x + 1) / 2).permute(0, 2, 3, 1), window=7))
+            loss = loss + cfg.ssim_weight * (1 - image_ssim(_unit_bhwc(rec.clamp(-1, 1)), _unit_bhwc(x), window=7))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
