@@ -28,16 +28,20 @@ from earthcrafter.sparse.keys import SortedKeys, pack, pack_coords
 from earthcrafter.training.structvae import load_structvae
 
 
+def _parent_keys(coords: torch.Tensor) -> torch.Tensor:
+    """Packed keys of each row's L/2 parent ``(b, xyz // 2)``."""
+    return pack(coords[:, 0], torch.div(coords[:, 1:].long(), 2, rounding_mode="floor"))
+
+
 def parent_classes(candidates: torch.Tensor, coords: torch.Tensor, semantic: np.ndarray) -> np.ndarray:
     """Class name of each candidate's L/2 parent: the class of one ground-truth voxel inside that
     parent (the first in ``coords`` order, which ``semantic`` follows); ``false-parent`` when the
     parent holds none."""
     parents = SortedKeys(pack_coords(coarsen(coords, 2)))
-    halve = lambda c: pack(c[:, 0], torch.div(c[:, 1:].long(), 2, rounding_mode="floor"))  # noqa: E731
     parent_class = np.full(len(parents.sorted), -1, dtype=np.int64)
-    rows = parents.lookup(halve(coords)).numpy()
+    rows = parents.lookup(_parent_keys(coords)).numpy()
     parent_class[rows[::-1]] = semantic[::-1]  # reversed: the first voxel of each parent wins
-    cand_rows = parents.lookup(halve(candidates)).numpy()
+    cand_rows = parents.lookup(_parent_keys(candidates)).numpy()
     names = np.array([*CLASS_NAMES, "false-parent"])
     return names[np.where(cand_rows >= 0, parent_class[np.maximum(cand_rows, 0)], len(CLASS_NAMES))]
 
