@@ -20,12 +20,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from earthcrafter.evaluation.voxel_metrics import coarsen
+from earthcrafter.evaluation.voxel_metrics import coarsen, member
 from earthcrafter.io.tiles import read_tile
 from earthcrafter.semantics import CLASS_NAMES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.sparse.keys import SortedKeys, pack, pack_coords
 from earthcrafter.training.structvae import load_structvae
+from earthcrafter.training.voxel_data import evenly_spaced
 
 
 def _parent_keys(coords: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ def main() -> None:
     manifest = pd.read_parquet(root / "data/05_model_input/voxels_manifest.parquet")
     rows = manifest[manifest["split"] == args.split].reset_index(drop=True)
     if 0 < args.tiles < len(rows):
-        rows = rows.iloc[np.unique(np.linspace(0, len(rows) - 1, args.tiles).round().astype(int))]
+        rows = rows.iloc[evenly_spaced(len(rows), args.tiles)]
     by_biome: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2))
     by_class: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2))
     forced: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(2))
@@ -67,17 +68,17 @@ def main() -> None:
         tile = read_tile(root / row["path"])
         xyz = torch.from_numpy(np.asarray(tile.coords, dtype=np.int32))
         x = SparseTensor.from_list([torch.ones(len(xyz), 1)], [xyz])
-        with torch.no_grad():
-            _, levels = model.reconstruct(x)
+        with torch.no_grad():  # one encoding, decoded free-running (as validation) and teacher-forced
             mean, _ = model.encode_posterior(x)
+            _, levels = model.decode(mean, return_levels=True)
             _, forced_levels = model.decode(mean, gt=x.coords, return_levels=True)
         for lvl in forced_levels:
             forced[lvl.stride] += [((lvl.logits > 0) == lvl.targets).sum().item(), len(lvl.logits)]
         final = levels[-1]
-        ok = (final.keep == final.targets).numpy()
+        ok = (final.keep == member(final.candidates, x.coords)).numpy()
         by_biome[str(row["biome"])] += [ok.sum(), len(ok)]
-        in_tile_order = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1)
-        classes = parent_classes(final.candidates, in_tile_order, np.asarray(tile.semantic))
+        # from_list keeps the tile's row order, so x.coords lines up with tile.semantic
+        classes = parent_classes(final.candidates, x.coords, np.asarray(tile.semantic))
         for name in np.unique(classes):
             sel = classes == name
             by_class[name] += [ok[sel].sum(), sel.sum()]

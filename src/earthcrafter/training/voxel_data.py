@@ -77,6 +77,11 @@ def check_manifest(manifest: pd.DataFrame, split: str, root: str | Path | None =
     return rows
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Sorted unique indices of about ``k`` rows spread evenly over ``n`` (first and last included)."""
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
 def crop_to_budget(coords: np.ndarray, max_voxels: int, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of a square xy crop holding at most ``max_voxels`` voxels.
 
@@ -141,8 +146,7 @@ class VoxelTileDataset(Dataset):
         k = self.config.max_val_tiles
         if split == self.config.val_split and 0 < k < len(self.rows):
             # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
-            pick = np.unique(np.linspace(0, len(self.rows) - 1, k).round().astype(int))
-            self.rows = self.rows.iloc[pick].reset_index(drop=True)
+            self.rows = self.rows.iloc[evenly_spaced(len(self.rows), k)].reset_index(drop=True)
         self.read_tile, self.split, self.L = read_tile, split, L
         self.augment, self.with_feats = augment, with_feats
         self._cache: dict[int, Any] = {}
