@@ -134,6 +134,29 @@ def test_training_samples_pick_views_and_backgrounds(synth_manifest):
     torch.testing.assert_close(target[0][outside[0]], s.views.background[0].expand(int(outside[0].sum()), 3))
 
 
+def test_crop_marks_voxels_hidden_behind_the_rest_of_the_tile_and_the_loss_ignores_them(synth_manifest):
+    budget = len(_dataset(synth_manifest, augment=False)[0].coords) // 3
+    kw = dict(max_voxels=budget, flip=False, rotate=False)
+    hidden_total, whole_hidden = 0.0, 0
+    for seed in range(4):
+        s = _dataset(synth_manifest, **kw)[Draw(0, (1, seed))]
+        v = s.views
+        assert v.hidden is not None and v.hidden.shape == v.coverage.shape
+        assert float(v.hidden.min()) >= 0 and float(v.hidden.max()) <= 1
+        assert float((v.hidden * v.coverage).max()) < 0.5  # hidden and shown never share much of a pixel
+        hidden_total += float(v.hidden.sum())
+        whole_hidden += int((v.hidden == 1).sum())
+        # the loss target equals the prediction where hidden, the ground truth where shown
+        pred = torch.rand_like(v.colour, requires_grad=True)
+        (pred - v.loss_target(pred)).abs().sum().backward()
+        g = pred.grad.abs().sum(-1)
+        assert float(g[v.hidden == 1].sum()) == 0.0  # no gradient where the photo shows nothing of the tile
+        assert float(g[v.hidden == 0].min()) > 0
+        off = _dataset(synth_manifest, hidden_pixels="background", **kw)[Draw(0, (1, seed))]
+        assert off.views.hidden is None and torch.equal(off.views.loss_target(pred), off.views.target())
+    assert hidden_total > 0 and whole_hidden > 0  # crops of the synthetic tile do hide voxels behind the rest of it
+
+
 def _reader(tile_fn=None, views_fn=None):
     from earthcrafter.io.tiles import read_tile, read_views
 

@@ -18,6 +18,9 @@ augmentation, every view):
    averaging to ``view_width`` and rescale K. Colour is kept *premultiplied* by the mask
    coverage, so any background can be composited exactly afterwards:
    ``gt = colour + (1 - coverage) * background``.
+6. Mark the pixels where the sample's voxels lie behind geometry outside the tile or crop
+   (:mod:`earthcrafter.geometry.visibility`): the photo does not show them, so the loss
+   ignores them (``hidden_pixels: ignore``) instead of calling them background.
 
 Bad items never crash a run silently: a tile with no voxels, non-finite features, or no view
 that sees it becomes a :class:`SkippedSample` with the reason; :func:`collate_tex` drops it,
@@ -40,6 +43,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from earthcrafter.geometry.augment import GridTransform, crop_views, random_voxel_crop
+from earthcrafter.geometry.visibility import hidden_tile_pixels
 from earthcrafter.io.tiles import TileViews, read_tile, read_views
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
 from earthcrafter.sparse import SparseTensor
@@ -65,6 +69,11 @@ class TexVAEDataConfig(VoxelDataConfig):
     )
     background: Background = Field("random", description="training background behind the tile (random: per view)")
     val_background: Background = Field("black", description="validation background")
+    hidden_pixels: Literal["ignore", "background"] = Field(
+        "ignore",
+        description="pixels where tile geometry hides behind geometry outside the tile (or crop): "
+        "ignore them in the loss, or treat them as background as the mask alone says",
+    )
 
 
 @dataclass
@@ -75,6 +84,8 @@ class ViewSet:
     coverage: [V, H, W] float32 in [0, 1], the fraction of each pixel that shows the tile.
     K: [V, 3, 3] float32 pixel intrinsics; world_to_camera: [V, 4, 4] float32 (tile-local frame).
     background: [V, 3] float32 colour to render behind the tile and composite the ground truth on.
+    hidden: [V, H, W] float32 in [0, 1], the fraction of each pixel where the tile is hidden
+        behind geometry outside it (unknown to the photo; None: none marked).
     """
 
     colour: torch.Tensor
@@ -83,6 +94,7 @@ class ViewSet:
     world_to_camera: torch.Tensor
     background: torch.Tensor
     names: list[str] = field(default_factory=list)
+    hidden: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.colour.shape[0]
@@ -99,6 +111,15 @@ class ViewSet:
         """[V, H, W, 3] the ground truth composited on ``background``."""
         return self.colour + (1.0 - self.coverage[..., None]) * self.background[:, None, None, :]
 
+    def loss_target(self, pred: torch.Tensor) -> torch.Tensor:
+        """:meth:`target` with hidden pixels replaced by the (detached) prediction ``pred``
+        [V, H, W, 3]: every image loss is blind to what the photo cannot show."""
+        target = self.target()
+        if self.hidden is None:
+            return target
+        h = self.hidden[..., None]
+        return target + h * (pred.detach() - target)
+
     def mask(self, threshold: float = 0.5) -> torch.Tensor:
         """[V, H, W] bool: pixels that mostly show the tile (where metrics are measured)."""
         return self.coverage > threshold
@@ -106,7 +127,8 @@ class ViewSet:
     def to(self, device) -> ViewSet:
         move = lambda t: t.to(device)  # noqa: E731
         return replace(self, colour=move(self.colour), coverage=move(self.coverage), K=move(self.K),
-                       world_to_camera=move(self.world_to_camera), background=move(self.background))  # fmt: skip
+                       world_to_camera=move(self.world_to_camera), background=move(self.background),
+                       hidden=None if self.hidden is None else move(self.hidden))  # fmt: skip
 
 
 @dataclass
@@ -201,6 +223,14 @@ def resize_views(views: TileViews, width: int) -> tuple[torch.Tensor, torch.Tens
     K[:, 0] *= width / w  # pixel-centre convention: continuous coords scale exactly
     K[:, 1] *= height / h
     return rgb.permute(0, 2, 3, 1).contiguous(), mask[:, 0].contiguous(), K
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """[V, h, w] bool -> [V, *size] float32 fraction of each resized pixel, by area averaging."""
+    m = torch.from_numpy(mask).float()[:, None]
+    if tuple(m.shape[2:]) != tuple(size):
+        m = F.interpolate(m, size=size, mode="area")
+    return m[:, 0].contiguous()
 
 
 def backgrounds(kind: Background, n: int, rng: np.random.Generator) -> torch.Tensor:
@@ -321,9 +351,12 @@ class TexVAEDataset(Dataset):
         sub = TileViews(views.rgb[chosen], views.mask[chosen], views.depth[chosen], views.K[chosen],
                         views.world_to_camera[chosen], [views.names[i] for i in chosen])  # fmt: skip
         colour, coverage, K = resize_views(sub, self.config.view_width)
+        hidden = None
+        if self.config.hidden_pixels == "ignore":
+            hidden = resize_mask(hidden_tile_pixels(sub, coords, t.voxel_size), colour.shape[1:3])
         kind = self.config.background if self.augment else self.config.val_background
         vset = ViewSet(colour, coverage, K, torch.from_numpy(sub.world_to_camera).float(),
-                       backgrounds(kind, len(chosen), rng), list(sub.names))  # fmt: skip
+                       backgrounds(kind, len(chosen), rng), list(sub.names), hidden)  # fmt: skip
         order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
         return TexSample(
             t.tile_id,

@@ -3,7 +3,10 @@
 Loss per sample (averaged over the batch's samples): the decoded Gaussians are rendered into
 the sample's views over the view's background, and compared with the ground truth composited
 on the same background (``colour + (1 - coverage) * background``), so surfels that leak
-outside the tile are penalised as wrongly coloured background:
+outside the tile are penalised as wrongly coloured background. Pixels where the tile hides
+behind geometry outside it (``ViewSet.hidden``) are unknown to the photo: the loss sees the
+prediction there, not background.
+
 
     L = w_l1 L1 + w_ssim (1 - SSIM) + w_vgg LPIPS_vgg + w_alex LPIPS_alex + w_kl KL.
 
@@ -147,7 +150,7 @@ class TexVAETask(Task):
         psnr = []
         for g, views in zip(gaussians, batch.views):
             pred = render_views(g, views, self.render)
-            target = views.target()
+            target = views.loss_target(pred)
             for k, v in self._image_losses(pred, target).items():
                 terms[k] = terms.get(k, 0.0) + v / len(batch)
             with torch.no_grad():
@@ -224,16 +227,21 @@ class TexVAETask(Task):
         rows = []
         for tile_id, pred, views in zip(batch.tile_ids, preds, batch.views):
             target = views.target()
+            hidden = views.hidden if views.hidden is not None else torch.zeros_like(views.coverage)
             for i in range(len(views)):
-                rows.append((tile_id, views.names[i] if views.names else str(i), target[i], pred[i], views.mask()[i]))
+                name = views.names[i] if views.names else str(i)
+                rows.append((tile_id, name, target[i], pred[i], views.mask()[i], hidden[i].to(pred.device)))
         rows = rows[: self.max_figure_views]
         fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), dpi=100, squeeze=False)
-        for r, (tile_id, name, gt, pr, mask) in enumerate(rows):
+        for r, (tile_id, name, gt, pr, mask, hid) in enumerate(rows):
             s = masked_view_stats(pr[None], gt[None], mask[None])
             psnr = float(psnr_from_mse(s["sq"] / s["px"].clamp_min(1))[0])
-            err = (pr - gt).abs().mean(-1)
+            err = (pr - gt).abs().mean(-1) * (1.0 - hid.to(pr.dtype))  # not scored where hidden
+            # hidden tile pixels (unknown to the photo, not scored) tinted magenta in the ground truth
+            magenta = torch.tensor([0.8, 0.1, 0.8], device=gt.device)
+            gt = gt + 0.6 * hid[..., None].to(gt.dtype) * (magenta - gt)
             for ax, img, title in (
-                (axes[r, 0], gt, f"{tile_id} / {name}: ground truth"),
+                (axes[r, 0], gt, f"{tile_id} / {name}: ground truth (magenta: hidden)"),
                 (axes[r, 1], pr, f"reconstruction, PSNR {psnr:.2f} dB (tile pixels)"),
                 (axes[r, 2], err, "|error| (mean over RGB)"),
             ):
