@@ -241,7 +241,7 @@ class TexVAETask(Task):
             magenta = torch.tensor([0.8, 0.1, 0.8], device=gt.device)
             gt = gt + 0.6 * hid[..., None].to(gt.dtype) * (magenta - gt)
             for ax, img, title in (
-                (axes[r, 0], gt, f"{tile_id} / {name}: ground truth (magenta: hidden)"),
+                (axes[r, 0], gt, f"{tile_id} / {name}: ground truth\n(magenta: hidden behind off-tile geometry)"),
                 (axes[r, 1], pr, f"reconstruction, PSNR {psnr:.2f} dB (tile pixels)"),
                 (axes[r, 2], err, "|error| (mean over RGB)"),
             ):
