@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from earthcrafter.geometry.cameras import Camera
 from earthcrafter.io.tiles import TileViews
 
 HALF_DIAGONAL = 0.5 * np.sqrt(3.0)  # bounding-sphere radius of a unit cube
 
 
-def _project(coords: np.ndarray, voxel_size: float, K: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Voxel centres -> (u, v, z, footprint radius in pixels); z is the camera depth."""
-    centres = (coords.astype(np.float64) + 0.5) * voxel_size
-    cam = centres @ E[:3, :3].T + E[:3, 3]
-    z = cam[:, 2]
+def _project(coords: np.ndarray, voxel_size: float, views: TileViews, i: int) -> tuple[np.ndarray, ...]:
+    """Voxel centres -> (u, v, z, footprint radius in pixels) in view ``i``; z is the camera depth."""
+    h, w = views.mask.shape[1:]
+    camera = Camera(views.K[i], views.world_to_camera[i], w, h)
+    uv, z = camera.project((coords.astype(np.float64) + 0.5) * voxel_size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[0, 0] * cam[:, 0] / z + K[0, 1] * cam[:, 1] / z + K[0, 2]
-        v = K[1, 1] * cam[:, 1] / z + K[1, 2]
-        radius = HALF_DIAGONAL * voxel_size * max(abs(K[0, 0]), abs(K[1, 1])) / z
-    return u, v, z, radius
+        radius = HALF_DIAGONAL * voxel_size * np.abs(np.diag(camera.K)[:2]).max() / z
+    return uv[:, 0], uv[:, 1], z, radius
 
 
 def hidden_tile_pixels(
@@ -51,7 +50,7 @@ def hidden_tile_pixels(
     if not len(coords):
         return out
     for i in range(V):
-        u, v, z, r = _project(coords, voxel_size, views.K[i], views.world_to_camera[i])
+        u, v, z, r = _project(coords, voxel_size, views, i)
         front = np.isfinite(u) & np.isfinite(v) & (z > 0)
         u, v, near, r = u[front], v[front], (z - HALF_DIAGONAL * voxel_size)[front], r[front]
         deepest = np.full(h * w, -np.inf)
@@ -76,7 +75,7 @@ def hidden_tile_pixels_reference(
     V, h, w = views.mask.shape
     out = np.zeros((V, h, w), bool)
     for i in range(V):
-        u, v, z, r = _project(coords, voxel_size, views.K[i], views.world_to_camera[i])
+        u, v, z, r = _project(coords, voxel_size, views, i)
         R = int(min(np.ceil(np.nanmax(np.where(z > 0, r, 0.0))) if len(r) else 0, max_radius_px))
         for k in range(len(coords)):
             if not (z[k] > 0 and np.isfinite(u[k]) and np.isfinite(v[k])):

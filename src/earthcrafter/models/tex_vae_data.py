@@ -218,11 +218,10 @@ def resize_views(views: TileViews, width: int) -> tuple[torch.Tensor, torch.Tens
     rgb = torch.from_numpy(views.rgb).float().permute(0, 3, 1, 2) / 255.0 * mask
     if (height, width) != (h, w):
         rgb = F.interpolate(rgb, size=(height, width), mode="area")
-        mask = F.interpolate(mask, size=(height, width), mode="area")
     K = torch.from_numpy(views.K).float().clone()
     K[:, 0] *= width / w  # pixel-centre convention: continuous coords scale exactly
     K[:, 1] *= height / h
-    return rgb.permute(0, 2, 3, 1).contiguous(), mask[:, 0].contiguous(), K
+    return rgb.permute(0, 2, 3, 1).contiguous(), resize_mask(views.mask, (height, width)), K
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

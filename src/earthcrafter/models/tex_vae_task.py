@@ -5,8 +5,7 @@ the sample's views over the view's background, and compared with the ground trut
 on the same background (``colour + (1 - coverage) * background``), so surfels that leak
 outside the tile are penalised as wrongly coloured background. Pixels where the tile hides
 behind geometry outside it (``ViewSet.hidden``) are unknown to the photo: the loss sees the
-prediction there, not background.
-
+prediction there, not background:
 
     L = w_l1 L1 + w_ssim (1 - SSIM) + w_vgg LPIPS_vgg + w_alex LPIPS_alex + w_kl KL.
 
