@@ -154,3 +154,42 @@ def test_bad_parameter_fails_before_running(project, monkeypatch):
     )
     with pytest.raises(ConfigError, match=r"parameters\.acquisition\.synthetic\.wrold"):
         _run(project, monkeypatch, "acquisition", env="bad")
+
+
+def test_cache_latents_stage_on_the_tiles(project, monkeypatch):
+    """cache_latents through Kedro on the tiles of the data pipeline test, with randomly
+    initialised VAEs of the real architectures in place of the trained ones."""
+    import torch
+
+    from earthcrafter.io.latents import read_latent_tile
+    from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig
+    from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig
+    from earthcrafter.training.structvae import save_structvae
+
+    torch.manual_seed(0)
+    models = project / "data" / "06_models"
+    tiny = StructVAEConfig(L=32, widths=(16, 16, 32, 32), head_dim=16, enc_depths=(1, 1, 1), dec_depths=(1, 1, 1))
+    save_structvae(StructVAE(tiny), models / "structvae" / "model.pt")
+    TexVAE(TexVAEConfig(width=16, num_heads=2, enc_depth=1, dec_depth=1), in_channels=66).save(models / "tex_vae" / "model.pt")
+    reports = project / "data" / "08_reporting"
+    for stage in ("train_structvae", "train_texvae"):  # the training summaries the stage records
+        (reports / stage).mkdir(parents=True, exist_ok=True)
+        (reports / stage / "metrics.json").write_text('{"run_id": "r-%s"}' % stage)
+
+    _run(project, monkeypatch, "cache_latents")
+    voxels = pd.read_parquet(project / "data" / "05_model_input" / "voxels_manifest.parquet")
+    latents = pd.read_parquet(project / "data" / "05_model_input" / "latents_manifest.parquet")
+    assert latents["tile_id"].tolist() == sorted(voxels["tile_id"]) and (latents["status"] == "encoded").all()
+    lt = read_latent_tile(project / latents["struct_path"].iloc[0])
+    assert lt.channels == 32 and lt.stride == 8 and lt.coords.max() < 4
+    import json
+
+    summary = json.loads((reports / "cache_latents" / "metrics.json").read_text())
+    assert summary["structvae_run_id"] == "r-train_structvae" and summary["tiles"] == len(voxels)
+    stats = json.loads((project / "data" / "05_model_input" / "latents_stats.json").read_text())
+    train = latents[latents["split"] == "train"]
+    assert stats["tex"]["channels"] == 8 and stats["struct"]["count"] == train["struct_voxels"].sum()
+    runs = _runs(project)
+    run = runs[runs["tags.pipeline"] == "cache_latents"].iloc[0]
+    nested = runs[runs["tags.mlflow.parentRunId"] == run["run_id"]].iloc[0]
+    assert nested["tags.stage"] == "cache_latents" and nested["metrics.tiles"] == len(voxels)

@@ -16,6 +16,8 @@ LAYERS = (
     ("02_intermediate/meshes", "meshed scenes"),
     ("03_primary/featured", "featured scenes"),
     ("05_model_input/voxels", "voxel tiles"),
+    ("05_model_input/latents/struct", "structure latents"),
+    ("05_model_input/latents/tex", "texture latents"),
     ("06_models", "models"),
     ("07_model_output/generated", "generated scenes"),
     ("08_reporting", "reports"),

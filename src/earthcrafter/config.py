@@ -21,6 +21,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "voxelization": "earthcrafter.pipelines.voxelization.config:VoxelizationConfig",
     "train_structvae": "earthcrafter.training.structvae:StructVAERunConfig",
     "train_texvae": "earthcrafter.models.tex_vae_train:TexVAETrainConfig",
+    "cache_latents": "earthcrafter.latents.cache:LatentCacheConfig",
 }
 
 

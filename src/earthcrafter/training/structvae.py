@@ -21,6 +21,7 @@ from torch import nn
 
 from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.evaluation.reports import occupancy_figure
+from earthcrafter.io.atomic import atomic_path
 from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig, struct_vae_loss
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.config import TrainerConfig
@@ -98,6 +99,31 @@ def read_tile_occupancy(path: str) -> SimpleNamespace:
     return SimpleNamespace(tile_id=meta.get("tile_id", Path(path).stem), coords=coords, meta=meta)
 
 
+def level_counts(levels: list, gt_coords: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """Summed counts of free-running decoder ``levels`` against the ground truth ``gt_coords``
+    [N, 4] at L: ``correct``/``candidates`` (Acc) and ``tp``/``fp``/``fn`` per level, keyed
+    ``<count>_s<stride>``; they add up over batches and ranks."""
+    stats = {}
+    for lvl in levels:
+        gt = vm.coarsen(gt_coords, lvl.stride)
+        counts = {**vm.candidate_accuracy(lvl.candidates, lvl.keep, gt, batch_size),
+                  **vm.confusion(lvl.candidates[lvl.keep], gt, batch_size)}  # fmt: skip
+        for k, v in counts.items():
+            stats[f"{k}_s{lvl.stride}"] = v.sum()
+    return stats
+
+
+def level_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Counts of :func:`level_counts` -> acc, iou, precision, recall at L (no suffix) and
+    ``<name>_s2``, ``<name>_s4`` at the coarser levels."""
+    out: dict[str, float] = {}
+    for s in LEVEL_STRIDES:
+        level = {k[: -len(f"_s{s}")]: v for k, v in stats.items() if k.endswith(f"_s{s}")}
+        for name, value in vm.ratios(level).items():
+            out[name if s == 1 else f"{name}_s{s}"] = value
+    return out
+
+
 class StructVAETask(Task):
     """StructVAE for the shared trainer: batches are ``{"voxels", "seeds", "tile_ids"}``."""
 
@@ -125,22 +151,10 @@ class StructVAETask(Task):
     def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         voxels: SparseTensor = batch["voxels"]
         _, levels = model.reconstruct(voxels, self.threshold)
-        B, stats = voxels.batch_size, {}
-        for lvl in levels:
-            kept = lvl.candidates[lvl.keep]
-            counts = {**vm.candidate_accuracy(lvl.candidates, lvl.keep, vm.coarsen(voxels.coords, lvl.stride), B),
-                      **vm.confusion(kept, vm.coarsen(voxels.coords, lvl.stride), B)}
-            for k, v in counts.items():
-                stats[f"{k}_s{lvl.stride}"] = v.sum()
-        return stats
+        return level_counts(levels, voxels.coords, voxels.batch_size)
 
     def metrics_from_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for s in LEVEL_STRIDES:
-            level = {k[: -len(f"_s{s}")]: v for k, v in stats.items() if k.endswith(f"_s{s}")}
-            for name, value in vm.ratios(level).items():
-                out[name if s == 1 else f"{name}_s{s}"] = value
-        return out
+        return level_metrics(stats)
 
     def figures(self, model: nn.Module, batch: dict) -> dict[str, Any]:
         voxels: SparseTensor = batch["voxels"]
@@ -156,6 +170,16 @@ class StructVAETask(Task):
 
     def export_config(self) -> dict[str, Any]:
         return {"struct_vae": self.model_config.model_dump(mode="json")}
+
+
+def save_structvae(model: StructVAE, path: str | Path) -> Path:
+    """Export ``model`` in the trainer's ``model.pt`` format (config + weights), atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"model": "structvae", "config": {"struct_vae": model.config.model_dump(mode="json")},
+                    "state_dict": state}, tmp)  # fmt: skip
+    return path
 
 
 def load_structvae(path: str | Path, map_location: str | torch.device = "cpu") -> StructVAE:

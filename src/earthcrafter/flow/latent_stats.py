@@ -1,0 +1,91 @@
+"""Per-channel statistics of cached latents, and the normalisation the flow models train in.
+
+The flow models learn latents scaled to zero mean and unit variance per channel (TRELLIS'
+convention: mean and std over all latent voxels of the training split, std = sqrt(E[x²] - E[x]²)).
+The moments are accumulated as float64 sums, so shards (tiles, ranks) merge by addition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ChannelMoments:
+    """Count, sum and sum of squares per channel (float64)."""
+
+    count: int
+    sum: np.ndarray  # [C]
+    sumsq: np.ndarray  # [C]
+
+    @classmethod
+    def zeros(cls, channels: int) -> ChannelMoments:
+        return cls(0, np.zeros(channels), np.zeros(channels))
+
+    @property
+    def channels(self) -> int:
+        return len(self.sum)
+
+    def update(self, x: np.ndarray | torch.Tensor) -> ChannelMoments:
+        """Add the rows of ``x`` [N, C]."""
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise ValueError(f"ChannelMoments.update: expected [N, {self.channels}], got {x.shape}")
+        x = x.astype(np.float64)
+        self.count += len(x)
+        self.sum += x.sum(0)
+        self.sumsq += np.square(x).sum(0)
+        return self
+
+    def merge(self, other: ChannelMoments) -> ChannelMoments:
+        if other.channels != self.channels:
+            raise ValueError(f"ChannelMoments.merge: {self.channels} vs {other.channels} channels")
+        return ChannelMoments(self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq)
+
+    def to_tensor(self) -> torch.Tensor:
+        """[2C + 1] float64 (sum, sumsq, count): what ranks all-reduce."""
+        return torch.from_numpy(np.concatenate([self.sum, self.sumsq, [float(self.count)]]))
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> ChannelMoments:
+        v = t.detach().cpu().double().numpy()
+        C = (len(v) - 1) // 2
+        return cls(int(round(v[-1])), v[:C].copy(), v[C : 2 * C].copy())
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.count == 0:
+            raise ValueError("ChannelMoments: no rows accumulated")
+        return self.sum / self.count
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per channel."""
+        m = self.mean
+        return np.sqrt(np.maximum(self.sumsq / self.count - m * m, 0.0))
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def _stats_tensors(stats: dict, like: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.as_tensor(stats["mean"], dtype=like.dtype, device=like.device)
+    std = torch.as_tensor(stats["std"], dtype=like.dtype, device=like.device).clamp_min(eps)
+    if mean.shape != like.shape[-1:]:
+        raise ValueError(f"latent stats have {mean.shape[0]} channels, the latents {like.shape[-1]}")
+    return mean, std
+
+
+def normalize(x: torch.Tensor, stats: dict, eps: float = 1e-6) -> torch.Tensor:
+    """(x - mean) / std with ``stats`` = one kind's entry of ``latents_stats.json``."""
+    mean, std = _stats_tensors(stats, x, eps)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor, stats: dict, eps: float = 1e-6) -> torch.Tensor:
+    """Inverse of :func:`normalize` (before decoding generated latents)."""
+    mean, std = _stats_tensors(stats, x, eps)
+    return x * std + mean

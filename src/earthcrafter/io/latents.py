@@ -1,0 +1,179 @@
+"""Cached VAE latents on disk: one Parquet file per tile and kind, a manifest, channel statistics.
+
+``<kind>/<tile_id>.parquet`` (pyarrow), one row per latent voxel, ``kind`` = ``struct`` (StructVAE
+posterior at L/8, c_s channels) or ``tex`` (TexVAE posterior on the tile's voxels, c_t channels):
+
+============  ==================================  ==============================================
+column        type                                meaning
+============  ==================================  ==============================================
+x, y, z       uint16                              index in the latent grid (fine voxel // stride)
+mean          fixed_size_list<float32>[C]         posterior mean (what the flow models learn)
+logvar        fixed_size_list<float32>[C]         posterior log-variance (to draw samples)
+============  ==================================  ==============================================
+
+File key-value metadata (each value JSON): ``format``, ``tile_id``, ``kind``, ``scene_id``,
+``L`` (the tile's fine resolution), ``stride`` (fine voxels per latent cell edge: 8 for struct,
+1 or 2 for tex), ``channels``, ``voxel_size_m``, ``origin_m`` (as in the voxel tile), ``model``
+({"path", "sha256"} of the VAE weights that produced it) and ``source`` ({"path", "sha256"} of the
+voxel tile). The last two let a re-run keep files that are still valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earthcrafter.io.atomic import atomic_path, json_default
+from earthcrafter.io.tiles import TileFormatError
+
+LATENT_FORMAT = "earthcrafter.latent_tile/1"
+LATENT_KINDS = ("struct", "tex")
+META_KEYS = ("format", "tile_id", "kind", "scene_id", "L", "stride", "channels", "voxel_size_m", "origin_m",
+             "model", "source")  # fmt: skip
+
+
+@dataclass
+class LatentTile:
+    """The latents of one tile. ``meta`` holds scene_id, L, stride, voxel_size_m, origin_m, model, source."""
+
+    tile_id: str
+    kind: str
+    coords: np.ndarray  # [N, 3] int32, latent-grid index
+    mean: np.ndarray  # [N, C] float32
+    logvar: np.ndarray  # [N, C] float32
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.coords = np.asarray(self.coords).astype(np.int32, copy=False)
+        self.mean = np.asarray(self.mean).astype(np.float32, copy=False)
+        self.logvar = np.asarray(self.logvar).astype(np.float32, copy=False)
+        if self.kind not in LATENT_KINDS:
+            raise ValueError(f"latent tile {self.tile_id}: kind {self.kind!r} not in {LATENT_KINDS}")
+        n = len(self.coords)
+        if self.coords.shape != (n, 3) or self.mean.ndim != 2 or len(self.mean) != n:
+            raise ValueError(
+                f"latent tile {self.tile_id}: coords {self.coords.shape} / mean {self.mean.shape} must be [N, 3] / [N, C]"
+            )
+        if self.logvar.shape != self.mean.shape:
+            raise ValueError(f"latent tile {self.tile_id}: logvar {self.logvar.shape} != mean {self.mean.shape}")
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def channels(self) -> int:
+        return self.mean.shape[1]
+
+    @property
+    def stride(self) -> int:
+        return int(self.meta["stride"])
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (model weights, voxel tiles)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def latent_path(root: str | Path, kind: str, tile_id: str) -> Path:
+    return Path(root) / kind / f"{tile_id}.parquet"
+
+
+def write_latent_tile(path: str | Path, tile: LatentTile) -> Path:
+    """Write ``tile`` to ``path`` atomically."""
+    meta = {**tile.meta, "format": LATENT_FORMAT, "tile_id": tile.tile_id, "kind": tile.kind,
+            "channels": tile.channels}  # fmt: skip
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"latent tile {tile.tile_id}: meta lacks {missing}")
+    if len(tile) and (tile.coords.min() < 0 or tile.coords.max() > 65535):
+        raise ValueError(f"latent tile {tile.tile_id}: coords outside [0, 65535]")
+    C = tile.channels
+    table = pa.table(
+        {
+            "x": pa.array(tile.coords[:, 0].astype(np.uint16)),
+            "y": pa.array(tile.coords[:, 1].astype(np.uint16)),
+            "z": pa.array(tile.coords[:, 2].astype(np.uint16)),
+            "mean": pa.FixedSizeListArray.from_arrays(pa.array(tile.mean.reshape(-1)), C),
+            "logvar": pa.FixedSizeListArray.from_arrays(pa.array(tile.logvar.reshape(-1)), C),
+        }
+    ).replace_schema_metadata({k.encode(): json.dumps(v, default=json_default).encode() for k, v in meta.items()})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def _fail(path, fieldname: str, problem: str):
+    raise TileFormatError(f"{path}: field {fieldname!r}: {problem}")
+
+
+def read_latent_meta(path: str | Path) -> dict:
+    """The file's metadata (validated), without reading the rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent tile not found: {path}")
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except Exception as e:  # pyarrow raises several types on corrupt files
+        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
+    meta = {}
+    for key in META_KEYS:
+        if key.encode() not in raw:
+            _fail(path, key, "missing from the file metadata")
+        try:
+            meta[key] = json.loads(raw[key.encode()])
+        except json.JSONDecodeError as e:
+            _fail(path, key, f"not valid JSON ({e})")
+    if meta["format"] != LATENT_FORMAT:
+        _fail(path, "format", f"expected {LATENT_FORMAT!r}, got {meta['format']!r}")
+    if meta["kind"] not in LATENT_KINDS:
+        _fail(path, "kind", f"expected one of {LATENT_KINDS}, got {meta['kind']!r}")
+    for key in ("L", "stride", "channels"):
+        if not isinstance(meta[key], int) or meta[key] < 1:
+            _fail(path, key, f"expected a positive int, got {meta[key]!r}")
+    return meta
+
+
+def read_latent_tile(path: str | Path) -> LatentTile:
+    """Read and validate; any problem raises :class:`~earthcrafter.io.tiles.TileFormatError`
+    naming the file and field."""
+    path = Path(path)
+    meta = read_latent_meta(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as e:
+        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
+    C = meta["channels"]
+    expected = {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(),
+                "mean": pa.list_(pa.float32(), C), "logvar": pa.list_(pa.float32(), C)}  # fmt: skip
+    for name, typ in expected.items():
+        if name not in table.column_names:
+            _fail(path, name, "column missing")
+        if table.schema.field(name).type != typ:
+            _fail(path, name, f"expected type {typ}, got {table.schema.field(name).type}")
+    coords = np.stack([table.column(c).to_numpy() for c in ("x", "y", "z")], axis=1).astype(np.int32)
+    arrays = {}
+    for name in ("mean", "logvar"):
+        col = table.column(name).combine_chunks()
+        if col.null_count:
+            _fail(path, name, f"{col.null_count} null rows")
+        arrays[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, C).copy()  # writable
+        if not np.isfinite(arrays[name]).all():
+            _fail(path, name, "non-finite values")
+    cells = -(-meta["L"] // meta["stride"])
+    if len(coords) and coords.max() >= cells:
+        _fail(path, "x/y/z", f"latent index {coords.max()} >= L/stride = {cells}")
+    tile_id, kind = meta.pop("tile_id"), meta.pop("kind")
+    meta.pop("format")
+    meta.pop("channels")
+    return LatentTile(tile_id, kind, coords, arrays["mean"], arrays["logvar"], meta)

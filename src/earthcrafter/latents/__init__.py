@@ -1,0 +1,1 @@
+"""Latent caching: every voxel tile encoded once by the trained VAEs, for the flow models."""
