@@ -1,6 +1,7 @@
 """``earthcrafter`` command line (module named so Kedro does not mistake it for a project CLI plugin): inspect what the pipelines produced.
 
     earthcrafter info [--root .]      what each data layer holds, and the MLflow runs
+    earthcrafter export TILE_ID       decode a tile's cached latents: voxel meshes, Gaussian PLY, orbit
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ LAYERS = (
     ("05_model_input/latents/struct", "structure latents"),
     ("05_model_input/latents/tex", "texture latents"),
     ("06_models", "models"),
+    ("07_model_output/reconstructions", "exported reconstructions"),
     ("07_model_output/generated", "generated scenes"),
     ("08_reporting", "reports"),
 )
@@ -63,12 +65,42 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from earthcrafter.latents.export import export_tile
+
+    root = Path(args.root)
+    manifest = root / "data" / "05_model_input" / "latents_manifest.parquet"
+    if not manifest.is_file():
+        print(f"no latent manifest at {manifest}: run `kedro run --pipeline=cache_latents` first", file=sys.stderr)
+        return 2
+    table = pd.read_parquet(manifest)
+    rows = table[table["tile_id"] == args.tile_id]
+    if rows.empty:
+        shown = ", ".join(table["tile_id"].head(5))
+        print(f"tile {args.tile_id!r} is not in {manifest} ({len(table)} tiles, e.g. {shown})", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else root / "data" / "07_model_output" / "reconstructions" / args.tile_id
+    summary = export_tile(rows.iloc[0], out, root=root, frames=args.frames, size=args.size)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="earthcrafter", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="summarise the data layers and MLflow runs")
     p.add_argument("--root", default=".", help="project root")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("export", help="decode a tile's cached latents into voxel meshes, a Gaussian PLY and an orbit")
+    p.add_argument("tile_id", help="a tile of data/05_model_input/latents_manifest.parquet")
+    p.add_argument("--root", default=".", help="project root")
+    p.add_argument("--out", default=None, help="folder (default data/07_model_output/reconstructions/<tile_id>)")
+    p.add_argument("--frames", type=int, default=24, help="orbit frames (0: no orbit)")
+    p.add_argument("--size", type=int, default=256, help="orbit frame size in pixels")
+    p.set_defaults(func=cmd_export)
     args = parser.parse_args(argv)
     return args.func(args)
 
