@@ -9,7 +9,7 @@ import torch
 
 from earthcrafter.flow.latent_stats import ChannelMoments, denormalize, normalize
 from earthcrafter.io.latents import LatentTile, read_latent_tile, write_latent_tile
-from earthcrafter.io.tiles import TileFormatError
+from earthcrafter.io.parquet import TileFormatError
 
 META = {"scene_id": "s0", "L": 64, "stride": 8, "voxel_size_m": 3.125, "origin_m": [1.0, 2.0, 3.0],
         "model": {"path": "m.pt", "sha256": "ab"}, "source": {"path": "t.parquet", "sha256": "cd"}}  # fmt: skip

@@ -21,16 +21,22 @@ voxel tile). The last two let a re-run keep files that are still valid.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from earthcrafter.io.atomic import atomic_path, json_default
-from earthcrafter.io.tiles import TileFormatError
+from earthcrafter.io.parquet import (
+    fail,
+    fixed_list,
+    fixed_list_values,
+    read_checked_table,
+    read_json_meta,
+    write_table_with_meta,
+    xyz_columns,
+    xyz_values,
+)
 
 LATENT_FORMAT = "earthcrafter.latent_tile/1"
 LATENT_KINDS = ("struct", "tex")
@@ -97,82 +103,40 @@ def write_latent_tile(path: str | Path, tile: LatentTile) -> Path:
         raise ValueError(f"latent tile {tile.tile_id}: meta lacks {missing}")
     if len(tile) and (tile.coords.min() < 0 or tile.coords.max() > 65535):
         raise ValueError(f"latent tile {tile.tile_id}: coords outside [0, 65535]")
-    C = tile.channels
-    table = pa.table(
-        {
-            "x": pa.array(tile.coords[:, 0].astype(np.uint16)),
-            "y": pa.array(tile.coords[:, 1].astype(np.uint16)),
-            "z": pa.array(tile.coords[:, 2].astype(np.uint16)),
-            "mean": pa.FixedSizeListArray.from_arrays(pa.array(tile.mean.reshape(-1)), C),
-            "logvar": pa.FixedSizeListArray.from_arrays(pa.array(tile.logvar.reshape(-1)), C),
-        }
-    ).replace_schema_metadata({k.encode(): json.dumps(v, default=json_default).encode() for k, v in meta.items()})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return path
-
-
-def _fail(path, fieldname: str, problem: str):
-    raise TileFormatError(f"{path}: field {fieldname!r}: {problem}")
+    columns = {**xyz_columns(tile.coords), "mean": fixed_list(tile.mean), "logvar": fixed_list(tile.logvar)}
+    return write_table_with_meta(path, pa.table(columns), meta)
 
 
 def read_latent_meta(path: str | Path) -> dict:
     """The file's metadata (validated), without reading the rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"latent tile not found: {path}")
-    try:
-        raw = pq.read_schema(path).metadata or {}
-    except Exception as e:  # pyarrow raises several types on corrupt files
-        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
-    meta = {}
-    for key in META_KEYS:
-        if key.encode() not in raw:
-            _fail(path, key, "missing from the file metadata")
-        try:
-            meta[key] = json.loads(raw[key.encode()])
-        except json.JSONDecodeError as e:
-            _fail(path, key, f"not valid JSON ({e})")
+    meta = read_json_meta(path, META_KEYS, "latent tile")
     if meta["format"] != LATENT_FORMAT:
-        _fail(path, "format", f"expected {LATENT_FORMAT!r}, got {meta['format']!r}")
+        fail(path, "format", f"expected {LATENT_FORMAT!r}, got {meta['format']!r}")
     if meta["kind"] not in LATENT_KINDS:
-        _fail(path, "kind", f"expected one of {LATENT_KINDS}, got {meta['kind']!r}")
+        fail(path, "kind", f"expected one of {LATENT_KINDS}, got {meta['kind']!r}")
     for key in ("L", "stride", "channels"):
         if not isinstance(meta[key], int) or meta[key] < 1:
-            _fail(path, key, f"expected a positive int, got {meta[key]!r}")
+            fail(path, key, f"expected a positive int, got {meta[key]!r}")
     return meta
 
 
 def read_latent_tile(path: str | Path) -> LatentTile:
-    """Read and validate; any problem raises :class:`~earthcrafter.io.tiles.TileFormatError`
+    """Read and validate; any problem raises :class:`~earthcrafter.io.parquet.TileFormatError`
     naming the file and field."""
     path = Path(path)
     meta = read_latent_meta(path)
-    try:
-        table = pq.read_table(path)
-    except Exception as e:
-        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
     C = meta["channels"]
-    expected = {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(),
-                "mean": pa.list_(pa.float32(), C), "logvar": pa.list_(pa.float32(), C)}  # fmt: skip
-    for name, typ in expected.items():
-        if name not in table.column_names:
-            _fail(path, name, "column missing")
-        if table.schema.field(name).type != typ:
-            _fail(path, name, f"expected type {typ}, got {table.schema.field(name).type}")
-    coords = np.stack([table.column(c).to_numpy() for c in ("x", "y", "z")], axis=1).astype(np.int32)
-    arrays = {}
-    for name in ("mean", "logvar"):
-        col = table.column(name).combine_chunks()
-        if col.null_count:
-            _fail(path, name, f"{col.null_count} null rows")
-        arrays[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, C).copy()  # writable
-        if not np.isfinite(arrays[name]).all():
-            _fail(path, name, "non-finite values")
+    table = read_checked_table(path, {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(),
+                                      "mean": pa.list_(pa.float32(), C),
+                                      "logvar": pa.list_(pa.float32(), C)})  # fmt: skip
+    coords = xyz_values(table)
+    arrays = {name: fixed_list_values(table, name, C, path) for name in ("mean", "logvar")}
+    for name, values in arrays.items():
+        if not np.isfinite(values).all():
+            fail(path, name, "non-finite values")
     cells = -(-meta["L"] // meta["stride"])
     if len(coords) and coords.max() >= cells:
-        _fail(path, "x/y/z", f"latent index {coords.max()} >= L/stride = {cells}")
+        fail(path, "x/y/z", f"latent index {coords.max()} >= L/stride = {cells}")
     tile_id, kind = meta.pop("tile_id"), meta.pop("kind")
     meta.pop("format")
     meta.pop("channels")

@@ -39,7 +39,18 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from earthcrafter.features.layout import layout_channels, layout_from_json, layout_to_json
-from earthcrafter.io.atomic import atomic_path, json_default
+from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.parquet import (
+    TileFormatError,
+    fail as _fail,
+    fixed_list,
+    fixed_list_values,
+    read_checked_table,
+    read_json_meta,
+    write_table_with_meta,
+    xyz_columns,
+    xyz_values,
+)
 from earthcrafter.semantics import CLASS_NAMES, NUM_CLASSES
 
 TILE_FORMAT = "earthcrafter.voxel_tile/1"
@@ -47,10 +58,6 @@ META_KEYS = (
     "format", "tile_id", "scene_id", "biome", "L", "voxel_size_m", "origin_m", "feature_layout", "counts", "extra"
 )
 COLUMNS = ("x", "y", "z", "feats", "semantic", "confidence")
-
-
-class TileFormatError(ValueError):
-    """A tile or views file does not follow the format; the message names the file and field."""
 
 
 # --------------------------------------------------------------------------- tiles
@@ -110,7 +117,7 @@ class VoxelTile:
         return self.centers_local() + self.origin
 
 
-def _meta_to_arrow(tile: VoxelTile) -> dict[bytes, bytes]:
+def _full_meta(tile: VoxelTile) -> dict:
     meta = {"format": TILE_FORMAT, "tile_id": tile.tile_id, "extra": {}, **tile.meta}
     lay = meta.get("feature_layout")
     if isinstance(lay, dict):
@@ -118,58 +125,24 @@ def _meta_to_arrow(tile: VoxelTile) -> dict[bytes, bytes]:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"tile {tile.tile_id}: meta lacks {missing}")
-    return {k.encode(): json.dumps(v, default=json_default).encode() for k, v in meta.items()}
+    return meta
 
 
 def write_tile(path: str | Path, tile: VoxelTile) -> Path:
     """Write ``tile`` to ``path`` atomically."""
-    meta = _meta_to_arrow(tile)
+    meta = _full_meta(tile)
     L = int(tile.meta["L"])
     if len(tile) and (tile.coords.min() < 0 or tile.coords.max() >= L):
         raise ValueError(f"tile {tile.tile_id}: coords outside [0, {L})")
-    C = tile.feats.shape[1]
-    table = pa.table(
-        {
-            "x": pa.array(tile.coords[:, 0].astype(np.uint16)),
-            "y": pa.array(tile.coords[:, 1].astype(np.uint16)),
-            "z": pa.array(tile.coords[:, 2].astype(np.uint16)),
-            "feats": pa.FixedSizeListArray.from_arrays(pa.array(tile.feats.reshape(-1)), C),
-            "semantic": pa.array(tile.semantic),
-            "confidence": pa.array(tile.confidence),
-        }
-    ).replace_schema_metadata(meta)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return path
-
-
-def _fail(path, fieldname: str, problem: str):
-    raise TileFormatError(f"{path}: field {fieldname!r}: {problem}")
+    columns = {**xyz_columns(tile.coords), "feats": fixed_list(tile.feats), "semantic": pa.array(tile.semantic),
+               "confidence": pa.array(tile.confidence)}  # fmt: skip
+    return write_table_with_meta(path, pa.table(columns), meta)
 
 
 def read_tile_meta(path: str | Path) -> dict:
     """The tile's metadata (validated), without reading the rows."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"voxel tile not found: {path}")
-    try:
-        schema = pq.read_schema(path)
-    except Exception as e:  # pyarrow raises several types on corrupt files
-        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
-    return _parse_meta(path, schema)
-
-
-def _parse_meta(path: Path, schema: pa.Schema) -> dict:
-    raw = schema.metadata or {}
-    meta = {}
-    for key in META_KEYS:
-        if key.encode() not in raw:
-            _fail(path, key, "missing from the file metadata")
-        try:
-            meta[key] = json.loads(raw[key.encode()])
-        except json.JSONDecodeError as e:
-            _fail(path, key, f"not valid JSON ({e})")
+    meta = read_json_meta(path, META_KEYS, "voxel tile")
     if meta["format"] != TILE_FORMAT:
         _fail(path, "format", f"expected {TILE_FORMAT!r}, got {meta['format']!r}")
     if not isinstance(meta["L"], int) or not 1 <= meta["L"] <= 65535:
@@ -192,29 +165,12 @@ def read_tile(path: str | Path) -> VoxelTile:
     """Read and validate a tile; any problem raises :class:`TileFormatError` naming file and field."""
     path = Path(path)
     meta = read_tile_meta(path)
-    try:
-        table = pq.read_table(path)
-    except Exception as e:
-        raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
     C = layout_channels(layout_from_json(meta["feature_layout"]))
-    expected = {
-        "x": pa.uint16(),
-        "y": pa.uint16(),
-        "z": pa.uint16(),
-        "feats": pa.list_(pa.float16(), C),
-        "semantic": pa.uint8(),
-        "confidence": pa.float16(),
-    }
-    for name, typ in expected.items():
-        if name not in table.column_names:
-            _fail(path, name, "column missing")
-        if table.schema.field(name).type != typ:
-            _fail(path, name, f"expected type {typ}, got {table.schema.field(name).type}")
-    coords = np.stack([table.column(c).to_numpy() for c in ("x", "y", "z")], axis=1).astype(np.int32)
-    feats_arr = table.column("feats").combine_chunks()
-    if feats_arr.null_count:
-        _fail(path, "feats", f"{feats_arr.null_count} null rows")
-    feats = feats_arr.values.to_numpy(zero_copy_only=False).reshape(-1, C)
+    expected = {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(), "feats": pa.list_(pa.float16(), C),
+                "semantic": pa.uint8(), "confidence": pa.float16()}  # fmt: skip
+    table = read_checked_table(path, expected)
+    coords = xyz_values(table)
+    feats = fixed_list_values(table, "feats", C, path)
     semantic = table.column("semantic").to_numpy()
     confidence = table.column("confidence").to_numpy()
     L = meta["L"]
@@ -238,8 +194,7 @@ def read_tile_coords(path: str | Path) -> tuple[np.ndarray, dict]:
     """Occupancy-only view (StructVAE): voxel coords [N, 3] int32 and the metadata."""
     path = Path(path)
     meta = read_tile_meta(path)
-    table = pq.read_table(path, columns=["x", "y", "z"])
-    coords = np.stack([table.column(c).to_numpy() for c in ("x", "y", "z")], axis=1).astype(np.int32)
+    coords = xyz_values(pq.read_table(path, columns=["x", "y", "z"]))
     if len(coords) and coords.max() >= meta["L"]:
         _fail(path, "x/y/z", f"voxel index {coords.max()} >= L={meta['L']}")
     return coords, meta
