@@ -71,12 +71,16 @@ def test_decode_check_equals_the_structvae_validation(tiles):
         assert metrics[f"check_{name}"] == pytest.approx(expected[name], abs=1e-12), name
 
 
-def test_rerun_reuses_valid_files_and_reencodes_what_changed(tiles):
+def test_rerun_reuses_valid_files_and_reencodes_what_changed(tiles, monkeypatch):
     cfg, manifest = tiles["cfg"], tiles["manifest"]
     table, stats, _, _ = cache_latents(manifest, cfg)
     stamps = {p: (tiles["root"] / p).stat().st_mtime_ns for p in [*table["struct_path"], *table["tex_path"]]}
+    hashed = []
+    sha = latent_cache.file_sha256
+    monkeypatch.setattr(latent_cache, "file_sha256", lambda p: hashed.append(str(p)) or sha(p))
     again, stats2, _, m2 = cache_latents(manifest, cfg)
     assert m2["encoded"] == 0 and m2["reused"] == 6 and (again["status"] == "reused").all()
+    assert sorted(hashed) == sorted([cfg["structvae_path"], cfg["texvae_path"]]), "unchanged tiles are not re-read"
     assert stats2 == stats
     assert all((tiles["root"] / p).stat().st_mtime_ns == t for p, t in stamps.items())
 

@@ -14,8 +14,8 @@ logvar        fixed_size_list<float32>[C]         posterior log-variance (to dra
 File key-value metadata (each value JSON): ``format``, ``tile_id``, ``kind``, ``scene_id``,
 ``L`` (the tile's fine resolution), ``stride`` (fine voxels per latent cell edge: 8 for struct,
 1 or 2 for tex), ``channels``, ``voxel_size_m``, ``origin_m`` (as in the voxel tile), ``model``
-({"path", "sha256"} of the VAE weights that produced it) and ``source`` ({"path", "sha256"} of the
-voxel tile). The last two let a re-run keep files that are still valid.
+({"path", "sha256"} of the VAE weights that produced it) and ``source`` ({"path", "sha256", "size",
+"mtime_ns"} of the voxel tile). The last two let a re-run keep files that are still valid.
 """
 
 from __future__ import annotations
