@@ -262,7 +262,8 @@ def cache_latents(
             done = sum(dist.all_gather_object(done, env), [])
             skipped = sum(dist.all_gather_object(skipped, env), [])
             for kind, m in moments.items():
-                moments[kind] = ChannelMoments.from_tensor(dist.all_reduce_sum(m.to_tensor(), env))
+                # NCCL reduces device tensors only: reduce on the rank's device
+                moments[kind] = ChannelMoments.from_tensor(dist.all_reduce_sum(m.to_tensor().to(env.device), env))
             encoded = sum(dist.all_gather_object(timing["encoded"], env))
             encode_s = sum(dist.all_gather_object(timing["encode_s"], env))
             wall = max(dist.all_gather_object(time.perf_counter() - t0, env))  # the slowest rank
