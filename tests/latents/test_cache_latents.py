@@ -170,3 +170,19 @@ def test_bad_inputs_fail_at_start_with_clear_messages(tiles, tmp_path):
     with pytest.raises(ValueError, match="no tiles in split 'test'"):
         cache_latents(manifest, {**cfg, "splits": ["test"]})
     assert not (tmp_path / "latents").exists()  # nothing written by any of these
+
+
+@pytest.mark.parametrize("env", ["base", "paper"])
+def test_shipped_parameters_validate(env):
+    from pathlib import Path
+
+    import yaml
+
+    from earthcrafter.config import ConfigError, validate
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "conf" / env / "parameters_cache_latents.yml").read_text())
+    cfg = validate("cache_latents", raw["cache_latents"])
+    assert cfg.structvae_path == "data/06_models/structvae/model.pt" and cfg.stats_split == "train"
+    assert cfg.check_tiles == (256 if env == "paper" else 0)
+    with pytest.raises(ConfigError, match=r"parameters\.cache_latents\.stats_spilt"):
+        validate("cache_latents", {**raw["cache_latents"], "stats_spilt": "train"})
