@@ -63,6 +63,13 @@ TINY = {
         },
     },
     "voxelization": {"min_voxels": 16, "split": {"val_fraction": 0.5, "seed": 0}},
+    "train_structfm": {
+        "preview_tiles": 1,
+        "model": {"grid": 4, "width": 32, "depth": 1, "num_heads": 2},
+        "sample": {"steps": 2},
+        "coarse": {"steps": 2, "batch_size": 2, "progress": False},
+        "fine": {"steps": 2, "batch_size": 2, "progress": False},
+    },
 }
 
 
@@ -193,3 +200,18 @@ def test_cache_latents_stage_on_the_tiles(project, monkeypatch):
     run = runs[runs["tags.pipeline"] == "cache_latents"].iloc[0]
     nested = runs[runs["tags.mlflow.parentRunId"] == run["run_id"]].iloc[0]
     assert nested["tags.stage"] == "cache_latents" and nested["metrics.tiles"] == len(voxels)
+
+
+def test_train_structfm_stage_on_the_cached_latents(project, monkeypatch):
+    """train_structfm through Kedro on the latents of the previous test: both stages, the
+    generation preview decoded by the (random) StructVAE, nested MLflow runs per stage."""
+    import json
+
+    _run(project, monkeypatch, "train_structfm")
+    metrics = json.loads((project / "data" / "08_reporting" / "train_structfm" / "metrics.json").read_text())
+    assert 0 <= metrics["gen_iou"] <= 1 and 0 <= metrics["coarse/acc"] <= 1 and metrics["gen_tiles"] == 1
+    assert (project / "data" / "06_models" / "struct_fm" / "fine" / "model.pt").is_file()
+    runs = _runs(project)
+    run = runs[runs["tags.pipeline"] == "train_structfm"].iloc[0]
+    stages = runs[runs["tags.mlflow.parentRunId"] == run["run_id"]]
+    assert set(stages["tags.stage"]) == {"coarse", "fine"}

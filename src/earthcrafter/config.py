@@ -22,6 +22,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "train_structvae": "earthcrafter.training.structvae:StructVAERunConfig",
     "train_texvae": "earthcrafter.models.tex_vae_train:TexVAETrainConfig",
     "cache_latents": "earthcrafter.latents.cache:LatentCacheConfig",
+    "train_structfm": "earthcrafter.training.structfm:StructFMRunConfig",
 }
 
 

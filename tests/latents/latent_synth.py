@@ -15,7 +15,9 @@ STRUCT = dict(L=L, widths=(16, 16, 32, 32), head_dim=16, enc_depths=(1, 1, 1), d
 TEX = dict(width=16, num_heads=2, enc_depth=1, dec_depth=1, window=4)
 
 
-def write_tiles(root: Path, splits: list[str], seed: int = 0, empty: tuple[int, ...] = ()) -> pd.DataFrame:
+def write_tiles(
+    root: Path, splits: list[str], seed: int = 0, empty: tuple[int, ...] = (), size: int = L
+) -> pd.DataFrame:
     """Tiles ``t000 ...`` (one scene each) with terrain + box occupancy and random 66-d features."""
     from earthcrafter.features.layout import FEATURE_LAYOUT, NUM_FEATURES, layout_to_json
     from earthcrafter.io.tiles import VoxelTile, write_tile
@@ -24,8 +26,8 @@ def write_tiles(root: Path, splits: list[str], seed: int = 0, empty: tuple[int, 
     rows = []
     for i, split in enumerate(splits):
         rng = np.random.default_rng(seed + i)
-        c = np.zeros((0, 3), np.int32) if i in empty else scene_coords(L, seed + i)
-        meta = {"scene_id": f"s{i}", "biome": "test", "L": L, "voxel_size_m": 2.0, "origin_m": [10.0 * i, 0.0, 5.0],
+        c = np.zeros((0, 3), np.int32) if i in empty else scene_coords(size, seed + i)
+        meta = {"scene_id": f"s{i}", "biome": "test", "L": size, "voxel_size_m": 2.0, "origin_m": [10.0 * i, 0.0, 5.0],
                 "feature_layout": layout_to_json(FEATURE_LAYOUT), "counts": {}, "extra": {}}  # fmt: skip
         feats = rng.normal(0, 1, (len(c), NUM_FEATURES)).astype(np.float16)
         tile = VoxelTile(f"t{i:03d}", c, feats, np.zeros(len(c), np.uint8), np.ones(len(c), np.float16), meta)

@@ -1,0 +1,288 @@
+"""StructFM training on the cached latents: the coarse stage, then the fine stage, then a look.
+
+Each stage is one :class:`~earthcrafter.training.trainer.Trainer` run (nested MLflow runs
+``structfm/coarse`` and ``structfm/fine``) of a :class:`StructFMTask`. Samples come from
+``latents_manifest`` (the ``cache_latents`` stage): the tile's occupied L/8 cells, their
+normalised structure latents (``latents_stats.json``) and the semantic layout of the voxel tile.
+Latents are not flipped or cropped: a latent encodes its cell's geometry in one orientation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import Dataset
+
+from earthcrafter.evaluation import voxel_metrics as vm
+from earthcrafter.flow import RectifiedFlow, drop_condition, euler_sample, sample_timesteps
+from earthcrafter.flow.latent_stats import normalize
+from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.io.tiles import read_tile
+from earthcrafter.models.struct_fm import StructFlowNet, StructFM, StructFMConfig, keep_cells
+from earthcrafter.semantics import NUM_CLASSES
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.sampler import Draw
+from earthcrafter.training.task import Task
+from earthcrafter.training.trainer import Trainer
+from earthcrafter.training.voxel_data import evenly_spaced
+
+log = logging.getLogger(__name__)
+
+VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
+
+
+class StructFMDataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train_split: str = "train"
+    val_split: str = "val"
+    max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
+    dilation: float = Field(0.3, ge=0, le=1, description="fine stage: chance that an empty face-neighbour cell of "
+                            "an occupied one joins the input, with target 0 (voxel dilation augmentation)")  # fmt: skip
+    root: str | None = Field(None, description="folder that relative manifest paths start from (default: cwd)")
+
+
+class StructFMSampleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(25, ge=1, description="Euler steps (paper: 25)")
+    cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
+
+
+class StructFMRunConfig(BaseModel):
+    """``train_structfm`` parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "structfm"
+    output_dir: str = "data/06_models/struct_fm"
+    structvae_path: str | None = Field("data/06_models/structvae/model.pt",
+                                       description="decodes generated latents for the preview and gen_* metrics")  # fmt: skip
+    device: str = "auto"
+    mlflow: bool = True
+    preview_tiles: int = Field(4, ge=0, description="validation layouts generated and decoded at the end")
+    model: StructFMConfig = StructFMConfig()
+    data: StructFMDataConfig = StructFMDataConfig()
+    sample: StructFMSampleConfig = StructFMSampleConfig()
+    coarse: TrainerConfig = TrainerConfig()
+    fine: TrainerConfig = TrainerConfig()
+
+
+# --------------------------------------------------------------------------- data
+
+def semantic_layout(coords: np.ndarray, semantic: np.ndarray, L: int, grid: int) -> np.ndarray:
+    """[grid, grid, classes] float32: per column of latent cells, the class fractions of the tile's
+    top surface (the highest voxel of every voxel column inside it; empty columns count nowhere)."""
+    cell = L // grid
+    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
+    c, s = coords[order], semantic[order]
+    top = np.ones(len(c), bool)
+    top[:-1] = (c[1:, 0] != c[:-1, 0]) | (c[1:, 1] != c[:-1, 1])
+    out = np.zeros((grid, grid, NUM_CLASSES), np.float32)
+    np.add.at(out, (c[top, 0] // cell, c[top, 1] // cell, s[top].astype(np.int64)), 1.0)
+    return out / float(cell * cell)
+
+
+class LatentTileDataset(Dataset):
+    """One split of the latent manifest: ``{"tile_id", "cells", "latents", "layout", "seed"}``."""
+
+    def __init__(
+        self, manifest: pd.DataFrame, stats: dict, split: str, grid: int, max_tiles: int = 0, root: str | None = None
+    ):
+        missing = [c for c in ("tile_id", "split", "struct_path", "tile_path") if c not in manifest.columns]
+        if missing:
+            raise ValueError(f"latent manifest lacks column(s) {missing}: is it cache_latents' latents_manifest?")
+        rows = manifest[manifest["split"] == split].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError(f"latent manifest has no tiles in split {split!r} "
+                             f"(splits present: {manifest['split'].value_counts().to_dict()})")  # fmt: skip
+        if 0 < max_tiles < len(rows):
+            rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
+        base = Path(root) if root is not None else Path.cwd()
+        for col in ("struct_path", "tile_path"):
+            rows[col] = [str(p if Path(p).is_absolute() else base / p) for p in rows[col]]
+            absent = [p for p in rows[col] if not Path(p).is_file()]
+            if absent:
+                raise FileNotFoundError(f"latent manifest split {split!r}: {len(absent)} {col} file(s) missing, "
+                                        f"e.g. {absent[0]}")  # fmt: skip
+        self.rows, self.stats, self.grid = rows, stats, grid
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self, i: int) -> dict:
+        if i not in self._cache:
+            r = self.rows.iloc[i]
+            lt = read_latent_tile(r["struct_path"])
+            if lt.stride * self.grid != lt.meta["L"]:
+                raise ValueError(f"{r['struct_path']}: L={lt.meta['L']} / stride {lt.stride} != the model's grid "
+                                 f"{self.grid}")  # fmt: skip
+            tile = read_tile(r["tile_path"])
+            z = normalize(torch.from_numpy(lt.mean), self.stats)
+            self._cache[i] = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
+                              "layout": torch.from_numpy(semantic_layout(tile.coords, tile.semantic, tile.L,
+                                                                         self.grid))}  # fmt: skip
+        return self._cache[i]
+
+    def __getitem__(self, item: int | Draw) -> dict:
+        index, seed = (item.index, item.seed) if isinstance(item, Draw) else (int(item), (0, int(item)))
+        return {**self._load(index), "seed": int(np.random.default_rng(list(seed)).integers(2**31))}
+
+
+# --------------------------------------------------------------------------- task
+
+def dilate(cells: torch.Tensor, grid: int, p: float, rng: np.random.Generator) -> torch.Tensor:
+    """Empty face-neighbours [K, 3] of ``cells`` inside the grid, each kept with probability ``p``."""
+    if p == 0 or len(cells) == 0:
+        return cells.new_zeros((0, 3))
+    steps = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    nb = (cells[:, None] + steps[None]).reshape(-1, 3)
+    nb = nb[((nb >= 0) & (nb < grid)).all(1)]
+    key = lambda c: (c[:, 0] * grid + c[:, 1]) * grid + c[:, 2]  # noqa: E731
+    nb = torch.unique(nb, dim=0)
+    nb = nb[~torch.isin(key(nb), key(cells))]
+    return nb[torch.from_numpy(rng.random(len(nb)) < p)]
+
+
+class StructFMTask(Task):
+    """One StructFM stage for the shared trainer."""
+
+    name = "structfm"
+
+    def __init__(self, stage: str, config: StructFMConfig, data: StructFMDataConfig, sample: StructFMSampleConfig):
+        if stage not in ("coarse", "fine"):
+            raise ValueError(f"StructFM stage must be coarse or fine, got {stage!r}")
+        self.stage, self.config, self.data, self.sample = stage, config, data, sample
+        self.flow = RectifiedFlow()
+
+    def build_model(self) -> nn.Module:
+        c = 1 if self.stage == "coarse" else self.config.latent_channels
+        return StructFlowNet(self.config, c, c)
+
+    def export_config(self) -> dict[str, Any]:
+        return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        G, feats, coords = self.config.grid, [], []
+        for s in samples:
+            if self.stage == "coarse":
+                occ = -torch.ones(G, G, G)
+                occ[s["cells"][:, 0], s["cells"][:, 1], s["cells"][:, 2]] = 1.0
+                ax = torch.arange(G)
+                coords.append(torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3))
+                feats.append(occ.reshape(-1, 1))
+            else:
+                extra = dilate(s["cells"], G, self.data.dilation, np.random.default_rng(s["seed"]))
+                coords.append(torch.cat([s["cells"], extra]))
+                feats.append(torch.cat([s["latents"], torch.zeros(len(extra), self.config.latent_channels)]))
+        x0 = SparseTensor.from_list(feats, coords)
+        layout = torch.stack([s["layout"] for s in samples])
+        return {"x0": x0, "layout": layout, "seeds": torch.tensor([s["seed"] for s in samples]),
+                "cells": [s["cells"] for s in samples], "tile_ids": [s["tile_id"] for s in samples]}  # fmt: skip
+
+    def count(self, batch: dict) -> dict[str, int]:
+        return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
+
+    def _layout(self, batch: dict) -> torch.Tensor | None:
+        return batch["layout"] if self.config.condition == "semantic" else None
+
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        x0: SparseTensor = batch["x0"]
+        t = sample_timesteps(x0.batch_size, device=x0.device)
+        noise = x0.replace(torch.randn_like(x0.feats))
+        layout = self._layout(batch)
+        if layout is not None:
+            layout = drop_condition(layout, self.config.cond_dropout)
+        loss = self.flow.loss(model(self.flow.interpolate(x0, noise, t), t, layout), x0, noise)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        x0: SparseTensor = batch["x0"]
+        B, dev = x0.batch_size, x0.device
+        g = torch.Generator(device=dev).manual_seed(int(batch["seeds"].sum()))
+        noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=dev))
+        layout = self._layout(batch)
+        stats: dict[str, torch.Tensor] = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
+        for t in VAL_TIMES:
+            tb = torch.full((B,), t, device=dev)
+            err = model(self.flow.interpolate(x0, noise, tb), tb, layout).feats - self.flow.target(x0, noise).feats
+            stats[f"sse_t{int(100 * t)}"] = err.double().pow(2).sum().cpu()
+        # sample the stage as generation does and score its cell decisions against the tile
+        uncond = torch.zeros_like(layout) if layout is not None else None
+        start = x0.replace(torch.randn(x0.feats.shape, generator=g, device=dev))
+        velocity = lambda z, tt, c: model(z, tt, c)  # noqa: E731
+        out = euler_sample(velocity, start, self.sample.steps, layout, uncond,
+                           self.sample.cfg_strength if layout is not None else 0.0)  # fmt: skip
+        kept = out.feats[:, 0] > 0 if self.stage == "coarse" else keep_cells(self.config, out.feats)
+        gt = torch.cat([torch.cat([torch.full((len(c), 1), b), c], 1) for b, c in enumerate(batch["cells"])]).to(dev)
+        cand = out.coords
+        counts = {**vm.candidate_accuracy(cand, kept, gt.int(), B), **vm.confusion(cand[kept], gt.int(), B)}
+        stats.update({k: v.sum().cpu() for k, v in counts.items()})
+        return stats
+
+    def metrics_from_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        n = float(stats["elements"])
+        out = {f"loss_t{int(100 * t)}": float(stats[f"sse_t{int(100 * t)}"]) / n for t in VAL_TIMES}
+        out["val_loss"] = float(np.mean(list(out.values())))
+        out.update(vm.ratios({k: stats[k] for k in ("tp", "fp", "fn", "correct", "candidates")}))
+        return out
+
+    def figures(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+        return {}
+
+
+# --------------------------------------------------------------------------- runs
+
+def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu") -> StructFM:
+    """Both stages from a ``train_structfm`` output folder (``coarse/model.pt``, ``fine/model.pt``)."""
+    nets = {}
+    for stage in ("coarse", "fine"):
+        path = Path(out_dir) / stage / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"StructFM {stage} stage not found: {path} (run `kedro run --pipeline=train_structfm`)")
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        if blob.get("model") != "structfm" or blob["config"].get("stage") != stage:
+            raise ValueError(f"{path}: not a StructFM {stage} export")
+        nets[stage] = blob
+    cfg = StructFMConfig.model_validate(nets["coarse"]["config"]["struct_fm"])
+    model = StructFM(cfg)
+    model.coarse.load_state_dict(nets["coarse"]["state_dict"])
+    model.fine.load_state_dict(nets["fine"]["state_dict"])
+    return model.eval()
+
+
+def _datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+    grid, d = cfg.model.grid, cfg.data
+    return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root),
+            LatentTileDataset(manifest, stats, d.val_split, grid, d.max_val_tiles, root=d.root))  # fmt: skip
+
+
+def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfig | dict) -> dict[str, Any]:
+    """Train the coarse, then the fine stage; generate from validation layouts. Final metrics
+    ``coarse/*``, ``fine/*`` (validation) and ``gen_*`` (generated and decoded structures)."""
+    cfg = config if isinstance(config, StructFMRunConfig) else StructFMRunConfig.model_validate(config)
+    if "struct" not in stats:
+        raise ValueError("latents_stats has no 'struct' entry: run `kedro run --pipeline=cache_latents`")
+    train, val = _datasets(manifest, stats["struct"], cfg)
+    log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
+    metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}
+    for stage in ("coarse", "fine"):
+        task = StructFMTask(stage, cfg.model, cfg.data, cfg.sample)
+        trainer = Trainer(task, getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
+                          run_name=f"{cfg.name}/{stage}", tags={"model": "structfm", "stage": stage},
+                          params=cfg.model_dump(mode="json"), device=cfg.device, mlflow=cfg.mlflow)  # fmt: skip
+        result = trainer.fit()
+        metrics.update({f"{stage}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+        metrics[f"{stage}/run_id"] = trainer.run_id or ""
+    if cfg.preview_tiles and cfg.structvae_path:
+        from earthcrafter.training.structfm_preview import generate_preview
+
+        metrics.update(generate_preview(load_structfm(cfg.output_dir), val, stats["struct"], cfg))
+    return metrics

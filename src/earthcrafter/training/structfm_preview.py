@@ -1,0 +1,111 @@
+"""After training: generate structures from validation layouts, decode them, score and show them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from earthcrafter import tracking
+from earthcrafter.evaluation import voxel_metrics as vm
+from earthcrafter.flow.latent_stats import denormalize
+from earthcrafter.geometry.cameras import Camera
+from earthcrafter.geometry.raycast import MeshRaycaster
+from earthcrafter.geometry.voxel_mesh import voxel_mesh
+from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.scene import write_mesh_ply
+from earthcrafter.models.struct_fm import StructFM
+from earthcrafter.render import orbit_cameras
+from earthcrafter.semantics import PALETTE
+from earthcrafter.training.voxel_data import evenly_spaced
+
+log = logging.getLogger(__name__)
+
+
+def _with_batch(xyz: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz.int()], 1)
+
+
+def height_colors(coords: np.ndarray, top: int) -> np.ndarray:
+    import matplotlib
+
+    return (matplotlib.colormaps["viridis"](np.clip(coords[:, 2] / max(top, 1), 0, 1))[:, :3] * 255).astype(np.uint8)
+
+
+def _render(coords: np.ndarray, L: int, top: int, size: int = 192) -> np.ndarray:
+    if len(coords) == 0:
+        return np.full((size, size, 3), 255, np.uint8)
+    c = np.array([L / 2, L / 2, float(np.median(coords[:, 2]))])
+    viewmats, Ks = orbit_cameras(c, 1.1 * L, top - c[2] + 0.6 * L, 1, size, size, 50.0)
+    return MeshRaycaster(voxel_mesh(coords, colors=height_colors(coords, top))).render(
+        Camera(Ks[0], viewmats[0], size, size)).rgb  # fmt: skip
+
+
+@torch.no_grad()
+def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
+    """Generate one structure per chosen validation layout (both stages, CFG), decode it with the
+    StructVAE, and compare with the tile: ``gen_cell_iou`` (coarse cells), ``gen_iou`` (voxels at
+    L). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure."""
+    from earthcrafter.training.structvae import load_structvae
+
+    import os
+
+    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    model, structvae = model.to(device), load_structvae(cfg.structvae_path).to(device)
+    L = structvae.config.L
+    picks = evenly_spaced(len(val), cfg.preview_tiles)
+    out = Path(cfg.output_dir) / "preview"
+    rows, counts = [], {}
+    g = torch.Generator(device=device).manual_seed(0)
+    for i in picks:
+        s = val[int(i)]
+        layout = s["layout"][None].to(device) if model.config.condition == "semantic" else None
+        cells, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
+        for k, v in vm.confusion(cells.coords.cpu(), _with_batch(s["cells"]), 1).items():
+            counts[f"cell_{k}"] = counts.get(f"cell_{k}", 0.0) + float(v.sum())
+        voxels = structvae.decode(z.replace(denormalize(z.feats, stats)), threshold=0.0).coords.cpu()
+        from earthcrafter.io.tiles import read_tile_coords
+
+        gt, _ = read_tile_coords(val.rows.iloc[int(i)]["tile_path"])
+        for k, v in vm.confusion(voxels, _with_batch(torch.from_numpy(gt)), 1).items():
+            counts[k] = counts.get(k, 0.0) + float(v.sum())
+        gen = voxels[:, 1:].numpy()
+        write_mesh_ply(out / f"{s['tile_id']}_generated.ply", voxel_mesh(gen, colors=height_colors(gen, L)))
+        top = int(max(gt[:, 2].max(), gen[:, 2].max() if len(gen) else 0))
+        semantic = PALETTE[s["layout"].argmax(-1).numpy()] * (s["layout"].sum(-1, keepdim=True).numpy() > 0)
+        rows.append((s["tile_id"], semantic.astype(np.uint8).transpose(1, 0, 2)[::-1], _render(gt, L, top),
+                     _render(gen, L, top)))  # fmt: skip
+    metrics = {f"gen_{k}": v for k, v in vm.ratios({k: counts[k] for k in ("tp", "fp", "fn")}).items()}
+    metrics.update({f"gen_cell_{k}": v for k, v in vm.ratios({k[5:]: counts[k] for k in ("cell_tp", "cell_fp",
+                                                                                         "cell_fn")}).items()})  # fmt: skip
+    metrics["gen_tiles"] = len(picks)
+    fig = _figure(rows)
+    with atomic_path(out / "figure.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    tracking.log_figure(fig, "figures/structfm_generated.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    log.info("StructFM preview: %d layouts, voxel IoU %.3f, cell IoU %.3f", len(picks), metrics["gen_iou"],
+             metrics["gen_cell_iou"])  # fmt: skip
+    return metrics
+
+
+def _figure(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for ax_row, (tile_id, layout, gt, gen) in zip(axes, rows):
+        for ax, img, title in zip(ax_row, (layout, gt, gen), ("semantic layout (condition)", "tile", "generated")):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(f"{title}" if title != "tile" else f"tile {tile_id}", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,147 @@
+"""StructFM: layout and dilation against loops, the network's invariances, overfitting one tile
+through both stages, save/load, and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from earthcrafter.models.struct_fm import StructFlowNet, StructFM, StructFMConfig, keep_cells
+from earthcrafter.semantics import NUM_CLASSES
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.structfm import (
+    LatentTileDataset,
+    StructFMDataConfig,
+    StructFMSampleConfig,
+    StructFMTask,
+    dilate,
+    load_structfm,
+    semantic_layout,
+    train_structfm,
+)
+
+TINY = dict(grid=4, width=32, depth=2, num_heads=2)
+
+
+def test_semantic_layout_matches_a_loop():
+    rng = np.random.default_rng(0)
+    L, grid = 16, 4
+    coords = np.unique(rng.integers(0, L, (300, 3)), axis=0)
+    semantic = rng.integers(0, NUM_CLASSES, len(coords))
+    ref = np.zeros((grid, grid, NUM_CLASSES))
+    for x in range(L):
+        for y in range(L):
+            col = np.nonzero((coords[:, 0] == x) & (coords[:, 1] == y))[0]
+            if len(col):
+                ref[x // 4, y // 4, semantic[col[coords[col, 2].argmax()]]] += 1 / 16
+    np.testing.assert_allclose(semantic_layout(coords, semantic, L, grid), ref, atol=1e-7)
+
+
+def test_dilation_adds_only_empty_face_neighbours():
+    cells = torch.tensor([[0, 0, 0], [1, 0, 0], [3, 3, 3]])
+    everything = dilate(cells, 4, 1.0, np.random.default_rng(0))
+    ref = {(0, 1, 0), (0, 0, 1), (2, 0, 0), (1, 1, 0), (1, 0, 1), (2, 3, 3), (3, 2, 3), (3, 3, 2)}
+    assert {tuple(c) for c in everything.tolist()} == ref
+    some = dilate(cells, 4, 0.5, np.random.default_rng(1))
+    assert {tuple(c) for c in some.tolist()} < ref and len(dilate(cells, 4, 0.0, np.random.default_rng(0))) == 0
+
+
+def test_network_starts_at_zero_velocity_and_ignores_row_order():
+    torch.manual_seed(0)
+    net = StructFlowNet(StructFMConfig(**TINY), 3, 3)
+    coords = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 2, 2], [1, 3, 0]])
+    x = SparseTensor.from_list([torch.randn(4, 3)], [coords])
+    layout = torch.rand(1, 4, 4, NUM_CLASSES)
+    assert torch.equal(net(x, torch.tensor([0.5]), layout).feats, torch.zeros(4, 3))
+    with torch.no_grad():  # the zero-initialised gates, cross-attention and output: give them weights
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    out = net(x, torch.tensor([0.5]), layout).feats
+    perm = torch.tensor([2, 0, 3, 1])
+    shuffled = SparseTensor.from_list([x.feats[perm]], [coords[perm]])
+    torch.testing.assert_close(net(shuffled, torch.tensor([0.5]), layout).feats, out[perm], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(net(x, torch.tensor([0.5]), torch.zeros_like(layout)).feats, out), "reads the layout"
+    assert not torch.allclose(net(x, torch.tensor([0.9]), layout).feats, out), "reads the time"
+
+
+def _one_tile_sample(grid: int = 4) -> dict:
+    rng = np.random.default_rng(3)
+    cells = torch.from_numpy(np.unique(rng.integers(0, grid, (12, 3)), axis=0))
+    z = rng.normal(0, 1, (len(cells), 8))
+    z = np.sign(z) * (0.5 + np.abs(z))  # every channel clear of the keep threshold (0.3), like real codes mostly are
+    return {"tile_id": "t0", "cells": cells, "latents": torch.from_numpy(z).float(),
+            "layout": torch.from_numpy(rng.random((grid, grid, NUM_CLASSES))).float(), "seed": 0}  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_both_stages_overfit_one_tile():
+    """Trained on a single tile, the coarse stage samples exactly its cells and the fine stage
+    samples its latents on them: the flow objective, the network and the sampler agree."""
+    cfg = StructFMConfig(**TINY, latent_channels=8, cond_dropout=0.0)
+    sample, data = _one_tile_sample(), StructFMDataConfig(dilation=0.3)
+    model = StructFM(cfg)
+    for stage in ("coarse", "fine"):
+        task = StructFMTask(stage, cfg, data, StructFMSampleConfig(steps=20, cfg_strength=0.0))
+        net = getattr(model, stage)
+        opt = torch.optim.Adam(net.parameters(), 2e-3)
+        torch.manual_seed(0)
+        for step in range(1000 if stage == "coarse" else 800):
+            batch = task.collate([{**sample, "seed": step}] * 4)
+            loss, _ = task.training_step(net, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        metrics = task.validate(net.eval(), [task.collate([sample])])
+        assert metrics["acc"] > 0.97, (stage, metrics)
+    occupancy, z = model.generate(sample["layout"][None], steps=20, cfg_strength=0.0,
+                                  generator=torch.Generator().manual_seed(1))  # fmt: skip
+    key = lambda c: {tuple(r) for r in c.tolist()}  # noqa: E731
+    assert key(occupancy.coords[:, 1:]) == key(sample["cells"])
+    order = np.lexsort(sample["cells"].numpy().T[::-1])
+    got = z.feats[np.lexsort(z.coords[:, 1:].numpy().T[::-1])]
+    assert key(z.coords[:, 1:]) == key(sample["cells"])
+    assert torch.nn.functional.mse_loss(got, sample["latents"][order]).item() < 0.05
+
+
+def test_keep_rule():
+    cfg = StructFMConfig(**TINY)
+    z = torch.tensor([[1.0, -1.0, 0.5, 0.0], [0.1, -0.2, 0.0, 0.4], [0.0, 0.0, 0.0, 0.0]])
+    assert keep_cells(cfg, z).tolist() == [True, False, False]
+
+
+def test_training_run_saves_and_reloads(tmp_path, tiles32):
+    manifest, stats = tiles32
+    tr = dict(steps=3, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
+    cfg = {"output_dir": str(tmp_path / "fm"), "mlflow": False, "preview_tiles": 1, "structvae_path": tiles32.structvae,
+           "model": TINY, "sample": {"steps": 2}, "coarse": tr, "fine": tr}  # fmt: skip
+    metrics = train_structfm(manifest, stats, cfg)
+    assert {"coarse/acc", "fine/acc", "coarse/val_loss", "gen_iou", "gen_cell_iou"} <= metrics.keys()
+    assert (tmp_path / "fm" / "preview" / "figure.png").is_file()
+    model = load_structfm(tmp_path / "fm")
+    x = SparseTensor.from_list([torch.randn(5, 1)], [torch.tensor([[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 3, 3], [0, 2, 1]])])
+    blob = torch.load(tmp_path / "fm" / "coarse" / "model.pt", weights_only=True)
+    fresh = StructFlowNet(StructFMConfig(**TINY), 1, 1)
+    fresh.load_state_dict(blob["state_dict"])
+    layout = torch.rand(1, 4, 4, NUM_CLASSES)
+    torch.testing.assert_close(model.coarse(x, torch.tensor([0.3]), layout).feats, fresh(x, torch.tensor([0.3]), layout).feats)
+
+
+def test_bad_inputs(tmp_path, tiles32):
+    manifest, stats = tiles32
+    with pytest.raises(ValueError, match="no tiles in split 'test'"):
+        LatentTileDataset(manifest, stats["struct"], "test", 4)
+    with pytest.raises(ValueError, match="lacks column"):
+        LatentTileDataset(manifest.drop(columns=["struct_path"]), stats["struct"], "train", 4)
+    with pytest.raises(ValueError, match="!= the model's grid 8"):
+        LatentTileDataset(manifest, stats["struct"], "train", 8)[0]
+    with pytest.raises(ValueError, match="no 'struct' entry"):
+        train_structfm(manifest, {}, {"model": TINY})
+    with pytest.raises(FileNotFoundError, match="StructFM coarse stage not found"):
+        load_structfm(tmp_path)
+    with pytest.raises(ValueError, match="heads of even size"):
+        StructFMConfig(width=30, num_heads=2)
+    gone = manifest.copy()
+    gone.loc[0, "struct_path"] = str(tmp_path / "nope.parquet")
+    with pytest.raises(FileNotFoundError, match="struct_path file"):
+        LatentTileDataset(gone, stats["struct"], "train", 4)
