@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from earthcrafter.models.struct_fm import StructFlowNet, StructFM, StructFMConfig, keep_cells
+from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.structfm import (
@@ -49,7 +50,7 @@ def test_dilation_adds_only_empty_face_neighbours():
 
 def test_network_starts_at_zero_velocity_and_ignores_row_order():
     torch.manual_seed(0)
-    net = StructFlowNet(StructFMConfig(**TINY), 3, 3)
+    net = SparseFlowNet(StructFMConfig(**TINY), 3, 3)
     coords = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 2, 2], [1, 3, 0]])
     x = SparseTensor.from_list([torch.randn(4, 3)], [coords])
     layout = torch.rand(1, 4, 4, NUM_CLASSES)
@@ -121,7 +122,7 @@ def test_training_run_saves_and_reloads(tmp_path, tiles32):
     model = load_structfm(tmp_path / "fm")
     x = SparseTensor.from_list([torch.randn(5, 1)], [torch.tensor([[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 3, 3], [0, 2, 1]])])
     blob = torch.load(tmp_path / "fm" / "coarse" / "model.pt", weights_only=True)
-    fresh = StructFlowNet(StructFMConfig(**TINY), 1, 1)
+    fresh = SparseFlowNet(StructFMConfig(**TINY), 1, 1)
     fresh.load_state_dict(blob["state_dict"])
     layout = torch.rand(1, 4, 4, NUM_CLASSES)
     torch.testing.assert_close(model.coarse(x, torch.tensor([0.3]), layout).feats, fresh(x, torch.tensor([0.3]), layout).feats)

@@ -7,7 +7,7 @@
   invalid voxels are zero" rule): trained with *voxel dilation* — extra neighbour cells whose
   target is 0 — so it learns to refine the coarse stage's cells.
 
-Both stages are one network (:class:`StructFlowNet`) with different in/out channels, made of the
+Both stages are one network (:class:`SparseFlowNet`) with different in/out channels, made of the
 sparse core's AdaLN transformer blocks (timestep) with cross-attention to the condition tokens.
 Condition: the tile's **semantic layout** — per column of latent cells, the class histogram of
 the tile's top surface — or none (zeros: classifier-free guidance). The paper also lifts an image
@@ -22,9 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from earthcrafter.semantics import NUM_CLASSES
-from earthcrafter.sparse import SparseTensor, SparseTransformerBlock, TimestepEmbedder
-from earthcrafter.sparse.embed import sinusoidal_embedding_3d
+from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.sparse import SparseTensor
 
 
 class StructFMConfig(BaseModel):
@@ -53,64 +52,6 @@ class StructFMConfig(BaseModel):
         return self
 
 
-def layout_tokens(layout: torch.Tensor, width: int) -> torch.Tensor:
-    """2-D sinusoidal positions [G², width] of a G x G layout (x-major, like the histogram rows)."""
-    G = layout.shape[1]
-    ij = torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2)
-    xyz = torch.cat([ij, torch.zeros(len(ij), 1, dtype=ij.dtype)], 1).to(layout.device)
-    return sinusoidal_embedding_3d(xyz, width)
-
-
-class LayoutEncoder(nn.Module):
-    """Semantic layout [B, G, G, classes] (class fractions per column) -> tokens [B, G², width]."""
-
-    def __init__(self, width: int, classes: int = NUM_CLASSES):
-        super().__init__()
-        self.proj = nn.Sequential(nn.Linear(classes, width), nn.SiLU(), nn.Linear(width, width))
-        self.width = width
-
-    def forward(self, layout: torch.Tensor) -> torch.Tensor:
-        B = layout.shape[0]
-        tokens = self.proj(layout.reshape(B, -1, layout.shape[-1]))
-        return tokens + layout_tokens(layout, self.width).to(tokens.dtype)[None]
-
-
-class StructFlowNet(nn.Module):
-    """Velocity of one stage: noisy values on cells [N, c_in] + time [B] (+ layout) -> [N, c_out]."""
-
-    def __init__(self, cfg: StructFMConfig, in_channels: int, out_channels: int):
-        super().__init__()
-        self.cfg = cfg
-        w = cfg.width
-        self.embed = nn.Linear(in_channels, w)
-        self.time = TimestepEmbedder(w)
-        self.layout = LayoutEncoder(w) if cfg.condition == "semantic" else None
-        ctx = w if self.layout is not None else None
-        self.blocks = nn.ModuleList(
-            SparseTransformerBlock(w, cfg.num_heads, cfg.mlp_ratio, cfg.attn, cfg.window,
-                                   shift=(cfg.window // 2) * (i % 2) if cfg.attn == "window" else 0,
-                                   qk_norm=True, context_channels=ctx, cond_channels=w)
-            for i in range(cfg.depth)
-        )  # fmt: skip
-        self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
-        self.out = nn.Linear(w, out_channels)
-        nn.init.zeros_(self.out.weight)  # starts as the zero velocity
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: SparseTensor, t: torch.Tensor, layout: torch.Tensor | None = None) -> SparseTensor:
-        h = self.embed(x.feats) + sinusoidal_embedding_3d(x.coords[:, 1:], self.cfg.width).to(x.feats.dtype)
-        h = x.replace(h)
-        cond = self.time(1000.0 * t)  # models see 1000·t (TRELLIS)
-        context = None
-        if self.layout is not None:
-            if layout is None:
-                raise ValueError("StructFlowNet: built with a semantic condition; pass layout (zeros = none)")
-            context = self.layout(layout.to(x.feats.dtype))
-        for block in self.blocks:
-            h = block(h, cond, context) if context is not None else block(h, cond)
-        return x.replace(self.out(self.norm(h.feats)))
-
-
 def keep_cells(cfg: StructFMConfig, latents: torch.Tensor) -> torch.Tensor:
     """Cells the fine stage keeps: more than ``keep_fraction`` of the channels with |z| >
     ``keep_threshold`` (dilation cells are trained towards 0, real cells carry unit-variance codes)."""
@@ -123,8 +64,8 @@ class StructFM(nn.Module):
     def __init__(self, config: StructFMConfig):
         super().__init__()
         self.config = config
-        self.coarse = StructFlowNet(config, 1, 1)
-        self.fine = StructFlowNet(config, config.latent_channels, config.latent_channels)
+        self.coarse = SparseFlowNet(config, 1, 1)
+        self.fine = SparseFlowNet(config, config.latent_channels, config.latent_channels)
 
     def full_grid(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Coords [B·G³, 4] of every cell of ``batch`` grids (rows sorted by batch, x, y, z)."""
@@ -160,7 +101,7 @@ class StructFM(nn.Module):
         uncond = torch.zeros_like(layout) if cond is not None else None
         strength = cfg_strength if cond is not None else 0.0
 
-        def sample(net: StructFlowNet, x: SparseTensor) -> SparseTensor:
+        def sample(net: SparseFlowNet, x: SparseTensor) -> SparseTensor:
             noise = x.replace(torch.randn(x.feats.shape, generator=generator, device=x.device))
             return euler_sample(lambda z, t, c: net(z, t, c), noise, steps, cond, uncond, strength)
 

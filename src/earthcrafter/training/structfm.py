@@ -25,7 +25,8 @@ from earthcrafter.flow import RectifiedFlow, drop_condition, euler_sample, sampl
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_tile
-from earthcrafter.models.struct_fm import StructFlowNet, StructFM, StructFMConfig, keep_cells
+from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.config import TrainerConfig
@@ -163,7 +164,7 @@ class StructFMTask(Task):
 
     def build_model(self) -> nn.Module:
         c = 1 if self.stage == "coarse" else self.config.latent_channels
-        return StructFlowNet(self.config, c, c)
+        return SparseFlowNet(self.config, c, c)
 
     def export_config(self) -> dict[str, Any]:
         return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}

@@ -1,0 +1,79 @@
+"""The flow network StructFM's two stages and TexFM share: a sparse transformer whose blocks are
+AdaLN-modulated by the timestep and cross-attend to semantic-layout tokens (the sparse core's
+:class:`~earthcrafter.sparse.SparseTransformerBlock`), zero-initialised output (starts at v = 0)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from earthcrafter.semantics import NUM_CLASSES
+from earthcrafter.sparse import SparseTensor, SparseTransformerBlock, TimestepEmbedder
+from earthcrafter.sparse.embed import sinusoidal_embedding_3d
+
+
+def layout_tokens(layout: torch.Tensor, width: int, scale: float = 1.0) -> torch.Tensor:
+    """2-D sinusoidal positions [G², width] of a G x G layout (x-major, like the histogram rows),
+    at the centres of its columns in the units of the voxels that attend to it (``scale`` voxels
+    per layout column; 1 for the cells of the same grid)."""
+    G = layout.shape[1]
+    ij = torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2).float()
+    ij = (ij + 0.5) * scale - 0.5 if scale != 1 else ij
+    xyz = torch.cat([ij, torch.zeros(len(ij), 1)], 1).to(layout.device)
+    return sinusoidal_embedding_3d(xyz, width)
+
+
+class LayoutEncoder(nn.Module):
+    """Semantic layout [B, G, G, classes] (class fractions per column) -> tokens [B, G², width]."""
+
+    def __init__(self, width: int, classes: int = NUM_CLASSES, scale: float = 1.0):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(classes, width), nn.SiLU(), nn.Linear(width, width))
+        self.width, self.scale = width, scale
+
+    def forward(self, layout: torch.Tensor) -> torch.Tensor:
+        B = layout.shape[0]
+        tokens = self.proj(layout.reshape(B, -1, layout.shape[-1]))
+        return tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
+
+
+class SparseFlowNet(nn.Module):
+    """Velocity on a sparse set: noisy values [N, c_in] + time [B] (+ layout) -> [N, c_out].
+
+    ``cfg`` names ``width``, ``depth``, ``num_heads``, ``mlp_ratio``, ``attn`` ("full" | "window"),
+    ``window`` and ``condition`` ("semantic" | "none") — StructFM's and TexFM's configs both do.
+    ``layout_scale``: voxels of this net's grid per layout column (1 for StructFM's cells, 8 for
+    TexFM's voxels at L under an L/8 layout).
+    """
+
+    def __init__(self, cfg, in_channels: int, out_channels: int, layout_scale: float = 1.0):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.embed = nn.Linear(in_channels, w)
+        self.time = TimestepEmbedder(w)
+        self.layout = LayoutEncoder(w, scale=layout_scale) if cfg.condition == "semantic" else None
+        ctx = w if self.layout is not None else None
+        self.blocks = nn.ModuleList(
+            SparseTransformerBlock(w, cfg.num_heads, cfg.mlp_ratio, cfg.attn, cfg.window,
+                                   shift=(cfg.window // 2) * (i % 2) if cfg.attn == "window" else 0,
+                                   qk_norm=True, context_channels=ctx, cond_channels=w)
+            for i in range(cfg.depth)
+        )  # fmt: skip
+        self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.out = nn.Linear(w, out_channels)
+        nn.init.zeros_(self.out.weight)  # starts as the zero velocity
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: SparseTensor, t: torch.Tensor, layout: torch.Tensor | None = None) -> SparseTensor:
+        h = self.embed(x.feats) + sinusoidal_embedding_3d(x.coords[:, 1:], self.cfg.width).to(x.feats.dtype)
+        h = x.replace(h)
+        cond = self.time(1000.0 * t)  # models see 1000·t (TRELLIS)
+        context = None
+        if self.layout is not None:
+            if layout is None:
+                raise ValueError("SparseFlowNet: built with a semantic condition; pass layout (zeros = none)")
+            context = self.layout(layout.to(x.feats.dtype))
+        for block in self.blocks:
+            h = block(h, cond, context) if context is not None else block(h, cond)
+        return x.replace(self.out(self.norm(h.feats)))
