@@ -23,6 +23,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "train_texvae": "earthcrafter.models.tex_vae_train:TexVAETrainConfig",
     "cache_latents": "earthcrafter.latents.cache:LatentCacheConfig",
     "train_structfm": "earthcrafter.training.structfm:StructFMRunConfig",
+    "train_texfm": "earthcrafter.training.texfm:TexFMRunConfig",
 }
 
 

@@ -134,7 +134,7 @@ def test_bad_inputs(tmp_path, tiles32):
         LatentTileDataset(manifest, stats["struct"], "test", 4)
     with pytest.raises(ValueError, match="lacks column"):
         LatentTileDataset(manifest.drop(columns=["struct_path"]), stats["struct"], "train", 4)
-    with pytest.raises(ValueError, match="!= the model's grid 8"):
+    with pytest.raises(ValueError, match="does not match the model's grid 8"):
         LatentTileDataset(manifest, stats["struct"], "train", 8)[0]
     with pytest.raises(ValueError, match="no 'struct' entry"):
         train_structfm(manifest, {}, {"model": TINY})

@@ -18,11 +18,14 @@ def loss_curve_figure(train: list[dict[str, float]], val: list[dict[str, float]]
         steps = [r["step"] for r in train]
         ax.plot(steps, [r["loss"] for r in train], color="tab:blue", lw=1.2, label="train loss")
         ax.set_yscale("log")
+    if val and "val_loss" in val[-1]:  # flow models validate a loss (the VAEs accuracies, PSNR)
+        ax.plot([r["step"] for r in val], [r.get("val_loss", float("nan")) for r in val], "s-", color="tab:orange",
+                ms=4, lw=1, label="val loss")  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    if val:
+    names = [k for k in val[-1] if k != "step" and isinstance(val[-1][k], float) and 0.0 <= val[-1][k] <= 1.0] if val else []
+    if names:
         ax2 = ax.twinx()
-        names = [k for k in val[-1] if k != "step" and isinstance(val[-1][k], float) and 0.0 <= val[-1][k] <= 1.0]
         for name in names[:4]:
             ax2.plot([r["step"] for r in val], [r.get(name, float("nan")) for r in val], "o-", ms=3, lw=1, label=f"val {name}")
         ax2.set_ylabel("validation metric")

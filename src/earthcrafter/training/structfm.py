@@ -90,12 +90,16 @@ def semantic_layout(coords: np.ndarray, semantic: np.ndarray, L: int, grid: int)
 
 
 class LatentTileDataset(Dataset):
-    """One split of the latent manifest: ``{"tile_id", "cells", "latents", "layout", "seed"}``."""
+    """One split of the latent manifest: ``{"tile_id", "cells", "latents", "layout", "seed"}`` —
+    the ``kind`` latents ("struct": L/8 cells, "tex": the tile's voxels) normalised with ``stats``,
+    their coords, and the tile's semantic layout on a ``grid`` x ``grid`` raster (L/8)."""
 
     def __init__(
-        self, manifest: pd.DataFrame, stats: dict, split: str, grid: int, max_tiles: int = 0, root: str | None = None
+        self, manifest: pd.DataFrame, stats: dict, split: str, grid: int, max_tiles: int = 0, root: str | None = None,
+        kind: str = "struct",
     ):
-        missing = [c for c in ("tile_id", "split", "struct_path", "tile_path") if c not in manifest.columns]
+        self.path_column = f"{kind}_path"
+        missing = [c for c in ("tile_id", "split", self.path_column, "tile_path") if c not in manifest.columns]
         if missing:
             raise ValueError(f"latent manifest lacks column(s) {missing}: is it cache_latents' latents_manifest?")
         rows = manifest[manifest["split"] == split].reset_index(drop=True)
@@ -105,13 +109,13 @@ class LatentTileDataset(Dataset):
         if 0 < max_tiles < len(rows):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
         base = Path(root) if root is not None else Path.cwd()
-        for col in ("struct_path", "tile_path"):
+        for col in (self.path_column, "tile_path"):
             rows[col] = [str(p if Path(p).is_absolute() else base / p) for p in rows[col]]
             absent = [p for p in rows[col] if not Path(p).is_file()]
             if absent:
                 raise FileNotFoundError(f"latent manifest split {split!r}: {len(absent)} {col} file(s) missing, "
                                         f"e.g. {absent[0]}")  # fmt: skip
-        self.rows, self.stats, self.grid = rows, stats, grid
+        self.rows, self.stats, self.grid, self.kind = rows, stats, grid, kind
         self._cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
@@ -120,10 +124,11 @@ class LatentTileDataset(Dataset):
     def _load(self, i: int) -> dict:
         if i not in self._cache:
             r = self.rows.iloc[i]
-            lt = read_latent_tile(r["struct_path"])
-            if lt.stride * self.grid != lt.meta["L"]:
-                raise ValueError(f"{r['struct_path']}: L={lt.meta['L']} / stride {lt.stride} != the model's grid "
-                                 f"{self.grid}")  # fmt: skip
+            lt = read_latent_tile(r[self.path_column])
+            L = lt.meta["L"]
+            if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
+                raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
+                                 f"model's grid {self.grid}")  # fmt: skip
             tile = read_tile(r["tile_path"])
             z = normalize(torch.from_numpy(lt.mean), self.stats)
             self._cache[i] = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
@@ -149,6 +154,38 @@ def dilate(cells: torch.Tensor, grid: int, p: float, rng: np.random.Generator) -
     nb = torch.unique(nb, dim=0)
     nb = nb[~torch.isin(key(nb), key(cells))]
     return nb[torch.from_numpy(rng.random(len(nb)) < p)]
+
+
+def flow_training_step(
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the layout."""
+    t = sample_timesteps(x0.batch_size, device=x0.device)
+    noise = x0.replace(torch.randn_like(x0.feats))
+    if layout is not None:
+        layout = drop_condition(layout, cond_dropout)
+    loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
+    return loss, {"loss": float(loss.detach())}
+
+
+def flow_loss_stats(
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, g: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Summed squared velocity errors at the fixed ``VAL_TIMES``, noise from ``g`` (additive stats)."""
+    noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=x0.device))
+    stats = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
+    for t in VAL_TIMES:
+        tb = torch.full((x0.batch_size,), t, device=x0.device)
+        err = model(flow.interpolate(x0, noise, tb), tb, layout).feats - flow.target(x0, noise).feats
+        stats[f"sse_t{int(100 * t)}"] = err.double().pow(2).sum().cpu()
+    return stats
+
+
+def flow_loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    n = float(stats["elements"])
+    out = {f"loss_t{int(100 * t)}": float(stats[f"sse_t{int(100 * t)}"]) / n for t in VAL_TIMES}
+    out["val_loss"] = float(np.mean(list(out.values())))
+    return out
 
 
 class StructFMTask(Task):
@@ -194,28 +231,16 @@ class StructFMTask(Task):
         return batch["layout"] if self.config.condition == "semantic" else None
 
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        x0: SparseTensor = batch["x0"]
-        t = sample_timesteps(x0.batch_size, device=x0.device)
-        noise = x0.replace(torch.randn_like(x0.feats))
-        layout = self._layout(batch)
-        if layout is not None:
-            layout = drop_condition(layout, self.config.cond_dropout)
-        loss = self.flow.loss(model(self.flow.interpolate(x0, noise, t), t, layout), x0, noise)
-        return loss, {"loss": float(loss.detach())}
+        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
 
     @torch.no_grad()
     def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         x0: SparseTensor = batch["x0"]
         B, dev = x0.batch_size, x0.device
-        g = torch.Generator(device=dev).manual_seed(int(batch["seeds"].sum()))
-        noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=dev))
         layout = self._layout(batch)
-        stats: dict[str, torch.Tensor] = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
-        for t in VAL_TIMES:
-            tb = torch.full((B,), t, device=dev)
-            err = model(self.flow.interpolate(x0, noise, tb), tb, layout).feats - self.flow.target(x0, noise).feats
-            stats[f"sse_t{int(100 * t)}"] = err.double().pow(2).sum().cpu()
-        # sample the stage as generation does and score its cell decisions against the tile
+        g = torch.Generator(device=dev).manual_seed(int(batch["seeds"].sum()))
+        stats = flow_loss_stats(self.flow, model, x0, layout, g)
+        # sample the stage as generation does (noise continues from g) and score its cells
         uncond = torch.zeros_like(layout) if layout is not None else None
         start = x0.replace(torch.randn(x0.feats.shape, generator=g, device=dev))
         velocity = lambda z, tt, c: model(z, tt, c)  # noqa: E731
@@ -229,9 +254,7 @@ class StructFMTask(Task):
         return stats
 
     def metrics_from_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        n = float(stats["elements"])
-        out = {f"loss_t{int(100 * t)}": float(stats[f"sse_t{int(100 * t)}"]) / n for t in VAL_TIMES}
-        out["val_loss"] = float(np.mean(list(out.values())))
+        out = flow_loss_metrics(stats)
         out.update(vm.ratios({k: stats[k] for k in ("tp", "fp", "fn", "correct", "candidates")}))
         return out
 

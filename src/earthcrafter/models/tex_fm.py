@@ -1,0 +1,65 @@
+"""TexFM: flow matching of the texture latents T_La (c_t = 8 per voxel) on a given structure.
+
+Given the voxels V_c (from the StructVAE, or a tile's own), TexFM generates their texture latents,
+which the TexVAE decodes to 2DGS surfels. The network is the shared
+:class:`~earthcrafter.models.flow_net.SparseFlowNet` on the voxels at L — shifted-window attention,
+timestep AdaLN, cross-attention to the semantic-layout tokens (placed at voxel scale). The paper's
+TexFM is a U-Net (Swin at 1/1, 1/2, 1/4, full attention at 1/8); this one keeps one resolution
+(the base tiles hold ~7k voxels; the U-Net is a known gap, docs/texfm.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.sparse import SparseTensor
+
+
+class TexFMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latent_channels: int = Field(8, ge=1, description="c_t")
+    layout_grid: int = Field(8, ge=1, description="semantic layout raster (L/8 columns of the tile)")
+    layout_stride: int = Field(8, ge=1, description="voxels per layout column (L / layout_grid)")
+    width: int = Field(128, ge=16)
+    depth: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    mlp_ratio: float = 4.0
+    attn: Literal["full", "window"] = "window"
+    window: int = Field(8, ge=2)
+    condition: Literal["semantic", "none"] = "semantic"
+    cond_dropout: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TexFMConfig:
+        if self.width % self.num_heads or (self.width // self.num_heads) % 2:
+            raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
+        return self
+
+
+def build_texfm(cfg: TexFMConfig) -> SparseFlowNet:
+    return SparseFlowNet(cfg, cfg.latent_channels, cfg.latent_channels, layout_scale=cfg.layout_stride)
+
+
+@torch.no_grad()
+def generate_texture(
+    net: SparseFlowNet,
+    structure: SparseTensor,
+    layout: torch.Tensor | None,
+    steps: int = 25,
+    cfg_strength: float = 3.0,
+    generator: torch.Generator | None = None,
+) -> SparseTensor:
+    """Normalised texture latents [N, c_t] on the voxels of ``structure`` (coords at L)."""
+    from earthcrafter.flow import euler_sample
+
+    c = net.out.out_features
+    noise = SparseTensor(torch.randn(len(structure), c, generator=generator, device=structure.device),
+                         structure.coords, structure.batch_size)  # fmt: skip
+    uncond = torch.zeros_like(layout) if layout is not None else None
+    return euler_sample(lambda z, t, cond: net(z, t, cond), noise, steps, layout, uncond,
+                        cfg_strength if layout is not None else 0.0)  # fmt: skip

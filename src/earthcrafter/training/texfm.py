@@ -1,0 +1,142 @@
+"""TexFM training on the cached texture latents, then a look: textures generated on validation
+structures, decoded by the TexVAE and rendered next to the photo and the TexVAE reconstruction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from earthcrafter.flow import RectifiedFlow
+from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, generate_texture
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.structfm import (
+    LatentTileDataset,
+    StructFMSampleConfig,
+    flow_loss_metrics,
+    flow_loss_stats,
+    flow_training_step,
+)
+from earthcrafter.training.task import Task
+from earthcrafter.training.trainer import Trainer
+from earthcrafter.training.voxel_data import crop_to_budget
+
+log = logging.getLogger(__name__)
+
+
+class TexFMDataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train_split: str = "train"
+    val_split: str = "val"
+    max_val_tiles: int = Field(0, ge=0)
+    max_voxels: int = Field(250_000, ge=1, description="voxel budget per sample; larger tiles are cropped (paper 250k)")
+    root: str | None = None
+
+
+class TexFMRunConfig(BaseModel):
+    """``train_texfm`` parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "texfm"
+    output_dir: str = "data/06_models/tex_fm"
+    texvae_path: str | None = Field("data/06_models/tex_vae/model.pt", description="decodes the preview's latents")
+    device: str = "auto"
+    mlflow: bool = True
+    preview_tiles: int = Field(3, ge=0)
+    preview_size: int = Field(128, ge=16, description="rendered view edge in pixels")
+    model: TexFMConfig = TexFMConfig()
+    data: TexFMDataConfig = TexFMDataConfig()
+    sample: StructFMSampleConfig = StructFMSampleConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+
+class TexFMTask(Task):
+    name = "texfm"
+
+    def __init__(self, config: TexFMConfig, data: TexFMDataConfig):
+        self.config, self.data, self.flow = config, data, RectifiedFlow()
+
+    def build_model(self) -> nn.Module:
+        return build_texfm(self.config)
+
+    def export_config(self) -> dict[str, Any]:
+        return {"tex_fm": self.config.model_dump(mode="json")}
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        coords, feats = [], []
+        for s in samples:
+            keep = torch.from_numpy(crop_to_budget(s["cells"].numpy(), self.data.max_voxels,
+                                                   np.random.default_rng(s["seed"])))  # fmt: skip
+            coords.append(s["cells"][keep])
+            feats.append(s["latents"][keep])
+        return {"x0": SparseTensor.from_list(feats, coords), "layout": torch.stack([s["layout"] for s in samples]),
+                "seeds": torch.tensor([s["seed"] for s in samples])}  # fmt: skip
+
+    def count(self, batch: dict) -> dict[str, int]:
+        return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
+
+    def _layout(self, batch: dict) -> torch.Tensor | None:
+        return batch["layout"] if self.config.condition == "semantic" else None
+
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
+
+    @torch.no_grad()
+    def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        g = torch.Generator(device=batch["x0"].device).manual_seed(int(batch["seeds"].sum()))
+        return flow_loss_stats(self.flow, model, batch["x0"], self._layout(batch), g)
+
+    def metrics_from_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        return flow_loss_metrics(stats)
+
+
+def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    path = Path(out_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"TexFM not found: {path} (run `kedro run --pipeline=train_texfm`)")
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    if blob.get("model") != "texfm":
+        raise ValueError(f"{path}: not a TexFM export")
+    net = build_texfm(TexFMConfig.model_validate(blob["config"]["tex_fm"]))
+    net.load_state_dict(blob["state_dict"])
+    return net.eval()
+
+
+def _datasets(manifest: pd.DataFrame, stats: dict, cfg: TexFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+    d, g = cfg.data, cfg.model.layout_grid
+    return (LatentTileDataset(manifest, stats, d.train_split, g, root=d.root, kind="tex"),
+            LatentTileDataset(manifest, stats, d.val_split, g, d.max_val_tiles, root=d.root, kind="tex"))  # fmt: skip
+
+
+def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | dict) -> dict[str, Any]:
+    """Train TexFM; then textures generated on validation structures (``gen_*`` metrics, preview)."""
+    cfg = config if isinstance(config, TexFMRunConfig) else TexFMRunConfig.model_validate(config)
+    if "tex" not in stats:
+        raise ValueError("latents_stats has no 'tex' entry: run cache_latents with a TexVAE (texvae_path)")
+    if "tex_path" in manifest.columns and (manifest["tex_path"] == "").any():
+        raise ValueError("latent manifest has tiles without texture latents: run cache_latents with a TexVAE")
+    train, val = _datasets(manifest, stats["tex"], cfg)
+    stride = read_latent_tile(train.rows["tex_path"].iloc[0]).stride
+    if stride != 1:
+        raise ValueError(f"TexFM generates a latent per voxel; the cached texture latents have stride {stride} "
+                         f"(a unet2 TexVAE): cache them with a tube TexVAE")  # fmt: skip
+    log.info("TexFM: %d training / %d validation tiles", len(train), len(val))
+    task = TexFMTask(cfg.model, cfg.data)
+    trainer = Trainer(task, cfg.trainer, train, val, out_dir=cfg.output_dir, run_name=cfg.name,
+                      tags={"model": "texfm"}, params=cfg.model_dump(mode="json"), device=cfg.device,
+                      mlflow=cfg.mlflow)  # fmt: skip
+    metrics: dict[str, Any] = {k: v for k, v in trainer.fit().items() if isinstance(v, (int, float))}
+    metrics.update(train_tiles=len(train), val_tiles=len(val), run_id=trainer.run_id or "")
+    if cfg.preview_tiles and cfg.texvae_path:
+        from earthcrafter.training.texfm_preview import texture_preview
+
+        metrics.update(texture_preview(load_texfm(cfg.output_dir), val, stats["tex"], cfg))
+    return metrics
