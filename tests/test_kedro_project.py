@@ -70,6 +70,13 @@ TINY = {
         "coarse": {"steps": 2, "batch_size": 2, "progress": False},
         "fine": {"steps": 2, "batch_size": 2, "progress": False},
     },
+    "train_texfm": {
+        "preview_tiles": 1,
+        "model": {"layout_grid": 4, "width": 32, "depth": 1, "num_heads": 2},
+        "sample": {"steps": 2},
+        "trainer": {"steps": 2, "batch_size": 2, "progress": False},
+    },
+    "generation": {"num_scenes": 1, "steps": 2, "frames": 2, "size": 32},
 }
 
 
@@ -215,3 +222,26 @@ def test_train_structfm_stage_on_the_cached_latents(project, monkeypatch):
     run = runs[runs["tags.pipeline"] == "train_structfm"].iloc[0]
     stages = runs[runs["tags.mlflow.parentRunId"] == run["run_id"]]
     assert set(stages["tags.stage"]) == {"coarse", "fine"}
+
+
+def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
+    """train_texfm on the cached texture latents, then generation: a scene folder you can open."""
+    import json
+
+    from earthcrafter.io.latents import read_latent_tile
+    from earthcrafter.io.scene import read_mesh_ply
+    from earthcrafter.render import load_ply
+
+    _run(project, monkeypatch, "train_texfm")
+    texfm = json.loads((project / "data" / "08_reporting" / "train_texfm" / "metrics.json").read_text())
+    assert texfm["preview_tiles"] == 1 and texfm["gen_psnr"] > 0  # the tiles carry views: rendered and scored
+    _run(project, monkeypatch, "generation")
+    table = pd.read_parquet(project / "data" / "07_model_output" / "generated_manifest.parquet")
+    assert len(table) == 1
+    scene = project / "data" / "07_model_output" / "generated" / table["scene_id"].iloc[0]
+    voxels = read_latent_tile(scene / "struct_latents.parquet")
+    assert voxels.channels == 32 and len(read_mesh_ply(scene / "voxels.ply").faces) > 0
+    assert len(load_ply(scene / "gaussians.ply")) == table["voxels"].iloc[0] == len(read_latent_tile(scene / "tex_latents.parquet"))
+    assert (scene / "preview.png").is_file() and len(list((scene / "orbit").glob("frame_*.png"))) == 2
+    runs = _runs(project)
+    assert {"train_texfm", "generation"} <= set(runs["tags.pipeline"])

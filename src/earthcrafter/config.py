@@ -24,6 +24,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "cache_latents": "earthcrafter.latents.cache:LatentCacheConfig",
     "train_structfm": "earthcrafter.training.structfm:StructFMRunConfig",
     "train_texfm": "earthcrafter.training.texfm:TexFMRunConfig",
+    "generation": "earthcrafter.latents.generate:GenerationConfig",
 }
 
 

@@ -79,6 +79,24 @@ def decode_texture(lt: LatentTile, root: Path, structure: np.ndarray | None = No
     return model.decode(_sparse(lt), voxel_size=float(lt.meta["voxel_size_m"]), structure=fine)
 
 
+def aerial_orbit(coords: np.ndarray, voxel_size: float, L: int, size: int) -> dict:
+    """Keyword arguments of :func:`~earthcrafter.render.render_orbit` for an oblique aerial orbit of
+    a tile: circling its centre from above its tallest voxel."""
+    extent = L * voxel_size
+    z = (coords[:, 2] + 0.5) * voxel_size if len(coords) else np.zeros(1)
+    centre = np.array([extent / 2, extent / 2, float(np.median(z))])
+    return {"center": centre, "radius": 1.1 * extent, "altitude": float(z.max()) - centre[2] + 0.6 * extent,
+            "width": size, "height": size, "fov_deg": 50.0}  # fmt: skip
+
+
+def render_mesh(mesh, orbit: dict) -> np.ndarray:
+    """The first orbit camera's view of a mesh (ray cast, shaded); white when the mesh is empty."""
+    if len(mesh.faces) == 0:
+        return np.full((orbit["height"], orbit["width"], 3), 255, np.uint8)
+    viewmats, Ks = orbit_cameras(n_frames=1, **orbit)
+    return MeshRaycaster(mesh).render(Camera(Ks[0], viewmats[0], orbit["width"], orbit["height"])).rgb
+
+
 def export_tile(
     row, out_dir: str | Path, root: str | Path = ".", frames: int = 24, size: int = 256, threshold: float = 0.0
 ) -> dict:
@@ -107,14 +125,8 @@ def export_tile(
     summary.update(decoded_voxels=len(decoded), iou=tp / max(tp + fp + fn, 1), precision=tp / max(tp + fp, 1),
                    recall=tp / max(tp + fn, 1), structvae=struct.meta["model"])  # fmt: skip
 
-    # an oblique aerial view from above the tallest voxel, circling the tile centre
-    extent, z = L * vs, (tile.coords[:, 2] + 0.5) * vs
-    centre = np.array([extent / 2, extent / 2, float(np.median(z))])
-    orbit = {"center": centre, "radius": 1.1 * extent, "altitude": float(z.max()) - centre[2] + 0.6 * extent,
-             "width": size, "height": size, "fov_deg": 50.0}  # fmt: skip
-    viewmats, Ks = orbit_cameras(n_frames=1, **orbit)
-    camera = Camera(Ks[0], viewmats[0], size, size)
-    panels = [MeshRaycaster(m).render(camera).rgb for m in (gt_mesh, decoded_mesh) if len(m.faces)]
+    orbit = aerial_orbit(tile.coords, vs, L, size)
+    panels = [render_mesh(m, orbit) for m in (gt_mesh, decoded_mesh)]
 
     if row.get("tex_path"):
         tex = read_latent_tile(resolve(row["tex_path"]))
