@@ -114,7 +114,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             scene_id = f"gen_{n:03d}_{r['tile_id']}"
             out = out_root / scene_id
             xyz = voxels.coords[:, 1:].cpu().numpy()
-            mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, L))
+            top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
+            mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, top))
             write_mesh_ply(out / "voxels.ply", mesh)
             save_ply(out / "gaussians.ply", gaussians)
             meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
