@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from earthcrafter.evaluation import voxel_metrics as vm
-from earthcrafter.flow import RectifiedFlow, drop_condition, euler_sample, sample_timesteps
+from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_tile
@@ -30,14 +30,12 @@ from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
-from earthcrafter.training.task import Task
 from earthcrafter.training.trainer import Trainer
 from earthcrafter.training.voxel_data import evenly_spaced
 
 log = logging.getLogger(__name__)
-
-VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
 
 
 class StructFMDataConfig(BaseModel):
@@ -156,39 +154,7 @@ def dilate(cells: torch.Tensor, grid: int, p: float, rng: np.random.Generator) -
     return nb[torch.from_numpy(rng.random(len(nb)) < p)]
 
 
-def flow_training_step(
-    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the layout."""
-    t = sample_timesteps(x0.batch_size, device=x0.device)
-    noise = x0.replace(torch.randn_like(x0.feats))
-    if layout is not None:
-        layout = drop_condition(layout, cond_dropout)
-    loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
-    return loss, {"loss": float(loss.detach())}
-
-
-def flow_loss_stats(
-    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, g: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """Summed squared velocity errors at the fixed ``VAL_TIMES``, noise from ``g`` (additive stats)."""
-    noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=x0.device))
-    stats = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
-    for t in VAL_TIMES:
-        tb = torch.full((x0.batch_size,), t, device=x0.device)
-        err = model(flow.interpolate(x0, noise, tb), tb, layout).feats - flow.target(x0, noise).feats
-        stats[f"sse_t{int(100 * t)}"] = err.double().pow(2).sum().cpu()
-    return stats
-
-
-def flow_loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
-    n = float(stats["elements"])
-    out = {f"loss_t{int(100 * t)}": float(stats[f"sse_t{int(100 * t)}"]) / n for t in VAL_TIMES}
-    out["val_loss"] = float(np.mean(list(out.values())))
-    return out
-
-
-class StructFMTask(Task):
+class StructFMTask(FlowTask):
     """One StructFM stage for the shared trainer."""
 
     name = "structfm"
@@ -223,15 +189,6 @@ class StructFMTask(Task):
         layout = torch.stack([s["layout"] for s in samples])
         return {"x0": x0, "layout": layout, "seeds": torch.tensor([s["seed"] for s in samples]),
                 "cells": [s["cells"] for s in samples], "tile_ids": [s["tile_id"] for s in samples]}  # fmt: skip
-
-    def count(self, batch: dict) -> dict[str, int]:
-        return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
-
-    def _layout(self, batch: dict) -> torch.Tensor | None:
-        return batch["layout"] if self.config.condition == "semantic" else None
-
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
 
     @torch.no_grad()
     def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:

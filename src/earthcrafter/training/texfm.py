@@ -18,14 +18,8 @@ from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, generate_texture
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.config import TrainerConfig
-from earthcrafter.training.structfm import (
-    LatentTileDataset,
-    StructFMSampleConfig,
-    flow_loss_metrics,
-    flow_loss_stats,
-    flow_training_step,
-)
-from earthcrafter.training.task import Task
+from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
+from earthcrafter.training.structfm import LatentTileDataset, StructFMSampleConfig
 from earthcrafter.training.trainer import Trainer
 from earthcrafter.training.voxel_data import crop_to_budget
 
@@ -58,7 +52,7 @@ class TexFMRunConfig(BaseModel):
     trainer: TrainerConfig = TrainerConfig()
 
 
-class TexFMTask(Task):
+class TexFMTask(FlowTask):
     name = "texfm"
 
     def __init__(self, config: TexFMConfig, data: TexFMDataConfig):
@@ -79,15 +73,6 @@ class TexFMTask(Task):
             feats.append(s["latents"][keep])
         return {"x0": SparseTensor.from_list(feats, coords), "layout": torch.stack([s["layout"] for s in samples]),
                 "seeds": torch.tensor([s["seed"] for s in samples])}  # fmt: skip
-
-    def count(self, batch: dict) -> dict[str, int]:
-        return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
-
-    def _layout(self, batch: dict) -> torch.Tensor | None:
-        return batch["layout"] if self.config.condition == "semantic" else None
-
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
 
     @torch.no_grad()
     def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:

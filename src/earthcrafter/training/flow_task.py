@@ -1,0 +1,62 @@
+"""What the flow models' tasks share: the flow-matching training step, the fixed-time validation
+loss, and a :class:`FlowTask` base whose batches are ``{"x0": SparseTensor, "layout", "seeds"}``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from earthcrafter.flow import RectifiedFlow, drop_condition, sample_timesteps
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.task import Task
+
+VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
+
+
+def flow_training_step(
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the layout."""
+    t = sample_timesteps(x0.batch_size, device=x0.device)
+    noise = x0.replace(torch.randn_like(x0.feats))
+    if layout is not None:
+        layout = drop_condition(layout, cond_dropout)
+    loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
+    return loss, {"loss": float(loss.detach())}
+
+
+def flow_loss_stats(
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, g: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Summed squared velocity errors at the fixed ``VAL_TIMES``, noise from ``g`` (additive stats)."""
+    noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=x0.device))
+    stats = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
+    for t in VAL_TIMES:
+        tb = torch.full((x0.batch_size,), t, device=x0.device)
+        err = model(flow.interpolate(x0, noise, tb), tb, layout).feats - flow.target(x0, noise).feats
+        stats[f"sse_t{int(100 * t)}"] = err.double().pow(2).sum().cpu()
+    return stats
+
+
+def flow_loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    n = float(stats["elements"])
+    out = {f"loss_t{int(100 * t)}": float(stats[f"sse_t{int(100 * t)}"]) / n for t in VAL_TIMES}
+    out["val_loss"] = float(np.mean(list(out.values())))
+    return out
+
+
+class FlowTask(Task):
+    """Base of StructFMTask and TexFMTask: ``self.config`` has ``condition`` and ``cond_dropout``,
+    ``self.flow`` is the objective."""
+
+    flow: RectifiedFlow
+
+    def count(self, batch: dict) -> dict[str, int]:
+        return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
+
+    def _layout(self, batch: dict) -> torch.Tensor | None:
+        return batch["layout"] if self.config.condition == "semantic" else None
+
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
