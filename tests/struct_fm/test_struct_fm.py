@@ -146,3 +146,29 @@ def test_bad_inputs(tmp_path, tiles32):
     gone.loc[0, "struct_path"] = str(tmp_path / "nope.parquet")
     with pytest.raises(FileNotFoundError, match="struct_path file"):
         LatentTileDataset(gone, stats["struct"], "train", 4)
+
+
+def test_dense_variant_and_table4(tmp_path, tiles32):
+    """Table 4's one-stage DenseSFM trains, reloads as such, and both rows feed the table."""
+    from earthcrafter.training.structfm import ablation_config, StructFMRunConfig, table4
+
+    manifest, stats = tiles32
+    tr = dict(steps=2, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
+    base = StructFMRunConfig.model_validate({
+        "output_dir": str(tmp_path / "fm"), "mlflow": False, "preview_tiles": 1, "structvae_path": tiles32.structvae,
+        "model": TINY, "sample": {"steps": 2}, "coarse": tr, "fine": tr,
+        "ablations": {"two_stage": {"variant": "two_stage"}, "dense": {"variant": "dense", "preview_tiles": 2}}})  # fmt: skip
+    dense_cfg = ablation_config(base, "dense")
+    assert dense_cfg.variant == "dense" and dense_cfg.output_dir.endswith("ablations/dense") and not dense_cfg.ablations
+    dense = train_structfm(manifest, stats, dense_cfg)
+    assert "dense/acc" in dense and "coarse/acc" not in dense and dense["gen_tiles"] == 2
+    model = load_structfm(dense_cfg.output_dir)
+    assert model.variant == "dense" and not hasattr(model, "coarse")
+    two = train_structfm(manifest, stats, ablation_config(base, "two_stage"))
+    df = table4(two, dense).set_index("Method")
+    assert df.loc["LatentSFM", "mIoU3"] == pytest.approx(100 * two["gen_cell_iou"], abs=0.05)
+    assert df.loc["ClassSFM", "mIoU3"] == pytest.approx(100 * two["gen_coarse_cell_iou"], abs=0.05)
+    assert df.loc["DenseSFM", "mIoU0"] == pytest.approx(100 * dense["gen_iou"], abs=0.05)
+    assert df.loc["LatentSFM", "paper mIoU3"] == 86.1
+    with pytest.raises(ValueError, match="no row 'nope'"):
+        ablation_config(base, "nope")

@@ -59,13 +59,22 @@ def keep_cells(cfg: StructFMConfig, latents: torch.Tensor) -> torch.Tensor:
 
 
 class StructFM(nn.Module):
-    """Both stages and their generation: layout -> cells -> normalised latents."""
+    """The structure flow and its generation: layout -> cells -> normalised latents.
 
-    def __init__(self, config: StructFMConfig):
+    ``variant``: "two_stage" (the paper's StructFM: coarse then fine) or "dense" (Table 4's
+    DenseSFM: one net generates latents on the whole grid, the keep rule decides the cells).
+    """
+
+    def __init__(self, config: StructFMConfig, variant: str = "two_stage"):
         super().__init__()
-        self.config = config
-        self.coarse = SparseFlowNet(config, 1, 1)
-        self.fine = SparseFlowNet(config, config.latent_channels, config.latent_channels)
+        if variant not in ("two_stage", "dense"):
+            raise ValueError(f"StructFM variant must be two_stage or dense, got {variant!r}")
+        self.config, self.variant = config, variant
+        C = config.latent_channels
+        if variant == "two_stage":
+            self.coarse, self.fine = SparseFlowNet(config, 1, 1), SparseFlowNet(config, C, C)
+        else:
+            self.dense = SparseFlowNet(config, C, C)
 
     def full_grid(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Coords [B·G³, 4] of every cell of ``batch`` grids (rows sorted by batch, x, y, z)."""
@@ -86,11 +95,11 @@ class StructFM(nn.Module):
         device: torch.device | str = "cpu",
         cells: SparseTensor | None = None,
     ) -> tuple[SparseTensor, SparseTensor]:
-        """(the coarse stage's cells with their sampled occupancy value, the kept cells with their
-        normalised latents).
+        """(the first stage's cells — the coarse cells, or for "dense" the kept ones —, the kept
+        cells with their normalised latents).
 
         ``cells``: skip the coarse stage and refine these (e.g. ground-truth cells, for metrics).
-        The coarse result never is empty: a sample without a positive cell keeps its top cell.
+        No result is empty: a sample without a positive cell keeps its strongest one.
         """
         from earthcrafter.flow import euler_sample
 
@@ -105,6 +114,13 @@ class StructFM(nn.Module):
             noise = x.replace(torch.randn(x.feats.shape, generator=generator, device=x.device))
             return euler_sample(lambda z, t, c: net(z, t, c), noise, steps, cond, uncond, strength)
 
+        if self.variant == "dense":
+            grid = self.full_grid(batch, device)
+            cells = SparseTensor(torch.zeros(len(grid), cfg.latent_channels, device=device), grid, batch)
+            z = sample(self.dense, cells)
+            kept = _keep_nonempty(keep_cells(cfg, z.feats), z, batch)
+            out = SparseTensor(z.feats[kept], z.coords[kept], batch, stride=8)
+            return out, out
         if cells is None:
             grid = self.full_grid(batch, device)
             occupancy = sample(self.coarse, SparseTensor(torch.zeros(len(grid), 1, device=device), grid, batch))
@@ -117,10 +133,15 @@ class StructFM(nn.Module):
             cells = SparseTensor(occupancy.feats[on], occupancy.coords[on], batch)
         z = sample(self.fine, SparseTensor(torch.zeros(len(cells), cfg.latent_channels, device=device),
                                            cells.coords, batch))  # fmt: skip
-        kept = keep_cells(cfg, z.feats)
-        for b in range(batch):  # never empty: a sample that keeps nothing keeps its strongest cell
-            rows = z.batch_idx == b
-            if rows.any() and not kept[rows].any():
-                idx = torch.nonzero(rows)[:, 0]
-                kept[idx[z.feats[idx].abs().mean(1).argmax()]] = True
+        kept = _keep_nonempty(keep_cells(cfg, z.feats), z, batch)
         return cells, SparseTensor(z.feats[kept], z.coords[kept], batch, stride=8)
+
+
+def _keep_nonempty(kept: torch.Tensor, z: SparseTensor, batch: int) -> torch.Tensor:
+    """A sample that keeps no cell keeps its strongest one (never an empty structure)."""
+    for b in range(batch):
+        rows = z.batch_idx == b
+        if rows.any() and not kept[rows].any():
+            idx = torch.nonzero(rows)[:, 0]
+            kept[idx[z.feats[idx].abs().mean(1).argmax()]] = True
+    return kept

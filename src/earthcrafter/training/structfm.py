@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,12 @@ class StructFMRunConfig(BaseModel):
                                        description="decodes generated latents for the preview and gen_* metrics")  # fmt: skip
     device: str = "auto"
     mlflow: bool = True
-    preview_tiles: int = Field(4, ge=0, description="validation layouts generated and decoded at the end")
+    preview_tiles: int = Field(4, ge=0, description="validation layouts generated and decoded at the end (0: none)")
+    variant: Literal["two_stage", "dense"] = Field("two_stage", description="the paper's coarse + fine stages, or "
+                                                   "Table 4's one-stage DenseSFM (trained with the `fine` trainer settings)")  # fmt: skip
+    report_dir: str = "data/08_reporting/train_structfm"
+    ablations: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Table 4 rows: overrides of "
+                                                 "this configuration, one run each (structfm_ablations)")  # fmt: skip
     model: StructFMConfig = StructFMConfig()
     data: StructFMDataConfig = StructFMDataConfig()
     sample: StructFMSampleConfig = StructFMSampleConfig()
@@ -155,13 +160,15 @@ def dilate(cells: torch.Tensor, grid: int, p: float, rng: np.random.Generator) -
 
 
 class StructFMTask(FlowTask):
-    """One StructFM stage for the shared trainer."""
+    """One StructFM stage for the shared trainer: ``coarse`` (occupancy on the full grid), ``fine``
+    (latents on the cells + a dilation ring) or ``dense`` (Table 4's one-stage DenseSFM: latents on
+    the full grid, 0 on empty cells, cells decided by the fine stage's keep rule)."""
 
     name = "structfm"
 
     def __init__(self, stage: str, config: StructFMConfig, data: StructFMDataConfig, sample: StructFMSampleConfig):
-        if stage not in ("coarse", "fine"):
-            raise ValueError(f"StructFM stage must be coarse or fine, got {stage!r}")
+        if stage not in ("coarse", "fine", "dense"):
+            raise ValueError(f"StructFM stage must be coarse, fine or dense, got {stage!r}")
         self.stage, self.config, self.data, self.sample = stage, config, data, sample
         self.flow = RectifiedFlow()
 
@@ -173,18 +180,25 @@ class StructFMTask(FlowTask):
         return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
-        G, feats, coords = self.config.grid, [], []
+        G, C, feats, coords = self.config.grid, self.config.latent_channels, [], []
+        ax = torch.arange(G)
+        grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
         for s in samples:
+            idx = (s["cells"][:, 0] * G + s["cells"][:, 1]) * G + s["cells"][:, 2]  # rows of the x-major grid
             if self.stage == "coarse":
-                occ = -torch.ones(G, G, G)
-                occ[s["cells"][:, 0], s["cells"][:, 1], s["cells"][:, 2]] = 1.0
-                ax = torch.arange(G)
-                coords.append(torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3))
-                feats.append(occ.reshape(-1, 1))
+                occ = -torch.ones(G**3, 1)
+                occ[idx] = 1.0
+                coords.append(grid)
+                feats.append(occ)
+            elif self.stage == "dense":
+                dense = torch.zeros(G**3, C)
+                dense[idx] = s["latents"]
+                coords.append(grid)
+                feats.append(dense)
             else:
                 extra = dilate(s["cells"], G, self.data.dilation, np.random.default_rng(s["seed"]))
                 coords.append(torch.cat([s["cells"], extra]))
-                feats.append(torch.cat([s["latents"], torch.zeros(len(extra), self.config.latent_channels)]))
+                feats.append(torch.cat([s["latents"], torch.zeros(len(extra), C)]))
         x0 = SparseTensor.from_list(feats, coords)
         layout = torch.stack([s["layout"] for s in samples])
         return {"x0": x0, "layout": layout, "seeds": torch.tensor([s["seed"] for s in samples]),
@@ -222,20 +236,22 @@ class StructFMTask(FlowTask):
 # --------------------------------------------------------------------------- runs
 
 def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu") -> StructFM:
-    """Both stages from a ``train_structfm`` output folder (``coarse/model.pt``, ``fine/model.pt``)."""
-    nets = {}
-    for stage in ("coarse", "fine"):
-        path = Path(out_dir) / stage / "model.pt"
+    """The flow from a ``train_structfm`` output folder: ``coarse/`` + ``fine/`` (two_stage) or ``dense/``."""
+    out_dir = Path(out_dir)
+    variant = "dense" if (out_dir / "dense" / "model.pt").is_file() and not (out_dir / "coarse").exists() else "two_stage"
+    stages = ("dense",) if variant == "dense" else ("coarse", "fine")
+    blobs = {}
+    for stage in stages:
+        path = out_dir / stage / "model.pt"
         if not path.is_file():
             raise FileNotFoundError(f"StructFM {stage} stage not found: {path} (run `kedro run --pipeline=train_structfm`)")
         blob = torch.load(path, map_location=map_location, weights_only=True)
         if blob.get("model") != "structfm" or blob["config"].get("stage") != stage:
             raise ValueError(f"{path}: not a StructFM {stage} export")
-        nets[stage] = blob
-    cfg = StructFMConfig.model_validate(nets["coarse"]["config"]["struct_fm"])
-    model = StructFM(cfg)
-    model.coarse.load_state_dict(nets["coarse"]["state_dict"])
-    model.fine.load_state_dict(nets["fine"]["state_dict"])
+        blobs[stage] = blob
+    model = StructFM(StructFMConfig.model_validate(blobs[stages[0]]["config"]["struct_fm"]), variant)
+    for stage, blob in blobs.items():
+        getattr(model, stage).load_state_dict(blob["state_dict"])
     return model.eval()
 
 
@@ -254,9 +270,9 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
     train, val = _datasets(manifest, stats["struct"], cfg)
     log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
     metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}
-    for stage in ("coarse", "fine"):
+    for stage in ("coarse", "fine") if cfg.variant == "two_stage" else ("dense",):
         task = StructFMTask(stage, cfg.model, cfg.data, cfg.sample)
-        trainer = Trainer(task, getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
+        trainer = Trainer(task, cfg.fine if stage == "dense" else getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
                           run_name=f"{cfg.name}/{stage}", tags={"model": "structfm", "stage": stage},
                           params=cfg.model_dump(mode="json"), device=cfg.device, mlflow=cfg.mlflow)  # fmt: skip
         result = trainer.fit()
@@ -267,3 +283,34 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
 
         metrics.update(generate_preview(load_structfm(cfg.output_dir), val, stats["struct"], cfg))
     return metrics
+
+
+# --------------------------------------------------------------------------- Table 4
+
+TABLE4_PAPER = {  # Table 4 of the paper (train data, image condition): mIoU^3 at L/8, mIoU^0 at L
+    "DenseSFM": (1, 1, 82.8, 18.9), "ClassSFM": (2, 1, 84.7, None), "LatentSFM": (2, 2, 86.1, 25.4),
+}
+
+
+def ablation_config(config: StructFMRunConfig, row: str) -> StructFMRunConfig:
+    """Table 4 row ``row``: this configuration with the row's overrides, its own folder and run name."""
+    from earthcrafter.training.structvae import _deep_merge
+
+    if row not in config.ablations:
+        raise ValueError(f"train_structfm.ablations has no row {row!r}; rows: {sorted(config.ablations)}")
+    raw = _deep_merge(config.model_dump(mode="json", exclude={"ablations"}), config.ablations[row])
+    raw.update(output_dir=str(Path(config.output_dir) / "ablations" / row), name=f"{config.name}/{row}")
+    return StructFMRunConfig.model_validate(raw)
+
+
+def table4(two_stage: dict, dense: dict) -> pd.DataFrame:
+    """Table 4 from a two-stage and a dense run's metrics (percent), the paper's numbers beside."""
+    pct = lambda m, k: round(100 * m[k], 1) if k in m else None  # noqa: E731
+    ours = {"DenseSFM": (pct(dense, "gen_cell_iou"), pct(dense, "gen_iou")),
+            "ClassSFM": (pct(two_stage, "gen_coarse_cell_iou"), None),
+            "LatentSFM": (pct(two_stage, "gen_cell_iou"), pct(two_stage, "gen_iou"))}  # fmt: skip
+    rows = []
+    for method, (s_num, s_idx, p3, p0) in TABLE4_PAPER.items():
+        rows.append({"Method": method, "S-Num": s_num, "S-Index": s_idx, "mIoU3": ours[method][0],
+                     "mIoU0": ours[method][1], "paper mIoU3": p3, "paper mIoU0": p0})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -46,9 +46,9 @@ def _render(coords: np.ndarray, L: int, top: int, size: int = 192) -> np.ndarray
 
 @torch.no_grad()
 def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
-    """Generate one structure per chosen validation layout (both stages, CFG), decode it with the
-    StructVAE, and compare with the tile: ``gen_cell_iou`` (coarse cells), ``gen_iou`` (voxels at
-    L). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure."""
+    """Generate one structure per chosen validation layout (CFG), decode it with the StructVAE, and
+    compare with the tile: ``gen_cell_*`` (the final cells at L/8, Table 4's mIoU³),
+    ``gen_coarse_cell_*`` (the coarse stage's cells: the ClassSFM row), ``gen_*`` (voxels at L, mIoU⁰). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure."""
     from earthcrafter.training.structvae import load_structvae
 
     import os
@@ -64,9 +64,10 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
     for i in picks:
         s = val[int(i)]
         layout = s["layout"][None].to(device) if model.config.condition == "semantic" else None
-        cells, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
-        for k, v in vm.confusion(cells.coords.cpu(), _with_batch(s["cells"]), 1).items():
-            counts[f"cell_{k}"] = counts.get(f"cell_{k}", 0.0) + float(v.sum())
+        first, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
+        for name, cells in (("cell", z.coords), ("coarse_cell", first.coords)):  # L/8 (Table 4's mIoU^3)
+            for k, v in vm.confusion(cells.cpu(), _with_batch(s["cells"]), 1).items():
+                counts[f"{name}_{k}"] = counts.get(f"{name}_{k}", 0.0) + float(v.sum())
         voxels = structvae.decode(z.replace(denormalize(z.feats, stats)), threshold=0.0).coords.cpu()
         from earthcrafter.io.tiles import read_tile_coords
 
@@ -80,8 +81,9 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
         rows.append((s["tile_id"], semantic.astype(np.uint8).transpose(1, 0, 2)[::-1], _render(gt, L, top),
                      _render(gen, L, top)))  # fmt: skip
     metrics = {f"gen_{k}": v for k, v in vm.ratios({k: counts[k] for k in ("tp", "fp", "fn")}).items()}
-    metrics.update({f"gen_cell_{k}": v for k, v in vm.ratios({k[5:]: counts[k] for k in ("cell_tp", "cell_fp",
-                                                                                         "cell_fn")}).items()})  # fmt: skip
+    for name in ("cell", "coarse_cell"):
+        ratios = vm.ratios({k: counts[f"{name}_{k}"] for k in ("tp", "fp", "fn")})
+        metrics.update({f"gen_{name}_{k}": v for k, v in ratios.items()})
     metrics["gen_tiles"] = len(picks)
     fig = _figure(rows)
     with atomic_path(out / "figure.png") as tmp:

@@ -4,9 +4,39 @@ from __future__ import annotations
 
 import pandas as pd
 
-from earthcrafter.training.structfm import StructFMRunConfig, train_structfm
+from earthcrafter import tracking
+from earthcrafter.io.atomic import atomic_write_text
+from earthcrafter.training.structfm import StructFMRunConfig, ablation_config, table4, train_structfm
 
 
 def train(latents_manifest: pd.DataFrame, latents_stats: dict, params: dict) -> dict:
     """Both stages, then generation from validation layouts; the final metrics."""
     return train_structfm(latents_manifest, latents_stats, StructFMRunConfig.model_validate(params))
+
+
+def make_row_trainer(row: str):
+    """A node function training Table 4 row ``row``."""
+
+    def train_row(latents_manifest: pd.DataFrame, latents_stats: dict, params: dict) -> dict:
+        return train_structfm(latents_manifest, latents_stats, ablation_config(StructFMRunConfig.model_validate(params), row))
+
+    train_row.__name__ = f"train_structfm_{row}"
+    return train_row
+
+
+def report_table4(params: dict, two_stage: dict, dense: dict) -> dict:
+    """Table 4 (csv + md) in ``report_dir`` from the two rows' metrics, also logged to MLflow."""
+    from pathlib import Path
+
+    cfg = StructFMRunConfig.model_validate(params)
+    df = table4(two_stage, dense)
+    out = Path(cfg.report_dir)
+    atomic_write_text(out / "table4.csv", df.to_csv(index=False))
+    cell = lambda v: "–" if v is None or v != v else str(v)  # noqa: E731 (None / NaN: not measured)
+    md = "\n".join(["| " + " | ".join(df.columns) + " |", "|---|" + "--:|" * (len(df.columns) - 1)]
+                   + ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)])  # fmt: skip
+    tiles = int(two_stage.get("gen_tiles", 0))
+    atomic_write_text(out / "table4.md", f"StructFM Table 4 on {tiles} validation layouts (semantic condition), "
+                                         f"percent; the paper's numbers (train data, image condition) beside.\n\n{md}\n")  # fmt: skip
+    tracking.log_dict({"table4": df.to_dict(orient="records")}, "table4.json")
+    return {"rows": df.to_dict(orient="records")}
