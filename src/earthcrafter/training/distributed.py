@@ -6,6 +6,7 @@ same entry point trains on one CPU when started without it. NCCL on CUDA, gloo o
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -62,7 +63,15 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
             timeout=datetime.timedelta(seconds=timeout_s),
             **({"device_id": dev} if use_cuda else {}),
         )
+        # One group per process, shared by every training in it; destroyed when the process exits
+        # (re-initialising a destroyed group under torchrun's store hangs).
+        atexit.register(_destroy)
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier(env: DistEnv) -> None:
@@ -91,7 +100,3 @@ def broadcast_object(obj, env: DistEnv, src: int = 0):
     dist.broadcast_object_list(box, src=src)
     return box[0]
 
-
-def teardown(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
-        dist.destroy_process_group()

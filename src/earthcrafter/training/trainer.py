@@ -149,9 +149,6 @@ class Trainer:
         ``stop_after``: leave after that global step as if the process were killed — no
         final checkpoint, validation or export (used to test resuming).
         """
-        import torch.distributed as tdist
-
-        owned_group = not tdist.is_initialized()
         env = dist.setup(self.device)
         threads = torch.get_num_threads()
         if env.device.type == "cpu" and self.config.cpu_threads:
@@ -163,8 +160,9 @@ class Trainer:
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
-            if owned_group:
-                dist.teardown(env)
+            # The process group stays up for the process's lifetime (distributed.setup): a pipeline
+            # trains several models in one torchrun process (StructFM's two stages, ablation sweeps,
+            # `kedro run`), and re-initialising a destroyed group under torchrun's store hangs.
 
     # ------------------------------------------------------------------ internals
 
