@@ -33,7 +33,7 @@ from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
 from earthcrafter.training.trainer import Trainer
-from earthcrafter.training.voxel_data import evenly_spaced
+from earthcrafter.training.voxel_data import check_manifest, evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +102,9 @@ class LatentTileDataset(Dataset):
         kind: str = "struct",
     ):
         self.path_column = f"{kind}_path"
-        missing = [c for c in ("tile_id", "split", self.path_column, "tile_path") if c not in manifest.columns]
-        if missing:
-            raise ValueError(f"latent manifest lacks column(s) {missing}: is it cache_latents' latents_manifest?")
-        rows = manifest[manifest["split"] == split].reset_index(drop=True)
-        if rows.empty:
-            raise ValueError(f"latent manifest has no tiles in split {split!r} "
-                             f"(splits present: {manifest['split'].value_counts().to_dict()})")  # fmt: skip
+        rows = check_manifest(manifest, split, root, (self.path_column, "tile_path"), "latent manifest")
         if 0 < max_tiles < len(rows):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
-        base = Path(root) if root is not None else Path.cwd()
-        for col in (self.path_column, "tile_path"):
-            rows[col] = [str(p if Path(p).is_absolute() else base / p) for p in rows[col]]
-            absent = [p for p in rows[col] if not Path(p).is_file()]
-            if absent:
-                raise FileNotFoundError(f"latent manifest split {split!r}: {len(absent)} {col} file(s) missing, "
-                                        f"e.g. {absent[0]}")  # fmt: skip
         self.rows, self.stats, self.grid, self.kind = rows, stats, grid, kind
         self._cache: dict[int, dict] = {}
 

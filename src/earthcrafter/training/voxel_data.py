@@ -26,8 +26,6 @@ from earthcrafter.training.sampler import Draw
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("tile_id", "split", "path")
-
 
 class VoxelDataConfig(BaseModel):
     """How tiles become samples (``data:`` in a model's parameters)."""
@@ -58,22 +56,31 @@ class VoxelSample:
     semantic: torch.Tensor | None = None
 
 
-def check_manifest(manifest: pd.DataFrame, split: str, root: str | Path | None = None) -> pd.DataFrame:
-    """The manifest rows of ``split`` with resolved paths; fail clearly on any problem."""
-    missing_cols = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+def check_manifest(
+    manifest: pd.DataFrame,
+    split: str,
+    root: str | Path | None = None,
+    path_columns: tuple[str, ...] = ("path",),
+    what: str = "voxel manifest",
+) -> pd.DataFrame:
+    """The manifest rows of ``split`` with the files of ``path_columns`` resolved against ``root``
+    (default: cwd) and present; fail clearly on any problem. ``what`` names the manifest in errors."""
+    missing_cols = [c for c in ("tile_id", "split", *path_columns) if c not in manifest.columns]
     if missing_cols:
-        raise ValueError(f"voxel manifest lacks column(s) {missing_cols}; has {list(manifest.columns)}")
+        raise ValueError(f"{what} lacks column(s) {missing_cols}; has {list(manifest.columns)}")
     rows = manifest[manifest["split"] == split].reset_index(drop=True)
     if rows.empty:
         counts = manifest["split"].value_counts().to_dict()
-        raise ValueError(f"voxel manifest has no tiles in split {split!r} (splits present: {counts})")
+        raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts})")
     base = Path(root) if root is not None else Path.cwd()
-    paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows["path"]]
-    absent = [str(p) for p in paths if not p.is_file()]
-    if absent:
-        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
-        raise FileNotFoundError(f"voxel manifest split {split!r}: {len(absent)} tile file(s) missing: {shown}")
-    rows["path"] = [str(p) for p in paths]
+    for col in path_columns:
+        paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows[col]]
+        absent = [str(p) for p in paths if not p.is_file()]
+        if absent:
+            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            label = "tile" if col == "path" else col
+            raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: {shown}")
+        rows[col] = [str(p) for p in paths]
     return rows
 
 
