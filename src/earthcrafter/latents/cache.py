@@ -37,7 +37,7 @@ from earthcrafter.io.latents import (
 from earthcrafter.io.tiles import read_tile, read_tile_coords, read_tile_meta
 from earthcrafter.models.struct_vae import StructVAE
 from earthcrafter.models.tex_vae import TexVAE, tile_to_sparse
-from earthcrafter.sparse.tensor import SparseTensor
+from earthcrafter.sparse.tensor import SparseTensor, batched_coords
 from earthcrafter.training import distributed as dist
 from earthcrafter.training.structvae import level_counts, level_metrics, load_structvae
 from earthcrafter.training.tracking import training_run
@@ -102,19 +102,19 @@ def _source_ref(path: str, recorded: dict | None = None) -> dict:
     return {"path": path, "sha256": file_sha256(path), **now}
 
 
-def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> dict | None:
-    """The source reference when every latent file of a tile exists and was written from the same
-    weights and the same tile bytes; None otherwise."""
+def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> bool:
+    """Whether every latent file of a tile exists and was written from the same weights and the
+    same tile bytes."""
     metas = {}
     for kind, p in paths.items():
         try:
             metas[kind] = read_latent_meta(p)
         except (OSError, ValueError):
-            return None
+            return False
         if metas[kind]["model"].get("sha256") != enc.ref(kind)["sha256"]:
-            return None
+            return False
     source = _source_ref(tile_path, metas["struct"]["source"])
-    return source if all(m["source"].get("sha256") == source["sha256"] for m in metas.values()) else None
+    return all(m["source"].get("sha256") == source["sha256"] for m in metas.values())
 
 
 def _latent_tile(kind: str, tile_id: str, mean: SparseTensor, logvar: torch.Tensor, meta: dict) -> LatentTile:
@@ -176,7 +176,7 @@ def encode_tiles(
     for r in tqdm(mine.itertuples(index=False), total=len(mine), desc="cache_latents",
                   disable=not (env.is_main and cfg.progress)):  # fmt: skip
         paths = {k: latent_path(out_dir, k, r.tile_id) for k in enc.kinds}
-        if cfg.reuse and _reusable(paths, enc, r.tile_path) is not None:
+        if cfg.reuse and _reusable(paths, enc, r.tile_path):
             latents = {k: read_latent_tile(p) for k, p in paths.items()}
             status = "reused"
         else:
@@ -232,7 +232,7 @@ def decode_check(manifest: pd.DataFrame, cfg: LatentCacheConfig, model: StructVA
                                    stride=8)  # fmt: skip
         _, levels = model.decode(z, threshold=cfg.threshold, return_levels=True)
         gt_xyz, _ = read_tile_coords(r.tile_path)
-        gt = torch.cat([torch.zeros(len(gt_xyz), 1, dtype=torch.int32), torch.from_numpy(gt_xyz)], 1).to(device)
+        gt = batched_coords(gt_xyz).to(device)
         for k, v in level_counts(levels, gt, 1).items():
             stats[k] = stats.get(k, 0) + v
     return {"check_tiles": float(len(rows)), **{f"check_{k}": v for k, v in level_metrics(stats).items()}}

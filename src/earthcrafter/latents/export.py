@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.raycast import MeshRaycaster
@@ -35,7 +36,7 @@ from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.tiles import read_tile
 from earthcrafter.render import Gaussians2D, orbit_cameras, render_orbit, save_frames, save_ply
 from earthcrafter.semantics import PALETTE
-from earthcrafter.sparse import SparseTensor
+from earthcrafter.sparse.tensor import SparseTensor, batched_coords
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,7 @@ def decode_texture(lt: LatentTile, root: Path, structure: np.ndarray | None = No
     from earthcrafter.models.tex_vae import TexVAE
 
     model = TexVAE.load(_weights(lt, root))
-    fine = None
-    if structure is not None:
-        fine = torch.cat([torch.zeros(len(structure), 1, dtype=torch.int32), torch.from_numpy(structure)], 1)
+    fine = batched_coords(structure) if structure is not None else None
     return model.decode(_sparse(lt), voxel_size=float(lt.meta["voxel_size_m"]), structure=fine)
 
 
@@ -121,9 +120,8 @@ def export_tile(
     colors = np.where(hit[:, None], PALETTE[cls], np.asarray(FALSE_POSITIVE, np.uint8))
     decoded_mesh = voxel_mesh(decoded, vs, colors=colors.astype(np.uint8))
     write_mesh_ply(out / "voxels_decoded.ply", decoded_mesh)
-    tp, fp, fn = int(hit.sum()), int((~hit).sum()), len(tile) - int(hit.sum())
-    summary.update(decoded_voxels=len(decoded), iou=tp / max(tp + fp + fn, 1), precision=tp / max(tp + fp, 1),
-                   recall=tp / max(tp + fn, 1), structvae=struct.meta["model"])  # fmt: skip
+    counts = {"tp": int(hit.sum()), "fp": int((~hit).sum()), "fn": len(tile) - int(hit.sum())}
+    summary.update(decoded_voxels=len(decoded), **vm.ratios(counts), structvae=struct.meta["model"])
 
     orbit = aerial_orbit(tile.coords, vs, L, size)
     panels = [render_mesh(m, orbit) for m in (gt_mesh, decoded_mesh)]

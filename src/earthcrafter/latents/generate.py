@@ -40,7 +40,8 @@ from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.render import render_orbit, save_frames, save_ply
 from earthcrafter.semantics import PALETTE
-from earthcrafter.sparse import SparseTensor
+from earthcrafter.sparse.tensor import batched_coords
+from earthcrafter.training.distributed import local_device
 from earthcrafter.training.structfm import load_structfm, semantic_layout
 from earthcrafter.training.structfm_preview import height_colors
 from earthcrafter.training.structvae import load_structvae
@@ -82,8 +83,7 @@ def _layout_image(layout: torch.Tensor, size: int) -> np.ndarray:
 def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: GenerationConfig | dict) -> tuple[pd.DataFrame, dict]:
     """Generate ``num_scenes`` scenes; returns (one row per scene, summary metrics)."""
     cfg = config if isinstance(config, GenerationConfig) else GenerationConfig.model_validate(config)
-    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    device = local_device(cfg.device)
     structfm, texfm = load_structfm(cfg.structfm_dir).to(device), load_texfm(cfg.texfm_dir).to(device)
     structvae, texvae = load_structvae(cfg.structvae_path).to(device), TexVAE.load(cfg.texvae_path).to(device)
     rows = latents_manifest[latents_manifest["split"] == cfg.layouts_split].reset_index(drop=True)
@@ -120,10 +120,10 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             save_ply(out / "gaussians.ply", gaussians)
             meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
                     "model": {"path": cfg.structfm_dir}, "source": {"path": r["tile_path"], "layout": True}}  # fmt: skip
-            for kind, z, stride in (("struct", z_s, 8), ("tex", z_t, 1)):
+            for kind, z in (("struct", z_s), ("tex", z_t)):
                 write_latent_tile(out / f"{kind}_latents.parquet", LatentTile(
                     scene_id, kind, z.coords[:, 1:].cpu().numpy(), z.feats.cpu().numpy(),
-                    np.full(z.feats.shape, -30.0, np.float32), {**meta, "stride": stride}))  # fmt: skip
+                    np.full(z.feats.shape, -30.0, np.float32), {**meta, "stride": z.stride}))  # fmt: skip
             orbit = aerial_orbit(xyz, tile.voxel_size, L, cfg.size)
             views = render_orbit(gaussians, n_frames=max(cfg.frames, 1), **orbit)
             if cfg.frames:
@@ -132,8 +132,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             with atomic_path(out / "preview.png") as tmp:
                 Image.fromarray(panel).save(tmp)
             sheets.append(panel)
-            gt = torch.cat([torch.zeros(len(tile.coords), 1, dtype=torch.int32), torch.from_numpy(tile.coords)], 1)
-            c = {k: float(v.sum()) for k, v in vm.confusion(voxels.coords.cpu(), gt, 1).items()}
+            confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
+            c = {k: float(v.sum()) for k, v in confusion.items()}
             for k, v in c.items():
                 counts[k] = counts.get(k, 0.0) + v
             summary = {"scene_id": scene_id, "layout_tile": r["tile_id"], "seed": cfg.seed + n, "voxels": len(voxels),

@@ -28,6 +28,13 @@ from . import keys as K
 _KeyT = tuple
 
 
+def batched_coords(xyz, b: int = 0) -> torch.Tensor:
+    """Voxel coords [n, 3] (tensor or array) of batch element ``b`` -> int32 [n, 4] = (b, x, y, z)."""
+    xyz = torch.as_tensor(xyz)
+    col = torch.full((xyz.shape[0], 1), b, dtype=torch.int32, device=xyz.device)
+    return torch.cat([col, xyz.to(torch.int32)], dim=1)
+
+
 class SparseTensor:
     """A batch of sparse voxel grids with per-voxel features. See the module docstring."""
 
@@ -142,8 +149,7 @@ class SparseTensor:
                 raise ValueError(
                     f"from_list: sample {b} has {f.shape[0]} feature rows and {c.shape[0]} coords"
                 )
-            col = torch.full((c.shape[0], 1), b, dtype=torch.int32, device=c.device)
-            rows.append(torch.cat([col, c.to(torch.int32)], dim=1))
+            rows.append(batched_coords(c, b))
         return cls(torch.cat(list(feats_list)), torch.cat(rows), len(feats_list), stride=stride)
 
     def unbind(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -41,22 +41,27 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+def local_device(device: str = "auto") -> torch.device:
+    """This process's device for ``device`` = "auto" (cuda:LOCAL_RANK when CUDA exists, else cpu),
+    "cpu" or "cuda"; joins no process group (for inference after training, generation)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto|cpu|cuda, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' requested but CUDA is not available")
+    return torch.device("cuda", _env_int("LOCAL_RANK", 0)) if use_cuda else torch.device("cpu")
+
+
 def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
     """Read RANK/WORLD_SIZE/LOCAL_RANK, pick the device, join the process group if W > 1.
 
     ``device``: "auto" (cuda:LOCAL_RANK when CUDA exists, else cpu), "cpu" or "cuda".
     """
     rank, world, local = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto|cpu|cuda, got {device!r}")
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' requested but CUDA is not available")
+    dev = local_device(device)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",

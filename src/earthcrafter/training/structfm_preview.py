@@ -20,13 +20,11 @@ from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.models.struct_fm import StructFM
 from earthcrafter.render import orbit_cameras
 from earthcrafter.semantics import PALETTE
+from earthcrafter.sparse.tensor import batched_coords
+from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
 log = logging.getLogger(__name__)
-
-
-def _with_batch(xyz: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz.int()], 1)
 
 
 def height_colors(coords: np.ndarray, top: int) -> np.ndarray:
@@ -51,10 +49,7 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
     ``gen_coarse_cell_*`` (the coarse stage's cells: the ClassSFM row), ``gen_*`` (voxels at L, mIoU⁰). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure."""
     from earthcrafter.training.structvae import load_structvae
 
-    import os
-
-    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    device = local_device(cfg.device)
     model, structvae = model.to(device), load_structvae(cfg.structvae_path).to(device)
     L = structvae.config.L
     picks = evenly_spaced(len(val), cfg.preview_tiles)
@@ -66,13 +61,13 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
         layout = s["layout"][None].to(device) if model.config.condition == "semantic" else None
         first, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
         for name, cells in (("cell", z.coords), ("coarse_cell", first.coords)):  # L/8 (Table 4's mIoU^3)
-            for k, v in vm.confusion(cells.cpu(), _with_batch(s["cells"]), 1).items():
+            for k, v in vm.confusion(cells.cpu(), batched_coords(s["cells"]), 1).items():
                 counts[f"{name}_{k}"] = counts.get(f"{name}_{k}", 0.0) + float(v.sum())
         voxels = structvae.decode(z.replace(denormalize(z.feats, stats)), threshold=0.0).coords.cpu()
         from earthcrafter.io.tiles import read_tile_coords
 
         gt, _ = read_tile_coords(val.rows.iloc[int(i)]["tile_path"])
-        for k, v in vm.confusion(voxels, _with_batch(torch.from_numpy(gt)), 1).items():
+        for k, v in vm.confusion(voxels, batched_coords(gt), 1).items():
             counts[k] = counts.get(k, 0.0) + float(v.sum())
         gen = voxels[:, 1:].numpy()
         write_mesh_ply(out / f"{s['tile_id']}_generated.ply", voxel_mesh(gen, colors=height_colors(gen, L)))

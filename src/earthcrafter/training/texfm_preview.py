@@ -4,7 +4,6 @@ TexVAE's reconstruction of the same tile, rendered from the tile's best-covered 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.render import rasterize_2dgs
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
     """``gen_psnr`` (generated texture vs photo, on the tile's pixels) and ``recon_psnr`` (the
     TexVAE's reconstruction from the cached latents, the ceiling) over ``preview_tiles`` tiles;
     writes ``<output_dir>/preview/figure.png`` and logs it."""
-    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    device = local_device(cfg.device)
     net, texvae = net.to(device), TexVAE.load(cfg.texvae_path).to(device)
     g = torch.Generator(device=device).manual_seed(0)
     rows, psnr = [], {"gen": [], "recon": []}
