@@ -78,3 +78,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def load_export(
+    path: str | Path, model: str, produced_by: str, what: str | None = None, map_location: str | torch.device = "cpu"
+) -> dict:
+    """The blob of a trainer's ``model.pt`` export (``{"model", "config", "state_dict", ...}``),
+    checked to hold ``model``; ``what`` (default: the model name) and ``produced_by`` (a pipeline)
+    name the file in the missing-file error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what or model} not found: {path} (run `kedro run --pipeline={produced_by}`)")
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(blob, dict) or blob.get("model") != model:
+        found = blob.get("model") if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path}: holds a {found!r} model, not a {model}")
+    return blob

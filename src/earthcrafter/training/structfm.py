@@ -29,6 +29,7 @@ from earthcrafter.models.flow_net import SparseFlowNet
 from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
@@ -230,11 +231,9 @@ def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu")
     blobs = {}
     for stage in stages:
         path = out_dir / stage / "model.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"StructFM {stage} stage not found: {path} (run `kedro run --pipeline=train_structfm`)")
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-        if blob.get("model") != "structfm" or blob["config"].get("stage") != stage:
-            raise ValueError(f"{path}: not a StructFM {stage} export")
+        blob = load_export(path, "structfm", "train_structfm", f"StructFM {stage} stage", map_location)
+        if blob["config"].get("stage") != stage:
+            raise ValueError(f"{path}: holds the StructFM {blob['config'].get('stage')!r} stage, not {stage!r}")
         blobs[stage] = blob
     model = StructFM(StructFMConfig.model_validate(blobs[stages[0]]["config"]["struct_fm"]), variant)
     for stage, blob in blobs.items():

@@ -24,6 +24,7 @@ from earthcrafter.evaluation.reports import occupancy_figure
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig, struct_vae_loss
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.task import Task
 from earthcrafter.training.trainer import Trainer
@@ -184,9 +185,7 @@ def save_structvae(model: StructVAE, path: str | Path) -> Path:
 
 def load_structvae(path: str | Path, map_location: str | torch.device = "cpu") -> StructVAE:
     """Rebuild a StructVAE from an exported ``model.pt`` (EMA weights + config)."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if blob.get("model") != "structvae":
-        raise ValueError(f"{path}: holds a {blob.get('model')!r} model, not a structvae")
+    blob = load_export(path, "structvae", "train_structvae", "StructVAE export", map_location)
     model = StructVAE(StructVAEConfig.model_validate(blob["config"]["struct_vae"]))
     model.load_state_dict(blob["state_dict"])
     return model.eval()

@@ -17,6 +17,7 @@ from earthcrafter.flow import RectifiedFlow
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, generate_texture
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.structfm import LatentTileDataset, StructFMSampleConfig
@@ -84,12 +85,7 @@ class TexFMTask(FlowTask):
 
 
 def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    path = Path(out_dir) / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"TexFM not found: {path} (run `kedro run --pipeline=train_texfm`)")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if blob.get("model") != "texfm":
-        raise ValueError(f"{path}: not a TexFM export")
+    blob = load_export(Path(out_dir) / "model.pt", "texfm", "train_texfm", "TexFM", map_location)
     net = build_texfm(TexFMConfig.model_validate(blob["config"]["tex_fm"]))
     net.load_state_dict(blob["state_dict"])
     return net.eval()
