@@ -17,6 +17,7 @@ from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_views
 from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.models.tex_vae import TexVAE
+from earthcrafter.models.tex_vae_task import masked_view_stats, psnr_from_mse
 from earthcrafter.render import rasterize_2dgs
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.distributed import local_device
@@ -25,9 +26,10 @@ from earthcrafter.training.voxel_data import evenly_spaced
 log = logging.getLogger(__name__)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    mse = float(((a - b) ** 2)[mask].mean()) if mask.any() else float("nan")
-    return -10.0 * np.log10(max(mse, 1e-10))
+def _psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR on the masked pixels, as the TexVAE's validation scores a view."""
+    s = masked_view_stats(*(torch.from_numpy(np.asarray(x))[None] for x in (pred, target, mask)))
+    return float(psnr_from_mse(s["sq"] / s["px"])[0])
 
 
 @torch.no_grad()
