@@ -77,6 +77,7 @@ TINY = {
         "trainer": {"steps": 2, "batch_size": 2, "progress": False},
     },
     "generation": {"num_scenes": 1, "steps": 2, "frames": 2, "size": 32},
+    "evaluation": {"max_reference_tiles": 2, "kid_subsets": 2, "progress": False},
 }
 
 
@@ -245,3 +246,24 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     assert (scene / "preview.png").is_file() and len(list((scene / "orbit").glob("frame_*.png"))) == 2
     runs = _runs(project)
     assert {"train_texfm", "generation"} <= set(runs["tags.pipeline"])
+
+
+def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch):
+    """evaluation on the scene of the previous test: scores per scene, FD / KD against rendered
+    reference tiles, an HTML page holding every stage's metrics, the same numbers in MLflow."""
+    import json
+
+    _run(project, monkeypatch, "evaluation")
+    out = project / "data" / "08_reporting" / "evaluation"
+    metrics = json.loads((out / "metrics.json").read_text())
+    scenes = pd.read_parquet(out / "scenes.parquet")
+    assert len(scenes) == metrics["scenes"] == 1 and 0 <= metrics["iou"] <= 1 and metrics["height_mae_m"] >= 0
+    assert metrics["feature_space"] == "tiny_ae" and metrics["fd_tiny_ae"] >= 0 and metrics["reference_images"] == metrics["generated_images"] == 2
+    page = (out / "report.html").read_text()
+    for stage in ("train_structfm", "train_texfm", "generation", "cache_latents"):
+        assert stage in page
+    assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page
+    runs = _runs(project)
+    run = runs[runs["tags.stage"] == "evaluation"].iloc[0]
+    assert run["metrics.fd_tiny_ae"] == pytest.approx(metrics["fd_tiny_ae"])
+    assert run["metrics.iou"] == pytest.approx(metrics["iou"])

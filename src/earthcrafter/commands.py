@@ -62,6 +62,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             console.print(f"MLflow: {len(runs)} run(s) in {db} — view with `make ui` (mlflow ui --backend-store-uri sqlite:///mlflow.db)")
         except Exception as e:  # a broken store must not hide the data summary
             console.print(f"MLflow store {db}: unreadable ({e})")
+    report = root / "data" / "08_reporting" / "evaluation" / "report.html"
+    if report.is_file():
+        console.print(f"Report of every stage: {report} (open it in a browser)")
     return 0
 
 

@@ -25,6 +25,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "train_structfm": "earthcrafter.training.structfm:StructFMRunConfig",
     "train_texfm": "earthcrafter.training.texfm:TexFMRunConfig",
     "generation": "earthcrafter.latents.generate:GenerationConfig",
+    "evaluation": "earthcrafter.evaluation.generated:EvaluationConfig",
 }
 
 

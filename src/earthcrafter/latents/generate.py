@@ -4,6 +4,7 @@ For each chosen layout (the semantic layout of a tile of ``layouts_split``), wri
 ``<out_dir>/<scene_id>/``:
 
 - ``voxels.ply``: the generated structure as cubes, coloured by height;
+- ``structure.parquet``: its voxel coordinates (earthcrafter.io.structure), what ``evaluation`` scores;
 - ``gaussians.ply``: its generated texture as 2DGS surfels (3DGS / 2DGS viewers);
 - ``orbit/``: a turntable of the surfels (PNG, GIF, MP4 when ffmpeg exists);
 - ``preview.png``: the layout, the voxels and the surfels from one oblique camera;
@@ -34,6 +35,7 @@ from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
 from earthcrafter.io.latents import LatentTile, write_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
+from earthcrafter.io.structure import write_structure
 from earthcrafter.io.tiles import read_tile
 from earthcrafter.latents.export import aerial_orbit, render_mesh
 from earthcrafter.models.tex_fm import generate_texture
@@ -117,6 +119,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
             mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, top))
             write_mesh_ply(out / "voxels.ply", mesh)
+            write_structure(out / "structure.parquet", xyz, {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size,
+                            "source": {"layout_tile": r["tile_id"], "seed": cfg.seed + n, "structfm": cfg.structfm_dir}})  # fmt: skip
             save_ply(out / "gaussians.ply", gaussians)
             meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
                     "model": {"path": cfg.structfm_dir}, "source": {"path": r["tile_path"], "layout": True}}  # fmt: skip

@@ -1,0 +1,67 @@
+"""Scores of generated scenes: structure against hand-built voxel sets, the structure file format."""
+
+import numpy as np
+import pytest
+
+from earthcrafter.evaluation.generated import structure_scores, top_heights
+from earthcrafter.io.parquet import TileFormatError
+from earthcrafter.io.structure import read_structure, write_structure
+from earthcrafter.semantics import CLASS_ID
+
+
+def _ground_and_block(L=16, ground=2, roof=9):
+    """Ground at z = ground everywhere (road), a 4 x 4 block of height roof in one corner (roof on top)."""
+    xs, ys = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+    coords = [np.stack([xs.ravel(), ys.ravel(), np.full(L * L, ground)], 1)]
+    sem = [np.full(L * L, CLASS_ID["road"])]
+    bx, by = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
+    for z in range(ground + 1, roof + 1):
+        coords.append(np.stack([bx.ravel(), by.ravel(), np.full(16, z)], 1))
+        sem.append(np.full(16, CLASS_ID["building_roof"] if z == roof else CLASS_ID["building_facade"]))
+    return np.concatenate(coords).astype(np.int32), np.concatenate(sem)
+
+
+def test_a_copy_scores_perfectly():
+    coords, sem = _ground_and_block()
+    scores, by_class = structure_scores(coords, coords, sem, 16, 0.5)
+    assert scores["iou"] == scores["cell_iou"] == scores["footprint_iou"] == scores["voxel_ratio"] == 1.0
+    assert scores["height_mae_m"] == 0.0
+    assert by_class["road"] == (0.0, 16 * 16 - 16) and by_class["building_roof"] == (0.0, 16)
+
+
+def test_a_lower_building_shows_in_the_roof_class_only():
+    ref, sem = _ground_and_block(roof=9)
+    gen, _ = _ground_and_block(roof=6)  # 3 voxels lower
+    scores, by_class = structure_scores(gen, ref, sem, 16, 0.5)
+    assert by_class["building_roof"] == (pytest.approx(16 * 3 * 0.5), 16) and by_class["road"][0] == 0.0
+    assert scores["height_mae_m"] == pytest.approx(16 * 1.5 / 256)
+    assert scores["footprint_iou"] == 1.0 and scores["precision"] == 1.0
+    assert scores["recall"] == pytest.approx(len(gen) / len(ref)) and scores["voxel_ratio"] == pytest.approx(len(gen) / len(ref))
+
+
+def test_a_shifted_scene_loses_voxels_but_not_cells_within_the_cell():
+    ref, sem = _ground_and_block(L=16, ground=2)
+    gen = ref + [0, 0, 1]  # everything one voxel up: still inside the same 8-voxel cells (z 2..9 -> 3..10 crosses 7/8)
+    scores, _ = structure_scores(gen, ref, sem, 16, 1.0)
+    assert scores["height_mae_m"] == 1.0 and scores["footprint_iou"] == 1.0
+    assert scores["iou"] < 1.0 and scores["cell_iou"] == 1.0
+
+
+def test_top_heights_ignore_lower_voxels_and_mark_empty_columns():
+    h = top_heights(np.array([[0, 0, 1], [0, 0, 5], [1, 0, 2]]), 3)
+    assert h[0, 0] == 5 and h[1, 0] == 2 and (h[2] == -1).all()
+
+
+def test_structure_file_round_trip_and_bad_files(tmp_path):
+    coords = np.array([[0, 1, 2], [3, 3, 3]])
+    path = write_structure(tmp_path / "s.parquet", coords, {"scene_id": "g", "L": 4, "voxel_size_m": 2.0, "source": {"seed": 1}})
+    back, meta = read_structure(path)
+    assert (back == coords).all() and meta["source"] == {"seed": 1} and meta["L"] == 4
+    with pytest.raises(ValueError, match="outside"):
+        write_structure(tmp_path / "t.parquet", coords, {"scene_id": "g", "L": 3, "voxel_size_m": 2.0, "source": {}})
+    with pytest.raises(ValueError, match="lacks"):
+        write_structure(tmp_path / "t.parquet", coords, {"scene_id": "g", "L": 4})
+    assert not (tmp_path / "t.parquet").exists()
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TileFormatError, match="bad.parquet"):
+        read_structure(tmp_path / "bad.parquet")
