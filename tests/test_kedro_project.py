@@ -262,8 +262,34 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
     page = (out / "report.html").read_text()
     for stage in ("train_structfm", "train_texfm", "generation", "cache_latents"):
         assert stage in page
-    assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page
+    assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page and "chamfer_m" in page
     runs = _runs(project)
     run = runs[runs["tags.stage"] == "evaluation"].iloc[0]
     assert run["metrics.fd_tiny_ae"] == pytest.approx(metrics["fd_tiny_ae"])
     assert run["metrics.iou"] == pytest.approx(metrics["iou"])
+
+
+def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypatch, capsys):
+    """`earthcrafter generate` with the trained flows of the tests above: a training tile's layout,
+    then no condition; an unconditional scene is scored for appearance only."""
+    from earthcrafter.commands import main
+    from earthcrafter.evaluation.generated import evaluate_generated
+
+    monkeypatch.chdir(project)
+    latents = pd.read_parquet(project / "data" / "05_model_input" / "latents_manifest.parquet")
+    tile = latents.loc[latents["split"] == "train", "tile_id"].iloc[0]
+    out = project / "samples"
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "manifest.parquet")
+    assert table["layout_tile"].tolist() == [tile] and table["condition"].tolist() == ["layout"]
+    assert (out / table["scene_id"].iloc[0] / "gaussians.ply").is_file() and tile in capsys.readouterr().out
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", "no_such_tile", "--out", str(out)]) == 2
+    assert "no_such_tile" in capsys.readouterr().err
+
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--unconditional", "--num", "1", "--out", str(out / "u")]) == 0
+    uncond = pd.read_parquet(out / "u" / "manifest.parquet")
+    assert uncond["condition"].tolist() == ["none"] and np.isnan(uncond["layout_tile_iou"].iloc[0])
+    scenes, metrics, _ = evaluate_generated(pd.concat([table, uncond]), latents, {"progress": False, "mlflow": False,
+                                                                                  "kid_subsets": 2})  # fmt: skip
+    assert metrics["unconditional_scenes"] == 1 and metrics["generated_images"] == 2 * 2
+    assert np.isnan(scenes["iou"].iloc[1]) and 0 <= metrics["iou"] == scenes["iou"].iloc[0] <= 1

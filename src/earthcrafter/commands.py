@@ -1,7 +1,10 @@
-"""``earthcrafter`` command line (module named so Kedro does not mistake it for a project CLI plugin): inspect what the pipelines produced.
+"""``earthcrafter`` command line (module named so Kedro does not mistake it for a project CLI plugin): inspect what
+the pipelines produced, and generate from the trained models.
 
     earthcrafter info [--root .]      what each data layer holds, and the MLflow runs
     earthcrafter export TILE_ID       decode a tile's cached latents: voxel meshes, Gaussian PLY, orbit
+    earthcrafter generate [--tiles ID ...] [--unconditional] [--seed S] [--cfg 3]
+                                      new scenes from the trained flows (voxels, Gaussian PLY, orbit)
 """
 
 from __future__ import annotations
@@ -91,6 +94,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import yaml
+
+    from earthcrafter.io.atomic import atomic_path
+    from earthcrafter.latents.generate import GenerationConfig, generate_scenes
+
+    root = Path(args.root)
+    latents = root / "data" / "05_model_input"
+    manifest, stats = latents / "latents_manifest.parquet", latents / "latents_stats.json"
+    for path in (manifest, stats):
+        if not path.is_file():
+            print(f"no {path}: run `kedro run --pipeline=cache_latents` (and the flows' training) first", file=sys.stderr)
+            return 2
+    params: dict = {}
+    for env in ("base", args.env):  # the project's generation parameters, then the chosen environment's
+        path = root / "conf" / env / "parameters_generation.yml"
+        if path.is_file():
+            params.update((yaml.safe_load(path.read_text()) or {}).get("generation", {}))
+    overrides = {"tile_ids": args.tiles or None, "layouts_split": args.split, "num_scenes": args.num, "seed": args.seed,
+                 "cfg_strength": args.cfg, "steps": args.steps, "frames": args.frames, "size": args.size,
+                 "condition": "none" if args.unconditional else "layout", "mlflow": args.mlflow,
+                 "out_dir": args.out or str(root / "data" / "07_model_output" / "samples")}  # fmt: skip
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("structfm_dir", "texfm_dir", "structvae_path", "texvae_path"):  # relative to the project root
+        if key in params and not Path(params[key]).is_absolute():
+            params[key] = str(root / params[key])
+    try:
+        cfg = GenerationConfig.model_validate(params)
+        table, _ = generate_scenes(pd.read_parquet(manifest).assign(tile_path=lambda d: [str(root / p) for p in d["tile_path"]]),
+                                   json.loads(stats.read_text()), cfg)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:  # bad tile ids or parameters, models not trained yet
+        print(f"earthcrafter generate: {e}", file=sys.stderr)
+        return 2
+    with atomic_path(Path(cfg.out_dir) / "manifest.parquet") as tmp:
+        table.to_parquet(tmp)
+    print(table[["scene_id", "layout_tile", "seed", "voxels", "layout_tile_iou"]].to_string(index=False))
+    print(f"written to {cfg.out_dir} (per scene: voxels.ply, gaussians.ply, orbit/, preview.png)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="earthcrafter", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=24, help="orbit frames (0: no orbit)")
     p.add_argument("--size", type=int, default=256, help="orbit frame size in pixels")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("generate", help="generate scenes from tiles' semantic layouts (or unconditionally) with the trained flows")
+    p.add_argument("--tiles", nargs="*", default=None, help="tile ids whose layouts condition one scene each (any split)")
+    p.add_argument("--split", default=None, help="else: layouts evenly spread over this split (default: conf's, val)")
+    p.add_argument("--num", type=int, default=None, help="scenes when no --tiles (default: conf's)")
+    p.add_argument("--unconditional", action="store_true", help="no condition (the tiles give only size and L)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength (paper: 3)")
+    p.add_argument("--steps", type=int, default=None, help="Euler steps (paper: 25)")
+    p.add_argument("--frames", type=int, default=None, help="orbit frames (0: none)")
+    p.add_argument("--size", type=int, default=None, help="orbit / preview size in pixels")
+    p.add_argument("--out", default=None, help="folder (default data/07_model_output/samples)")
+    p.add_argument("--env", default="local", help="conf/<env>/parameters_generation.yml applied over conf/base")
+    p.add_argument("--mlflow", action="store_true", default=False, help="log a run to the tracking store")
+    p.add_argument("--root", default=".", help="project root")
+    p.set_defaults(func=cmd_generate)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -163,9 +163,14 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     if unknown:
         raise ValueError(f"evaluation: layout tiles {unknown[:5]} of the generated scenes are not in the latent manifest")
 
-    rows, pooled, gen_frames = [], {}, []
+    rows, pooled, gen_frames, unconditional = [], {}, [], 0
     for _, scene in tqdm(generated.iterrows(), total=len(generated), desc="score scenes", disable=not cfg.progress):
         scene_dir = root / scene["path"]
+        gen_frames.append(_read_frames(scene_dir))
+        if scene.get("condition", "layout") == "none":  # no tile to compare the structure with
+            unconditional += 1
+            rows.append({"scene_id": scene["scene_id"], "layout_tile": None})
+            continue
         path = scene_dir / "structure.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing (scenes generated before structure files existed: re-run generation)")
@@ -178,14 +183,16 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
             t, m = pooled.get(name, (0.0, 0))
             pooled[name] = (t + total, m + n)
         rows.append({"scene_id": scene["scene_id"], "layout_tile": scene["layout_tile"], **scores})
-        gen_frames.append(_read_frames(scene_dir))
     table = pd.DataFrame(rows)
     metrics: dict[str, Any] = {"scenes": len(table)}
     metrics.update({k: float(table[k].mean()) for k in table.columns if k not in ("scene_id", "layout_tile")})
+    if unconditional:
+        log.info("evaluation: %d unconditional scene(s) have no layout tile: scored for appearance only", unconditional)
+        metrics["unconditional_scenes"] = unconditional
     metrics.update({f"height_mae_m/{k}": t / n for k, (t, n) in sorted(pooled.items()) if n})
 
     figures: dict[str, np.ndarray] = {}
-    layout_split = sorted(set(tiles.loc[generated["layout_tile"], "split"]))
+    layout_split = sorted(set(tiles.loc[generated["layout_tile"], "split"]))  # unconditional scenes: their size tile
     split = cfg.reference_split or layout_split[0]
     refs = latents_manifest[(latents_manifest["split"] == split)].reset_index(drop=True)
     if refs.empty or "tex_path" not in refs or not refs["tex_path"].fillna("").astype(bool).all():

@@ -1,5 +1,5 @@
 """One self-contained HTML page of a project's results: every stage's reported metrics, the
-paper's ablation tables where they were run, loss curves from MLflow, and the generated scenes.
+meshing quality and the paper's ablation tables where they were run, loss curves from MLflow, and the generated scenes.
 
 Everything is read from what the stages wrote (``<reports_dir>/<stage>/metrics.json``,
 ``table{2,3,4}.csv``) and from the MLflow runs those files name, so the page shows the same
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # Stages whose metrics.json the report shows, in DAG order.
 STAGES = ("train_structvae", "train_texvae", "cache_latents", "train_structfm", "train_texfm", "generation")
-# The paper's tables as the ablation pipelines write them, and the pipeline that writes each.
+# Tables the stages write (the paper's as the ablation pipelines write them), and the pipeline that writes each.
 TABLES = {
+    "Meshing quality per scene (Chamfer distance, F-score against the known mesh)": ("meshing/meshing_report.parquet", "meshing"),
     "Table 2: TexVAE features and network": ("train_texvae/table2.csv", "texvae_ablations"),
     "Table 3: StructVAE": ("train_structvae/table3.csv", "structvae_ablations"),
     "Table 4: StructFM": ("train_structfm/table4.csv", "structfm_ablations"),
@@ -62,7 +63,7 @@ def read_tables(reports_dir: str | Path) -> tuple[dict[str, pd.DataFrame], list[
     for title, (rel, pipeline) in TABLES.items():
         path = Path(reports_dir) / rel
         if path.is_file():
-            tables[title] = pd.read_csv(path)
+            tables[title] = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         else:
             missing.append(f"{title}: not run (`kedro run --pipeline={pipeline}`)")
     return tables, missing
@@ -159,7 +160,7 @@ def write_report(path: str | Path, *, summary: dict, scenes: pd.DataFrame, stage
              "<h2>Generated scenes</h2>", _kv_table(summary), _df_table(scenes)]  # fmt: skip
     for title, png in images.items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_img(png, title)}")
-    parts.append("<h2>Ablation tables</h2>")
+    parts.append("<h2>Tables</h2>")
     for title, df in tables.items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_df_table(df)}")
     parts.extend(f"<p class='note'>{html.escape(n)}</p>" for n in notes)

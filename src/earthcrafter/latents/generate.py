@@ -1,7 +1,8 @@
 """Generate scenes: semantic layout -> StructFM -> StructVAE -> voxels -> TexFM -> TexVAE -> surfels.
 
-For each chosen layout (the semantic layout of a tile of ``layouts_split``), writes
-``<out_dir>/<scene_id>/``:
+For each chosen layout (the semantic layout of a tile of ``layouts_split``, or of the named
+``tile_ids``; with ``condition: none`` the flows run unconditionally, on the dropped condition they
+were trained with, and the tile gives only L and the voxel size), writes ``<out_dir>/<scene_id>/``:
 
 - ``voxels.ply``: the generated structure as cubes, coloured by height;
 - ``structure.parquet``: its voxel coordinates (earthcrafter.io.structure), what ``evaluation`` scores;
@@ -64,7 +65,11 @@ class GenerationConfig(BaseModel):
     texvae_path: str = "data/06_models/tex_vae/model.pt"
     out_dir: str = "data/07_model_output/generated"
     layouts_split: str = Field("val", description="tiles whose semantic layouts condition the scenes")
-    num_scenes: int = Field(4, ge=1)
+    num_scenes: int = Field(4, ge=1, description="scenes from layouts evenly spread over layouts_split")
+    tile_ids: list[str] | None = Field(None, description="these tiles' layouts (any split), one scene each; "
+                                       "overrides layouts_split and num_scenes")
+    condition: Literal["layout", "none"] = Field("layout", description="none: unconditional, the dropped "
+                                                 "condition the flows were trained with (the tile gives only L and voxel size)")
     seed: int = 0
     steps: int = Field(25, ge=1, description="Euler steps of both flows (paper: 25)")
     cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
@@ -88,19 +93,30 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
     device = local_device(cfg.device)
     structfm, texfm = load_structfm(cfg.structfm_dir).to(device), load_texfm(cfg.texfm_dir).to(device)
     structvae, texvae = load_structvae(cfg.structvae_path).to(device), TexVAE.load(cfg.texvae_path).to(device)
-    rows = latents_manifest[latents_manifest["split"] == cfg.layouts_split].reset_index(drop=True)
-    if rows.empty:
-        raise ValueError(f"generation.layouts_split = {cfg.layouts_split!r}: no tiles in the latent manifest "
-                         f"(splits present: {latents_manifest['split'].value_counts().to_dict()})")  # fmt: skip
+    if cfg.tile_ids:
+        unknown = sorted(set(cfg.tile_ids) - set(latents_manifest["tile_id"]))
+        if unknown:
+            raise ValueError(f"generation.tile_ids: {unknown[:5]} not in the latent manifest "
+                             f"({len(latents_manifest)} tiles, e.g. {latents_manifest['tile_id'].iloc[:3].tolist()})")  # fmt: skip
+        rows = latents_manifest.set_index("tile_id").loc[cfg.tile_ids].reset_index()
+        chosen = range(len(rows))
+    else:
+        rows = latents_manifest[latents_manifest["split"] == cfg.layouts_split].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError(f"generation.layouts_split = {cfg.layouts_split!r}: no tiles in the latent manifest "
+                             f"(splits present: {latents_manifest['split'].value_counts().to_dict()})")  # fmt: skip
+        chosen = evenly_spaced(len(rows), cfg.num_scenes)
     grid, L = structfm.config.grid, structvae.config.L
     if grid * 8 != L:
         raise ValueError(f"StructFM grid {grid} does not fit the StructVAE's L = {L} (L/8 = {L // 8})")
     out_root, records, counts, sheets = Path(cfg.out_dir), [], {}, []
     with training_run("generation", {"stage": "generation"}, enabled=cfg.mlflow and tracking.is_main_process()) as run_id:
-        for n, i in enumerate(tqdm(evenly_spaced(len(rows), cfg.num_scenes), desc="generate")):
+        for n, i in enumerate(tqdm(chosen, desc="generate")):
             r = rows.iloc[int(i)]
             tile = read_tile(r["tile_path"])
             layout = torch.from_numpy(semantic_layout(tile.coords, tile.semantic, L, grid))
+            if cfg.condition == "none":
+                layout = torch.zeros_like(layout)
             g = torch.Generator(device=device).manual_seed(cfg.seed + n)
             cond = layout[None].to(device)
             _, z_s = structfm.generate(cond if structfm.config.condition == "semantic" else None, 1, cfg.steps,
@@ -113,14 +129,15 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             z_t = z_t.replace(denormalize(z_t.feats, stats["tex"]))
             gaussians = texvae.decode(z_t, voxel_size=tile.voxel_size)
 
-            scene_id = f"gen_{n:03d}_{r['tile_id']}"
+            scene_id = f"gen_{n:03d}_{r['tile_id']}" if cfg.condition == "layout" else f"gen_{n:03d}_uncond"
             out = out_root / scene_id
             xyz = voxels.coords[:, 1:].cpu().numpy()
             top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
             mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, top))
             write_mesh_ply(out / "voxels.ply", mesh)
             write_structure(out / "structure.parquet", xyz, {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size,
-                            "source": {"layout_tile": r["tile_id"], "seed": cfg.seed + n, "structfm": cfg.structfm_dir}})  # fmt: skip
+                            "source": {"layout_tile": r["tile_id"], "condition": cfg.condition, "seed": cfg.seed + n,
+                                       "structfm": cfg.structfm_dir}})  # fmt: skip
             save_ply(out / "gaussians.ply", gaussians)
             meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
                     "model": {"path": cfg.structfm_dir}, "source": {"path": r["tile_path"], "layout": True}}  # fmt: skip
@@ -136,13 +153,16 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             with atomic_path(out / "preview.png") as tmp:
                 Image.fromarray(panel).save(tmp)
             sheets.append(panel)
-            confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
-            c = {k: float(v.sum()) for k, v in confusion.items()}
-            for k, v in c.items():
-                counts[k] = counts.get(k, 0.0) + v
-            summary = {"scene_id": scene_id, "layout_tile": r["tile_id"], "seed": cfg.seed + n, "voxels": len(voxels),
-                       "cells": len(z_s), "gaussians": len(gaussians), "layout_tile_iou": vm.ratios(c)["iou"],
-                       "path": str(out)}  # fmt: skip
+            iou = float("nan")
+            if cfg.condition == "layout":  # an unconditional scene has no tile to be compared with
+                confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
+                c = {k: float(v.sum()) for k, v in confusion.items()}
+                for k, v in c.items():
+                    counts[k] = counts.get(k, 0.0) + v
+                iou = vm.ratios(c)["iou"]
+            summary = {"scene_id": scene_id, "layout_tile": r["tile_id"], "condition": cfg.condition,
+                       "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),
+                       "layout_tile_iou": iou, "path": str(out)}  # fmt: skip
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             records.append(summary)
         metrics: dict[str, Any] = {"scenes": len(records), **{f"layout_tile_{k}": v for k, v in vm.ratios(counts).items()},
