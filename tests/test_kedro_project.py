@@ -292,4 +292,6 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     scenes, metrics, _ = evaluate_generated(pd.concat([table, uncond]), latents, {"progress": False, "mlflow": False,
                                                                                   "kid_subsets": 2})  # fmt: skip
     assert metrics["unconditional_scenes"] == 1 and metrics["generated_images"] == 2 * 2
+    again = evaluate_generated(table, latents, {"progress": False, "mlflow": False, "kid_subsets": 2})[1]
+    assert again["reference_renders_reused"] == again["reference_tiles"] == metrics["reference_tiles"]  # cached above
     assert np.isnan(scenes["iou"].iloc[1]) and 0 <= metrics["iou"] == scenes["iou"].iloc[0] <= 1

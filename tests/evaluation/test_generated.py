@@ -65,3 +65,28 @@ def test_structure_file_round_trip_and_bad_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(TileFormatError, match="bad.parquet"):
         read_structure(tmp_path / "bad.parquet")
+
+
+def test_reference_renders_are_reused_while_the_texture_latents_are_unchanged(tmp_path, monkeypatch):
+    from earthcrafter.evaluation import generated
+
+    calls = []
+
+    def fake_render(row, root, frames, size):
+        calls.append((frames, size))
+        return [np.full((size, size, 3), len(calls), np.uint8)] * frames
+
+    monkeypatch.setattr(generated, "reference_frames", fake_render)
+    (tmp_path / "tex.parquet").write_bytes(b"latents v1")
+    row, cache = {"tile_id": "t0", "tex_path": "tex.parquet"}, tmp_path / "cache"
+    first, reused = generated.cached_reference_frames(row, tmp_path, 2, 8, cache)
+    assert not reused and len(calls) == 1 and len(first) == 2
+    again, reused = generated.cached_reference_frames(row, tmp_path, 2, 8, cache)
+    assert reused and len(calls) == 1 and all((a == b).all() for a, b in zip(first, again, strict=True))
+    assert not generated.cached_reference_frames(row, tmp_path, 2, 16, cache)[1]  # another size
+    (tmp_path / "tex.parquet").write_bytes(b"latents v2")  # re-cached latents
+    assert not generated.cached_reference_frames(row, tmp_path, 2, 16, cache)[1] and len(calls) == 3
+    (cache / "t0.npz").write_bytes(b"damaged")
+    views, reused = generated.cached_reference_frames(row, tmp_path, 2, 16, cache)
+    assert not reused and len(calls) == 4 and views[0][0, 0, 0] == 4
+    assert generated.cached_reference_frames(row, tmp_path, 2, 16, None)[1] is False and len(calls) == 5

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.evaluation.distribution import frechet_distance, image_descriptors, kernel_distance
 from earthcrafter.features.extractors import FeaturesConfig, build_extractor
+from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.structure import read_structure
 from earthcrafter.io.tiles import read_tile
@@ -63,6 +64,8 @@ class EvaluationConfig(BaseModel):
     features: FeaturesConfig = DEFAULT_FEATURES
     kid_subsets: int = Field(50, ge=1)
     kid_subset_size: int = Field(100, ge=2)
+    render_cache: str | None = Field("data/07_model_output/evaluation_renders", description="reference renders kept "
+                                     "per tile (keyed by its texture latents' SHA-256, views and size); null: none")
     progress: bool = True
     mlflow: bool = True
 
@@ -123,6 +126,30 @@ def reference_frames(row, root: Path, frames: int, size: int) -> list[np.ndarray
     tex = read_latent_tile(root / row["tex_path"])
     gaussians = decode_texture(tex, root, tile.coords if tex.stride > 1 else None)
     return render_orbit(gaussians, n_frames=frames, **aerial_orbit(tile.coords, tile.voxel_size, tile.L, size))
+
+
+def cached_reference_frames(row, root: Path, frames: int, size: int, cache: Path | None) -> tuple[list[np.ndarray], bool]:
+    """:func:`reference_frames`, kept in ``cache/<tile_id>.npz`` and reused while the tile's texture
+    latent file (which names the TexVAE weights and the voxel tile it came from), the view count and
+    the size are unchanged; returns (frames, whether they were reused)."""
+    from earthcrafter.io.latents import file_sha256
+
+    if cache is None:
+        return reference_frames(row, root, frames, size), False
+    key = f"{file_sha256(root / row['tex_path'])}:{frames}:{size}"
+    path = cache / f"{row['tile_id']}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    return list(z["frames"]), True
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache file is rendered again
+            log.warning("evaluation: ignoring unreadable render cache %s (%s)", path, e)
+    views = reference_frames(row, root, frames, size)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, key=np.asarray(key), frames=np.stack(views))
+    return views, False
 
 
 def _read_frames(scene_dir: Path) -> list[np.ndarray]:
@@ -194,6 +221,8 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     figures: dict[str, np.ndarray] = {}
     layout_split = sorted(set(tiles.loc[generated["layout_tile"], "split"]))  # unconditional scenes: their size tile
     split = cfg.reference_split or layout_split[0]
+    if not cfg.reference_split and len(layout_split) > 1:
+        log.info("evaluation: layouts from splits %s; reference tiles from %r (set evaluation.reference_split)", layout_split, split)
     refs = latents_manifest[(latents_manifest["split"] == split)].reset_index(drop=True)
     if refs.empty or "tex_path" not in refs or not refs["tex_path"].fillna("").astype(bool).all():
         reason = f"reference split {split!r} has no tiles" if refs.empty else "tiles lack texture latents"
@@ -207,8 +236,11 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
         log.warning("evaluation: %d orbit frames per scene is no multiple of views_per_scene = %d; using all %d",
                     n_orbit, cfg.views_per_scene, n_orbit)  # fmt: skip
     gen_frames = [g[:: n_orbit // n_frames] for g in gen_frames]  # the angles an n_frames orbit renders
-    ref_frames = [reference_frames(r, root, n_frames, size)
-                  for _, r in tqdm(refs.iterrows(), total=len(refs), desc="render references", disable=not cfg.progress)]  # fmt: skip
+    cache = root / cfg.render_cache if cfg.render_cache else None
+    rendered = [cached_reference_frames(r, root, n_frames, size, cache)
+                for _, r in tqdm(refs.iterrows(), total=len(refs), desc="render references", disable=not cfg.progress)]  # fmt: skip
+    ref_frames = [views for views, _ in rendered]
+    metrics["reference_renders_reused"] = sum(reused for _, reused in rendered)
     extractor = build_extractor(cfg.features)
     name = extractor.name
     describe = lambda groups: image_descriptors([f for g in groups for f in g], extractor)  # noqa: E731
@@ -223,7 +255,7 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     metrics.update(reference_split=split, reference_tiles=len(refs), generated_images=len(gen_d),
                    reference_images=len(ref_d), feature_space=name)  # fmt: skip
     shown = generated["layout_tile"].iloc[:8]  # each shown scene beside its layout's own tile
-    own = [reference_frames(tiles.loc[t], root, 1, size)[0] for t in shown]
+    own = [cached_reference_frames({"tile_id": t, **tiles.loc[t]}, root, n_frames, size, cache)[0][0] for t in shown]
     figures["generated_vs_layout_tile.png"] = side_by_side([g[0] for g in gen_frames], own, columns=len(shown))
     return table, metrics, figures
 
@@ -234,7 +266,6 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     ``<out_dir>/figures/``, with the same numbers, figures and page in an MLflow run."""
     from earthcrafter import tracking
     from earthcrafter.evaluation import html_report as hr
-    from earthcrafter.io.atomic import atomic_path
     from earthcrafter.training.tracking import training_run
 
     cfg = config if isinstance(config, EvaluationConfig) else EvaluationConfig.model_validate(config)
