@@ -230,6 +230,10 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
         metrics["appearance"] = f"not scored: {reason}"
         return table, metrics, figures
     refs = refs.iloc[evenly_spaced(len(refs), cfg.max_reference_tiles)].reset_index(drop=True)
+    shapes = {(len(g), g[0].shape) for g in gen_frames}
+    if len(shapes) > 1:
+        raise ValueError(f"evaluation: the scenes' orbits differ in frame count or size {sorted(shapes)}: "
+                         "evaluate scenes of one generation run together")  # fmt: skip
     n_orbit, size = len(gen_frames[0]), gen_frames[0][0].shape[0]
     n_frames = cfg.views_per_scene if n_orbit % cfg.views_per_scene == 0 else n_orbit
     if n_frames != cfg.views_per_scene:
@@ -243,12 +247,13 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     metrics["reference_renders_reused"] = sum(reused for _, reused in rendered)
     extractor = build_extractor(cfg.features)
     name = extractor.name
-    describe = lambda groups: image_descriptors([f for g in groups for f in g], extractor)  # noqa: E731
-    gen_d, ref_d = describe(gen_frames), describe(ref_frames)
+    gen_d = image_descriptors([f for g in gen_frames for f in g], extractor)
+    per_tile = [image_descriptors(views, extractor) for views in ref_frames]
+    ref_d = np.concatenate(per_tile)
     for k, v in _distances(gen_d, ref_d, cfg).items():
         metrics[f"{k}_{name}"] = v
-    if len(ref_frames) >= 2:  # the floor compares disjoint tiles
-        for k, v in _distances(describe(ref_frames[0::2]), describe(ref_frames[1::2]), cfg).items():
+    if len(per_tile) >= 2:  # the floor compares disjoint tiles
+        for k, v in _distances(np.concatenate(per_tile[0::2]), np.concatenate(per_tile[1::2]), cfg).items():
             metrics[f"{k}_{name}_floor"] = v
     else:
         log.warning("evaluation: one reference tile, no floor for FD / KD (it compares two halves of the tiles)")
