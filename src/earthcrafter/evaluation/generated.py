@@ -259,6 +259,12 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
         log.warning("evaluation: one reference tile, no floor for FD / KD (it compares two halves of the tiles)")
     metrics.update(reference_split=split, reference_tiles=len(refs), generated_images=len(gen_d),
                    reference_images=len(ref_d), feature_space=name)  # fmt: skip
+    weights = getattr(cfg.features, cfg.features.extractor, None)
+    weights = getattr(weights, "weights_path", None) or getattr(weights, "path", None)
+    if weights is not None and (root / weights).is_file():  # the feature space is these weights: say which
+        from earthcrafter.io.latents import file_sha256
+
+        metrics["feature_weights_sha256"] = file_sha256(root / weights)
     shown = generated["layout_tile"].iloc[:8]  # each shown scene beside its layout's own tile
     own = [cached_reference_frames({"tile_id": t, **tiles.loc[t]}, root, n_frames, size, cache)[0][0] for t in shown]
     figures["generated_vs_layout_tile.png"] = side_by_side([g[0] for g in gen_frames], own, columns=len(shown))
