@@ -195,6 +195,7 @@ def test_cache_latents_stage_on_the_tiles(project, monkeypatch):
     voxels = pd.read_parquet(project / "data" / "05_model_input" / "voxels_manifest.parquet")
     latents = pd.read_parquet(project / "data" / "05_model_input" / "latents_manifest.parquet")
     assert latents["tile_id"].tolist() == sorted(voxels["tile_id"]) and (latents["status"] == "encoded").all()
+    assert not any(Path(p).is_absolute() for p in latents["tile_path"])  # the project can move
     lt = read_latent_tile(project / latents["struct_path"].iloc[0])
     assert lt.channels == 32 and lt.stride == 8 and lt.coords.max() < 4
     import json

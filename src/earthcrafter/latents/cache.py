@@ -289,7 +289,18 @@ def cache_latents(
     finally:
         torch.set_num_threads(old_threads)
     skipped_df = pd.DataFrame(skipped, columns=["tile_id", "scene_id", "reason"])
+    base = Path(root) if root is not None else Path.cwd()
+    table["tile_path"] = [_under(p, base) for p in table["tile_path"]]
     return table, stats, skipped_df, metrics
+
+
+def _under(path: str, base: Path) -> str:
+    """``path`` relative to ``base`` when inside it (the manifest stays valid when the project moves,
+    like its latent paths), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _log_run(cfg, env, enc, table: pd.DataFrame, stats: dict, metrics: dict) -> None:
