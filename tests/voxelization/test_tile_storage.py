@@ -19,6 +19,7 @@ from earthcrafter.io.tiles import (
     read_views,
     skipped_table,
     split_for_scene,
+    stratified_splits,
     write_scene_tiles,
     write_table,
     write_tile,
@@ -146,6 +147,19 @@ def test_split_is_by_scene_seeded_and_stable():
     # growing the val fraction only moves scenes train -> val
     assert all(b == "val" for a, b in zip(splits, [split_for_scene(s, 0.3) for s in ids]) if a == "val")
     assert {split_for_scene(s, 0.0) for s in ids} == {"train"} and {split_for_scene(s, 1.0) for s in ids} == {"val"}
+
+
+def test_stratified_split_validates_only_biomes_that_also_train():
+    biomes = {f"s{i}": b for i, b in enumerate(["downtown"] * 2 + ["farmland"] * 5 + ["desert"] + ["hills"] * 10)}
+    splits = stratified_splits(biomes, 0.2, seed=0)
+    val = {b: sum(1 for s, v in splits.items() if v == "val" and biomes[s] == b) for b in set(biomes.values())}
+    assert val == {"downtown": 1, "farmland": 1, "desert": 0, "hills": 2}  # at least 1, round(0.2 n), never all
+    assert splits == stratified_splits(biomes, 0.2, seed=0) and splits != stratified_splits(biomes, 0.2, seed=3)
+    assert set(stratified_splits(biomes, 0.0).values()) == {"train"}
+    rows = [{"tile_id": f"{s}_t{k}", "scene_id": s, "biome": b, "num_voxels": 10} for s, b in biomes.items() for k in range(3)]
+    df = build_manifest(rows, SplitConfig(val_fraction=0.2, seed=0, stratify_by="biome"))
+    assert df.groupby("scene_id")["split"].nunique().max() == 1
+    assert set(df.loc[df.split == "val", "biome"]) <= set(df.loc[df.split == "train", "biome"])
 
 
 def test_manifest_from_written_tiles(vox_result, tmp_path):

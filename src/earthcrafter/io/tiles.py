@@ -31,6 +31,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -285,14 +286,35 @@ class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     val_fraction: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+    stratify_by: Literal["biome"] | None = Field(
+        None, description="biome: every biome with >= 2 scenes sends round(val_fraction x n) of them (at least 1) "
+        "to val and keeps at least 1 in train; a biome with one scene trains. None: each scene by its own hash")
+
+
+def _scene_hash(scene_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}/{scene_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def split_for_scene(scene_id: str, val_fraction: float, seed: int = 0) -> str:
     """'train' or 'val' from a seeded hash of the scene id: all tiles of a scene share a split,
     and a scene keeps its split when other scenes are added or removed."""
-    digest = hashlib.sha256(f"{seed}/{scene_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    return "val" if u < val_fraction else "train"
+    return "val" if _scene_hash(scene_id, seed) < val_fraction else "train"
+
+
+def stratified_splits(scene_biomes: dict[str, str], val_fraction: float, seed: int = 0) -> dict[str, str]:
+    """Scene -> split with validation scenes drawn per biome (lowest seeded hashes first), so that
+    validation holds only biomes the training split also has. A scene's split can change when
+    scenes of its biome are added or removed."""
+    by_biome: dict[str, list[str]] = {}
+    for scene, biome in scene_biomes.items():
+        by_biome.setdefault(biome, []).append(scene)
+    out = {}
+    for scenes in by_biome.values():
+        ranked = sorted(scenes, key=lambda sc: _scene_hash(sc, seed))
+        n_val = 0 if len(ranked) < 2 or val_fraction == 0 else min(max(1, round(val_fraction * len(ranked))), len(ranked) - 1)
+        out.update({sc: "val" if i < n_val else "train" for i, sc in enumerate(ranked)})
+    return out
 
 
 def class_histogram(semantic: np.ndarray) -> dict[str, int]:
@@ -325,7 +347,12 @@ def build_manifest(rows: list[dict], split: SplitConfig | None = None) -> pd.Dat
     df = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["tile_id", "scene_id", "num_voxels"])
     if df["tile_id"].duplicated().any():
         raise ValueError(f"manifest: duplicate tile ids {df['tile_id'][df['tile_id'].duplicated()].tolist()[:5]}")
-    df["split"] = [split_for_scene(s, split.val_fraction, split.seed) for s in df["scene_id"]]
+    if split.stratify_by == "biome":
+        biome = df["biome"] if "biome" in df else pd.Series("unknown", index=df.index)
+        splits = stratified_splits(dict(zip(df["scene_id"], biome, strict=True)), split.val_fraction, split.seed)
+        df["split"] = df["scene_id"].map(splits)
+    else:
+        df["split"] = [split_for_scene(s, split.val_fraction, split.seed) for s in df["scene_id"]]
     return df.sort_values("tile_id").reset_index(drop=True)
 
 
