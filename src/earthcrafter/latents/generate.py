@@ -163,7 +163,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             summary = {"scene_id": scene_id, "layout_tile": r["tile_id"], "condition": cfg.condition,
                        "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),
                        "layout_tile_iou": iou, "path": str(out)}  # fmt: skip
-            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            strict = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN
+            atomic_write_text(out / "summary.json", json.dumps(strict, indent=2) + "\n")
             records.append(summary)
         metrics: dict[str, Any] = {"scenes": len(records), **{f"layout_tile_{k}": v for k, v in vm.ratios(counts).items()},
                                    "mean_voxels": float(np.mean([r["voxels"] for r in records]))}  # fmt: skip
