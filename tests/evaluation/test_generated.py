@@ -90,3 +90,23 @@ def test_reference_renders_are_reused_while_the_texture_latents_are_unchanged(tm
     views, reused = generated.cached_reference_frames(row, tmp_path, 2, 16, cache)
     assert not reused and len(calls) == 4 and views[0][0, 0, 0] == 4
     assert generated.cached_reference_frames(row, tmp_path, 2, 16, None)[1] is False and len(calls) == 5
+
+
+def test_report_page_escapes_values_and_names_missing_tables(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from earthcrafter.evaluation import html_report as hr
+
+    (tmp_path / "train_structfm").mkdir()
+    (tmp_path / "train_structfm" / "metrics.json").write_text(json.dumps({"note": "<script>x</script>", "iou": 0.5}))
+    pd.DataFrame({"Method": ["DenseSFM"], "mIoU3": [48.2]}).to_csv(tmp_path / "train_structfm" / "table4.csv", index=False)
+    stages, (tables, missing) = hr.read_stage_metrics(tmp_path), hr.read_tables(tmp_path)
+    assert list(stages) == ["train_structfm"] and list(tables) == ["Table 4: StructFM"]
+    assert any("structvae_ablations" in m for m in missing) and any("texvae_ablations" in m for m in missing)
+    page = hr.write_report(tmp_path / "out" / "report.html", summary={"iou": 0.25}, scenes=pd.DataFrame({"scene_id": ["a"]}),
+                           stage_metrics=stages, tables=tables, notes=missing, images={}, commit="abc")  # fmt: skip
+    text = page.read_text()
+    assert "<script>x" not in text and "&lt;script&gt;x" in text and "48.2" in text and "abc" in text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.html"]  # no temporary left behind
