@@ -103,6 +103,35 @@ def test_run_parameters_decide_what_resumes(tmp_path, caplog):
     _assert_same_state(changed, fresh)  # a new run from scratch
 
 
+def test_a_checkpoint_trained_on_other_data_is_not_resumed(tmp_path, caplog):
+    """Same configuration, other training samples (here: another draw of the same size; in the
+    pipelines: other tiles or re-written tile files): a finished run must not be handed back."""
+    done = Trainer(ToyTask(), _config(steps=6), ToyData(), ToyData(16, seed=1), out_dir=tmp_path / "r", mlflow=False)
+    done.fit()
+    with caplog.at_level("WARNING"):
+        other = Trainer(ToyTask(), _config(steps=6), ToyData(seed=5), ToyData(16, seed=1), out_dir=tmp_path / "r", mlflow=False)
+        other.fit()
+    assert "training data" in caplog.text and "starting over" in caplog.text
+    fresh = Trainer(ToyTask(), _config(steps=6), ToyData(seed=5), ToyData(16, seed=1), out_dir=tmp_path / "f", mlflow=False)
+    fresh.fit()
+    _assert_same_state(other, fresh)
+
+
+def test_a_tile_manifest_fingerprint_sees_ids_and_file_sizes(tmp_path):
+    import pandas as pd
+
+    from earthcrafter.training.voxel_data import rows_fingerprint
+
+    for name, text in (("a", "xx"), ("b", "yyy")):
+        (tmp_path / f"{name}.parquet").write_text(text)
+    rows = pd.DataFrame({"tile_id": ["a", "b"], "path": [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]})
+    fp = rows_fingerprint(rows, ("path",))
+    assert fp == rows_fingerprint(rows.iloc[::-1], ("path",))  # order-free
+    assert fp != rows_fingerprint(rows.iloc[:1], ("path",))  # another tile set
+    (tmp_path / "b.parquet").write_text("yyyy")
+    assert fp != rows_fingerprint(rows, ("path",))  # a re-written tile
+
+
 def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
     d = tmp_path / "ck"
     ckpt.save_checkpoint(d, 5, {"w": torch.arange(4.0)}, keep_last=2)

@@ -12,6 +12,7 @@ from earthcrafter.training import Draw, Task
 
 class ToyData(Dataset):
     def __init__(self, n: int = 48, seed: int = 0):
+        self.seed = seed
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 8, generator=g)
         w = torch.randn(8, 1, generator=g)
@@ -19,6 +20,9 @@ class ToyData(Dataset):
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def fingerprint(self) -> str:  # what the trainer compares before resuming
+        return f"toy n={len(self.x)} seed={self.seed}"
 
     def __getitem__(self, item):
         if isinstance(item, Draw):  # seeded input jitter, like a training augmentation

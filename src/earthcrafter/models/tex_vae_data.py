@@ -48,7 +48,7 @@ from earthcrafter.io.tiles import TileViews, read_tile, read_views
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.sampler import Draw
-from earthcrafter.training.voxel_data import VoxelDataConfig, check_manifest, random_window
+from earthcrafter.training.voxel_data import VoxelDataConfig, check_manifest, random_window, rows_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,9 @@ class TexVAEDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def fingerprint(self) -> str:
+        return rows_fingerprint(self.rows, ("path",))
 
     def views_path(self, index: int) -> Path:
         row = self.rows.iloc[index]

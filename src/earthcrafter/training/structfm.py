@@ -34,7 +34,7 @@ from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
 from earthcrafter.training.trainer import Trainer
-from earthcrafter.training.voxel_data import check_manifest, evenly_spaced
+from earthcrafter.training.voxel_data import check_manifest, evenly_spaced, rows_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,9 @@ class LatentTileDataset(Dataset):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
         self.rows, self.stats, self.grid, self.kind = rows, stats, grid, kind
         self._cache: dict[int, dict] = {}
+
+    def fingerprint(self) -> str:
+        return rows_fingerprint(self.rows, (self.path_column, "tile_path"))
 
     def __len__(self) -> int:
         return len(self.rows)

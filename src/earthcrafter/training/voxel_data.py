@@ -10,6 +10,8 @@ rank loads the sample, and identical again after resuming.
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +84,16 @@ def check_manifest(
             raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: {shown}")
         rows[col] = [str(p) for p in paths]
     return rows
+
+
+def rows_fingerprint(rows: pd.DataFrame, path_columns: tuple[str, ...]) -> str:
+    """SHA-256 of a dataset's identity: its tile ids with the byte sizes of their files (the
+    trainer resumes a checkpoint only onto the data it was trained on)."""
+    h = hashlib.sha256()
+    for _, r in rows.sort_values("tile_id").iterrows():
+        sizes = [str(Path(r[c]).stat().st_size) if r[c] else "-" for c in path_columns]
+        h.update(f"{r['tile_id']}|{'|'.join(sizes)}\n".encode())
+    return h.hexdigest()
 
 
 def evenly_spaced(n: int, k: int) -> np.ndarray:
@@ -160,6 +172,9 @@ class VoxelTileDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def fingerprint(self) -> str:
+        return rows_fingerprint(self.rows, ("path",))
 
     def _tile(self, index: int) -> Any:
         if index in self._cache:
