@@ -36,7 +36,7 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.evaluation.distribution import frechet_distance, image_descriptors, kernel_distance
 from earthcrafter.features.extractors import FeaturesConfig, build_extractor
 from earthcrafter.io.atomic import atomic_path
-from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.io.latents import file_sha256, read_latent_tile
 from earthcrafter.io.structure import read_structure
 from earthcrafter.io.tiles import read_tile
 from earthcrafter.semantics import CLASS_NAMES
@@ -132,8 +132,6 @@ def cached_reference_frames(row, root: Path, frames: int, size: int, cache: Path
     """:func:`reference_frames`, kept in ``cache/<tile_id>.npz`` and reused while the tile's texture
     latent file (which names the TexVAE weights and the voxel tile it came from), the view count and
     the size are unchanged; returns (frames, whether they were reused)."""
-    from earthcrafter.io.latents import file_sha256
-
     if cache is None:
         return reference_frames(row, root, frames, size), False
     key = f"{file_sha256(root / row['tex_path'])}:{frames}:{size}"
@@ -262,8 +260,6 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     weights = getattr(cfg.features, cfg.features.extractor, None)
     weights = getattr(weights, "weights_path", None) or getattr(weights, "path", None)
     if weights is not None and (root / weights).is_file():  # the feature space is these weights: say which
-        from earthcrafter.io.latents import file_sha256
-
         metrics["feature_weights_sha256"] = file_sha256(root / weights)
     shown = generated["layout_tile"].iloc[:8]  # each shown scene beside its layout's own tile
     own = [cached_reference_frames({"tile_id": t, **tiles.loc[t]}, root, n_frames, size, cache)[0][0] for t in shown]
@@ -280,8 +276,8 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     from earthcrafter.training.tracking import training_run
 
     cfg = config if isinstance(config, EvaluationConfig) else EvaluationConfig.model_validate(config)
-    root, out = Path(cfg.root), Path(cfg.out_dir)
-    reports = root / cfg.reports_dir
+    root = Path(cfg.root)
+    out, reports = root / cfg.out_dir, root / cfg.reports_dir
     with training_run("evaluation", {"stage": "evaluation"}, enabled=cfg.mlflow and tracking.is_main_process()) as run_id:
         table, metrics, figures = evaluate_generated(generated, latents_manifest, cfg)
         stage_metrics = hr.read_stage_metrics(reports)

@@ -236,16 +236,15 @@ class Trainer:
         old, new = state.get("trainer_config", {}), self.config.model_dump(mode="json")
         diff += _changed(old, new, self.RUN_DEFINING, prefix="trainer.")
         diff += _changed(state.get("run_params", {}), self._run_params())
-        if state.get("train_data") != self._train_data():
+        if state.get("train_data") != self._train_data:
             diff.append("training data (tiles or their files changed)")
         return diff
 
+    @functools.cached_property
     def _train_data(self) -> str:
         """The training set's identity: its ``fingerprint()`` (tile ids and file sizes) or its size."""
-        if not hasattr(self, "_train_data_id"):
-            fingerprint = getattr(self.train_set, "fingerprint", None)
-            self._train_data_id = fingerprint() if callable(fingerprint) else f"{len(self.train_set)} samples"
-        return self._train_data_id
+        fingerprint = getattr(self.train_set, "fingerprint", None)
+        return fingerprint() if callable(fingerprint) else f"{len(self.train_set)} samples"
 
     def _clear_stale_checkpoints(self, env) -> None:
         """Starting over: checkpoints of an earlier run in this folder must not be resumed later."""
@@ -274,7 +273,7 @@ class Trainer:
             "trainer_config": self.config.model_dump(mode="json"),
             "task_config": self.task.export_config(),
             "run_params": self._run_params(),
-            "train_data": self._train_data(),
+            "train_data": self._train_data,
         }
         return ckpt.save_checkpoint(self.checkpoint_dir, step, state, self.config.keep_last)
 

@@ -11,7 +11,6 @@ rank loads the sample, and identical again after resuming.
 from __future__ import annotations
 
 import hashlib
-
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
