@@ -158,3 +158,43 @@ def test_a_small_model_learns_two_modes_with_guidance():
     want = torch.nn.functional.one_hot(torch.ones(2000, dtype=torch.long), 2).float()
     guided = euler_sample(velocity, eps, steps=25, cond=want, uncond=torch.zeros(2000, 2), cfg_strength=3.0)
     assert (guided[:, 0] > 0).float().mean().item() > 0.97
+
+
+def _correlated_gaussian_velocity(Sigma: torch.Tensor, s: float):
+    """The exact velocity of the flow of N(0, Sigma) data, on values [2, N] (row = coordinate)."""
+
+    def velocity(x, t, cond):
+        tt = float(t[0])
+        sigma_t = s + (1 - s) * tt
+        d = torch.linalg.solve((1 - tt) ** 2 * Sigma + sigma_t**2 * torch.eye(2, dtype=Sigma.dtype), x)
+        return (1 - s) * sigma_t * d - (1 - tt) * Sigma @ d  # (1 - s) E[ε | x_t] - E[x_0 | x_t]
+
+    return velocity
+
+
+def test_outpainting_pins_known_rows_and_resampling_reaches_the_exact_conditional():
+    """x = (a, b) ~ N(0, [[1, .9], [.9, 1]]) with a known = 1.5: b | a is N(1.35, 0.436²). Known rows
+    end at their value; replacement alone under-conditions b (an ODE commits before a is
+    informative); RePaint resampling moves b's mean and spread to the exact conditional."""
+    rho, a = 0.9, 1.5
+    velocity = _correlated_gaussian_velocity(torch.tensor([[1, rho], [rho, 1]], dtype=torch.float64), FLOW.sigma_min)
+    eps = torch.randn(2, 20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x0 = torch.zeros_like(eps)
+    x0[0] = a
+    known = (torch.tensor([True, False]), x0)
+    means, stds = {}, {}
+    for r in (0, 3, 9):
+        out = euler_sample(velocity, eps, steps=25, known=known, resample=r, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(out[0], x0[0], atol=1e-4, rtol=0)  # a + σ_min ε
+        means[r], stds[r] = out[1].mean().item(), out[1].std().item()
+    exact_mean, exact_std = rho * a, (1 - rho**2) ** 0.5
+    assert means[0] < 0.6 * exact_mean, means
+    assert means[0] < means[3] < means[9] and abs(means[9] - exact_mean) < 0.1, means
+    assert abs(stds[9] - exact_std) < 0.05 and stds[0] > exact_std + 0.15, stds
+    # without pinned rows, the free row is the unconditional flow (b ~ N(0, 1))
+    free = euler_sample(velocity, eps, steps=25, known=(torch.tensor([False, False]), x0))
+    torch.testing.assert_close(free, euler_sample(velocity, eps, steps=25))
+    with pytest.raises(ValueError, match="resample needs known"):
+        euler_sample(velocity, eps, steps=2, resample=1)
+    with pytest.raises(ValueError, match="known mask"):
+        euler_sample(velocity, eps, steps=2, known=(torch.tensor([1, 0]), x0))

@@ -172,3 +172,44 @@ def test_dense_variant_and_table4(tmp_path, tiles32):
     assert df.loc["LatentSFM", "paper mIoU3"] == 86.1
     with pytest.raises(ValueError, match="no row 'nope'"):
         ablation_config(base, "nope")
+
+
+def test_outpainting_keeps_the_known_cells_and_samples_the_rest():
+    """With the cells of some columns known, generation returns exactly those cells with their
+    latents (coarse and fine stages pinned), samples the other columns, and with every column known
+    returns the known set; resampling changes only the free columns."""
+    from earthcrafter.models.struct_fm import KnownCells
+
+    torch.manual_seed(0)
+    model = StructFM(StructFMConfig(**TINY, latent_channels=8)).eval()
+    with torch.no_grad():  # non-zero velocities (the output layers start at zero)
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    G, rng = 4, np.random.default_rng(0)
+    columns = torch.zeros(1, G, G, dtype=torch.bool)
+    columns[0, :2] = True  # x = 0, 1 decided
+    xyz = np.array([[x, y, z] for x in range(2) for y in range(G) for z in range(G) if rng.random() < 0.4])
+    latents = torch.from_numpy(np.sign(rng.normal(size=(len(xyz), 8))) * 0.8).float()
+    cells = SparseTensor(latents, torch.from_numpy(np.c_[np.zeros(len(xyz)), xyz]).int(), 1)
+    layout = torch.rand(1, G, G, NUM_CLASSES)
+
+    def run(known, resample=0, seed=1):
+        _, z = model.generate(layout, steps=4, cfg_strength=1.0, generator=torch.Generator().manual_seed(seed),
+                              known=known, resample=resample)  # fmt: skip
+        return {tuple(c): f for c, f in zip(z.coords[:, 1:].tolist(), z.feats)}
+
+    def split(out):
+        return ({c: f for c, f in out.items() if c[0] < 2}, {c: f for c, f in out.items() if c[0] >= 2})
+
+    expected = {tuple(c): f for c, f in zip(xyz.tolist(), latents)}
+    for resample in (0, 2):
+        pinned, free = split(run(KnownCells(columns, cells), resample))
+        assert pinned.keys() == expected.keys() and all(torch.equal(pinned[c], expected[c]) for c in expected)
+        assert len(free) > 0
+    free_plain, free_resampled = split(run(KnownCells(columns, cells)))[1], split(run(KnownCells(columns, cells), 2))[1]
+    assert free_plain.keys() != free_resampled.keys() or any(not torch.equal(free_plain[c], free_resampled[c]) for c in free_plain)
+    everything = KnownCells(torch.ones(1, G, G, dtype=torch.bool), cells)
+    out = run(everything)
+    assert out.keys() == expected.keys() and all(torch.equal(out[c], expected[c]) for c in expected)
+    with pytest.raises(ValueError, match="two-stage"):
+        StructFM(StructFMConfig(**TINY, latent_channels=8), "dense").generate(layout, steps=1, known=everything)

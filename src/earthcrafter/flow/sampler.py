@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from earthcrafter.flow.matching import Latents, with_values, values_of, shift_timesteps
+from earthcrafter.flow.matching import Latents, RectifiedFlow, shift_timesteps, values_of, with_values
 
 # velocity(x_t, t [B], condition) -> v, same type and shape as x_t
 Velocity = Callable[[Latents, torch.Tensor, Any], Latents]
@@ -39,11 +39,25 @@ def euler_sample(
     shift: float = 1.0,
     progress: bool = False,
     trajectory: list | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    resample: int = 0,
+    generator: torch.Generator | None = None,
 ) -> Latents:
     """Integrate dx/dt = v from x(1) = ``noise`` to t = 0 with ``steps`` Euler steps.
 
     Guidance applies at times inside ``cfg_interval`` when ``cfg_strength`` > 0 (then ``uncond``
     is evaluated too). ``trajectory``, when a list, receives x after every step.
+
+    ``known`` = (mask, x0): inpainting / outpainting by replacement. Rows ``mask`` (bool over the
+    first dimension of the values) are data already decided, ``x0`` (values' shape; other rows
+    ignored): at every time they are set to their point on the straight path from ``x0`` to their
+    own starting noise, so the model sees them as it saw data during training and the free rows
+    are sampled around them; at t = 0 they equal ``x0`` (up to σ_min times their noise).
+    Replacement alone under-conditions the free rows: an ODE commits them before the pinned rows
+    carry information. ``resample`` > 0 (RePaint's resampling, with ``known``) re-noises x from each
+    step's end back to its start (the forward process, fresh noise from ``generator``) and takes the
+    step again, that many times: on a correlated Gaussian the free rows' mean goes from 49 % of the
+    exact conditional mean (no resampling) to 84 % (3) and 95 % (9), at (1 + resample) times the cost.
     """
     lo, hi = cfg_interval
     if not 0 <= lo <= hi <= 1:
@@ -51,12 +65,52 @@ def euler_sample(
     batch = noise.batch_size if hasattr(noise, "batch_size") else values_of(noise).shape[0]
     ts = timestep_schedule(steps, shift).tolist()
     x = noise
+    if known is not None:
+        pin = _pinning(noise, *known)
+        x = pin(x, ts[0])
+    if resample and known is None:
+        raise ValueError("resample needs known rows (it harmonises free rows with pinned ones)")
     for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), desc="sample", disable=not progress, leave=False):
         tb = torch.full((batch,), t, device=values_of(x).device, dtype=values_of(x).dtype)
-        v = velocity(x, tb, cond)
-        if cfg_strength > 0 and lo <= t <= hi:
-            v = cfg_velocity(v, velocity(x, tb, uncond), cfg_strength)
-        x = with_values(x, values_of(x) - (t - t_next) * values_of(v))
+        for attempt in range(resample + 1):
+            if attempt:
+                x = pin(_renoise(x, t_next, t, generator), t)
+            v = velocity(x, tb, cond)
+            if cfg_strength > 0 and lo <= t <= hi:
+                v = cfg_velocity(v, velocity(x, tb, uncond), cfg_strength)
+            x = with_values(x, values_of(x) - (t - t_next) * values_of(v))
+            if known is not None:
+                x = pin(x, t_next)
         if trajectory is not None:
             trajectory.append(x)
     return x
+
+
+def _renoise(x: Latents, t_from: float, t_to: float, generator: torch.Generator | None) -> Latents:
+    """A draw of x_{t_to} given x_{t_from} (t_to > t_from) under the forward process
+    x_t = (1 - t) x_0 + σ_t ε: scale by (1 - t_to) / (1 - t_from), add the missing variance."""
+    s = RectifiedFlow().sigma_min
+    sigma = lambda t: s + (1 - s) * t  # noqa: E731
+    a = (1 - t_to) / max(1 - t_from, 1e-12)
+    b = max(sigma(t_to) ** 2 - (a * sigma(t_from)) ** 2, 0.0) ** 0.5
+    v = values_of(x)
+    noise = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+    return with_values(x, a * v + b * noise)
+
+
+def _pinning(noise: Latents, mask: torch.Tensor, x0: torch.Tensor) -> Callable[[Latents, float], Latents]:
+    """x -> x with rows ``mask`` replaced by ``RectifiedFlow().interpolate(x0, noise, t)`` there."""
+    eps = values_of(noise)
+    if mask.dtype != torch.bool or mask.shape != eps.shape[:1]:
+        raise ValueError(f"known mask: expected bool [{eps.shape[0]}], got {mask.dtype} {tuple(mask.shape)}")
+    if x0.shape != eps.shape:
+        raise ValueError(f"known values: expected the noise's shape {tuple(eps.shape)}, got {tuple(x0.shape)}")
+    s = RectifiedFlow().sigma_min
+    x0_known, eps_known = x0[mask].to(eps.dtype), eps[mask]
+
+    def pin(x: Latents, t: float) -> Latents:
+        values = values_of(x).clone()
+        values[mask] = (1 - t) * x0_known + (s + (1 - s) * t) * eps_known
+        return with_values(x, values)
+
+    return pin

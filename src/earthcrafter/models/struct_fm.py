@@ -16,6 +16,7 @@ by monocular depth; that branch is not built here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from earthcrafter.models.flow_net import SparseFlowNet
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.sparse.keys import SortedKeys, pack_coords
 
 
 class StructFMConfig(BaseModel):
@@ -50,6 +52,25 @@ class StructFMConfig(BaseModel):
         if self.width % self.num_heads or (self.width // self.num_heads) % 2:
             raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
         return self
+
+
+@dataclass
+class KnownCells:
+    """Cells already decided in each grid, for outpainting (a large scene grown window by window).
+
+    ``columns`` [B, G, G] bool: xy columns of cells whose every cell is known; ``cells``: the
+    occupied cells inside those columns (coords [K, 4]) with their normalised latents [K, c_s].
+    Every other cell of a known column is known to be empty.
+    """
+
+    columns: torch.Tensor
+    cells: SparseTensor
+
+    def rows(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For cells ``coords`` [N, 4]: (in a known column [N] bool, row in ``cells`` or -1 [N])."""
+        b, x, y = (coords[:, i].long() for i in range(3))
+        in_known = self.columns.to(coords.device)[b, x, y]
+        return in_known, SortedKeys(pack_coords(self.cells.coords.to(coords.device))).lookup(pack_coords(coords))
 
 
 def keep_cells(cfg: StructFMConfig, latents: torch.Tensor) -> torch.Tensor:
@@ -94,11 +115,17 @@ class StructFM(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         cells: SparseTensor | None = None,
+        known: KnownCells | None = None,
+        resample: int = 0,
     ) -> tuple[SparseTensor, SparseTensor]:
         """(the first stage's cells — the coarse cells, or for "dense" the kept ones —, the kept
         cells with their normalised latents).
 
         ``cells``: skip the coarse stage and refine these (e.g. ground-truth cells, for metrics).
+        ``known``: outpaint — the cells of its columns are pinned to their known occupancy (coarse
+        stage) and latents (fine stage) while the rest is sampled around them (replacement,
+        :func:`~earthcrafter.flow.euler_sample`, ``resample`` times resampled per step); they come
+        back unchanged. Two-stage only.
         No result is empty: a sample without a positive cell keeps its strongest one.
         """
         from earthcrafter.flow import euler_sample
@@ -110,10 +137,13 @@ class StructFM(nn.Module):
         uncond = torch.zeros_like(layout) if cond is not None else None
         strength = cfg_strength if cond is not None else 0.0
 
-        def sample(net: SparseFlowNet, x: SparseTensor) -> SparseTensor:
+        def sample(net: SparseFlowNet, x: SparseTensor, pinned=None) -> SparseTensor:
             noise = x.replace(torch.randn(x.feats.shape, generator=generator, device=x.device))
-            return euler_sample(lambda z, t, c: net(z, t, c), noise, steps, cond, uncond, strength)
+            return euler_sample(lambda z, t, c: net(z, t, c), noise, steps, cond, uncond, strength, known=pinned,
+                                resample=resample if pinned is not None else 0, generator=generator)  # fmt: skip
 
+        if known is not None and (self.variant != "two_stage" or cells is not None):
+            raise ValueError("StructFM.generate: known cells need the two-stage variant and no given cells")
         if self.variant == "dense":
             grid = self.full_grid(batch, device)
             cells = SparseTensor(torch.zeros(len(grid), cfg.latent_channels, device=device), grid, batch)
@@ -123,17 +153,33 @@ class StructFM(nn.Module):
             return out, out
         if cells is None:
             grid = self.full_grid(batch, device)
-            occupancy = sample(self.coarse, SparseTensor(torch.zeros(len(grid), 1, device=device), grid, batch))
+            pinned = None
+            if known is not None:
+                fixed, row = known.rows(grid)
+                pinned = (fixed, torch.where(row >= 0, 1.0, -1.0)[:, None].to(device))
+            occupancy = sample(self.coarse, SparseTensor(torch.zeros(len(grid), 1, device=device), grid, batch), pinned)
             on = occupancy.feats[:, 0] > 0
+            if known is not None:  # exactly the known cells there (the pinned values end at ±1 ± σ_min)
+                on = torch.where(fixed, row >= 0, on)
             for b in range(batch):  # never empty
                 rows = occupancy.batch_idx == b
                 if not on[rows].any():
                     idx = torch.nonzero(rows)[:, 0]
                     on[idx[occupancy.feats[idx, 0].argmax()]] = True
             cells = SparseTensor(occupancy.feats[on], occupancy.coords[on], batch)
+        pinned = None
+        if known is not None:
+            fixed, row = known.rows(cells.coords)
+            x0 = torch.zeros(len(cells), cfg.latent_channels, device=device)
+            x0[fixed] = known.cells.feats.to(device)[row[fixed]]
+            pinned = (fixed, x0)
         z = sample(self.fine, SparseTensor(torch.zeros(len(cells), cfg.latent_channels, device=device),
-                                           cells.coords, batch))  # fmt: skip
-        kept = _keep_nonempty(keep_cells(cfg, z.feats), z, batch)
+                                           cells.coords, batch), pinned)  # fmt: skip
+        keep = keep_cells(cfg, z.feats)
+        if known is not None:  # known cells are occupied cells: all kept, with their own latents
+            keep = keep | pinned[0]
+            z = z.replace(torch.where(pinned[0][:, None], pinned[1], z.feats))
+        kept = _keep_nonempty(keep, z, batch)
         return cells, SparseTensor(z.feats[kept], z.coords[kept], batch, stride=8)
 
 

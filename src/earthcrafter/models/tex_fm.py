@@ -53,13 +53,24 @@ def generate_texture(
     steps: int = 25,
     cfg_strength: float = 3.0,
     generator: torch.Generator | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    resample: int = 0,
 ) -> SparseTensor:
-    """Normalised texture latents [N, c_t] on the voxels of ``structure`` (coords at L)."""
+    """Normalised texture latents [N, c_t] on the voxels of ``structure`` (coords at L).
+
+    ``known`` = (mask [N], latents [N, c_t]): voxels whose latents are already decided (outpainting;
+    :func:`~earthcrafter.flow.euler_sample`, ``resample`` times resampled per step); they come back
+    as given.
+    """
     from earthcrafter.flow import euler_sample
 
     c = net.out.out_features
     noise = SparseTensor(torch.randn(len(structure), c, generator=generator, device=structure.device),
                          structure.coords, structure.batch_size)  # fmt: skip
     uncond = torch.zeros_like(layout) if layout is not None else None
-    return euler_sample(lambda z, t, cond: net(z, t, cond), noise, steps, layout, uncond,
-                        cfg_strength if layout is not None else 0.0)  # fmt: skip
+    z = euler_sample(lambda z, t, cond: net(z, t, cond), noise, steps, layout, uncond,
+                     cfg_strength if layout is not None else 0.0, known=known,
+                     resample=resample if known is not None else 0, generator=generator)  # fmt: skip
+    if known is not None:
+        z = z.replace(torch.where(known[0][:, None], known[1].to(z.feats.dtype), z.feats))
+    return z

@@ -1,0 +1,364 @@
+"""Large scenes: a semantic map wider than one tile, generated window by window.
+
+The paper's "Infinite Scene Generation": a large semantic map conditions tile-sized windows that
+slide over it, each outpainting from what the earlier windows generated (mask-based inpainting).
+Here, with G = L/8 latent cells per window edge and a stride of ``stride_cells`` cells, windows are
+visited row by row; in each one
+
+1. StructFM samples the window's cells — the coarse occupancy, then the latents — with every cell
+   column an earlier window decided pinned to its occupancy and latents (replacement:
+   :func:`earthcrafter.flow.euler_sample` with ``known``);
+2. the StructVAE decodes the window's cells, and the voxels of its new columns join the scene;
+3. TexFM samples texture latents on the window's voxels — the new ones, and the earlier voxels
+   inside the window pinned to theirs — and the TexVAE decodes them; the surfels of the new voxels
+   join the scene.
+
+So nothing a window decided is changed by a later one, and every new column is generated beside
+the decided ones it borders. All windows share one z frame (the window's z = 0 is the scene's),
+as a flat map gives no heights. Maps come as a class raster at the voxel size: from the voxel
+tiles of a scene (:func:`class_raster_from_tiles`) or an image (:func:`class_raster_from_image`);
+:func:`cell_layout` pools it into the per-column class fractions the flows were trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from earthcrafter.flow.latent_stats import denormalize
+from earthcrafter.geometry.voxel_mesh import voxel_mesh
+from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.scene import write_mesh_ply
+from earthcrafter.io.structure import write_structure
+from earthcrafter.io.tiles import VoxelTile
+from earthcrafter.latents.export import aerial_orbit, render_mesh
+from earthcrafter.models.struct_fm import KnownCells
+from earthcrafter.models.tex_fm import generate_texture
+from earthcrafter.render import Gaussians2D, render_orbit, save_frames, save_ply
+from earthcrafter.semantics import NUM_CLASSES, PALETTE
+from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.structfm_preview import height_colors
+
+log = logging.getLogger(__name__)
+
+EMPTY = 255  # class raster value of a column with no surface
+
+
+# --------------------------------------------------------------------------- maps
+
+def _tile_frame(tiles: Sequence[VoxelTile]) -> tuple[float, np.ndarray, list[np.ndarray]]:
+    """(voxel size, world xyz of the scene frame's corner, each tile's offset in voxels from it) of
+    tiles on one voxel grid in xy (a scene's tiles). z: the lowest tile bottom, offsets rounded."""
+    if not tiles:
+        raise ValueError("no tiles")
+    vs = float(tiles[0].voxel_size)
+    corner = np.min([np.asarray(t.meta["origin_m"], float) for t in tiles], axis=0)
+    shifts = []
+    for t in tiles:
+        if abs(t.voxel_size - vs) > 1e-9 * vs:
+            raise ValueError(f"tile {t.tile_id}: voxel size {t.voxel_size} m, the others {vs} m")
+        s = (np.asarray(t.meta["origin_m"], float) - corner) / vs
+        if np.abs(s[:2] - np.round(s[:2])).max() > 1e-3:
+            raise ValueError(f"tile {t.tile_id}: origin {t.meta['origin_m'][:2]} is not on the voxel grid of the "
+                             f"other tiles (offset {s[:2]} voxels)")  # fmt: skip
+        shifts.append(np.round(s).astype(np.int64))
+    return vs, corner, shifts
+
+
+def class_raster_from_tiles(tiles: Sequence[VoxelTile]) -> tuple[np.ndarray, float, np.ndarray]:
+    """(raster [X, Y] uint8: the class of each voxel column's top voxel, EMPTY where no tile has
+    one; voxel size; world xy of the raster's corner) of tiles on one voxel grid (a scene's tiles).
+
+    Overlapping tiles see the same surface; where their tops differ, the higher one wins.
+    """
+    vs, corner, shifts = _tile_frame(tiles)
+    size = np.max([s[:2] + t.L for s, t in zip(shifts, tiles)], axis=0)
+    raster = np.full(size, EMPTY, np.uint8)
+    top = np.full(size, -np.inf)
+    for s, t in zip(shifts, tiles):
+        if not len(t.coords):
+            continue
+        z = t.meta["origin_m"][2] + (t.coords[:, 2] + 0.5) * vs
+        order = np.argsort(z, kind="stable")  # later writes win: the highest voxel of each column
+        x, y = t.coords[order, 0] + s[0], t.coords[order, 1] + s[1]
+        higher = z[order] > top[x, y]
+        raster[x[higher], y[higher]] = t.semantic[order][higher]
+        top[x[higher], y[higher]] = z[order][higher]
+    return raster, vs, corner[:2]
+
+
+def scene_voxels_from_tiles(tiles: Sequence[VoxelTile]) -> np.ndarray:
+    """[N, 4] int64 (x, y, z, class): the union of the tiles' voxels in the frame of
+    :func:`class_raster_from_tiles` (z from the lowest tile bottom, rounded to whole voxels)."""
+    _, _, shifts = _tile_frame(tiles)
+    rows = np.concatenate([np.concatenate([t.coords + s, t.semantic[:, None]], 1) for s, t in zip(shifts, tiles)])
+    _, first = np.unique(rows[:, :3], axis=0, return_index=True)
+    return rows[np.sort(first)].astype(np.int64)
+
+
+def class_raster_from_image(path: str | Path) -> np.ndarray:
+    """Raster [X, Y] uint8 from an image, north up and x to the right (as the layout images this
+    package writes). A single-channel image holds class ids (EMPTY = 255: no surface); an RGB
+    image holds the class colours of :data:`earthcrafter.semantics.PALETTE`, white for no surface."""
+    path = Path(path)
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"layout image {path}: cannot be read ({e})") from e
+    if img.mode in ("L", "P", "I", "I;16"):
+        ids = np.asarray(img.convert("I") if img.mode != "L" else img).astype(np.int64)
+        bad = (ids >= NUM_CLASSES) & (ids != EMPTY)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"layout image {path}: pixel (row {r}, column {c}) holds {ids[r, c]}, not a class id "
+                             f"(0..{NUM_CLASSES - 1}) or {EMPTY} (no surface)")  # fmt: skip
+    else:
+        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        colours = np.concatenate([PALETTE, [[255, 255, 255]]]).astype(np.int64)  # white: no surface
+        pal = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+        order = np.argsort(pal)
+        pos = np.clip(np.searchsorted(pal[order], code), 0, len(pal) - 1)
+        known = pal[order][pos] == code
+        if not known.all():
+            r, c = np.argwhere(~known)[0]
+            raise ValueError(f"layout image {path}: pixel (row {r}, column {c}) has colour "
+                             f"{tuple(int(v) for v in rgb[r, c])}, not a class colour of earthcrafter.semantics.PALETTE "
+                             "(or white: no surface)")  # fmt: skip
+        ids = order[pos]
+        ids[ids == NUM_CLASSES] = EMPTY
+    return np.ascontiguousarray(ids.astype(np.uint8)[::-1].T)
+
+
+def raster_image(raster: np.ndarray) -> np.ndarray:
+    """RGB [Y, X, 3] of a class raster, north up (what :func:`class_raster_from_image` reads back)."""
+    rgb = np.where((raster == EMPTY)[..., None], 255, PALETTE[np.minimum(raster, NUM_CLASSES - 1)])
+    return np.ascontiguousarray(rgb.astype(np.uint8).transpose(1, 0, 2)[::-1])
+
+
+def cell_layout(raster: np.ndarray, cell: int) -> np.ndarray:
+    """[X / cell, Y / cell, classes] float32: per column of latent cells, the fraction of its voxel
+    columns whose top is of each class (empty columns count nowhere) — the condition of
+    :func:`earthcrafter.training.structfm.semantic_layout`, for a map of any size. A raster whose
+    sides are not multiples of ``cell`` is padded with empty columns."""
+    X, Y = raster.shape
+    pad = np.full((-(-X // cell) * cell, -(-Y // cell) * cell), EMPTY, np.uint8)
+    pad[:X, :Y] = raster
+    x, y = np.nonzero(pad != EMPTY)
+    out = np.zeros((pad.shape[0] // cell, pad.shape[1] // cell, NUM_CLASSES), np.float32)
+    np.add.at(out, (x // cell, y // cell, pad[x, y].astype(np.int64)), 1.0)
+    return out / float(cell * cell)
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Starts of windows of ``window`` cells every ``stride`` cells covering [0, n); the last one
+    ends at n (so it may overlap its neighbour more)."""
+    if n < window:
+        raise ValueError(f"the map is {n} latent cells wide; a window needs {window} (the tiles' L/8)")
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride_cells must be in [1, {window}], got {stride}")
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+# --------------------------------------------------------------------------- generation
+
+@dataclass
+class Generators:
+    """The four trained models and the latent statistics generation needs."""
+
+    structfm: torch.nn.Module
+    texfm: torch.nn.Module
+    structvae: torch.nn.Module
+    texvae: torch.nn.Module
+    stats: dict
+
+    @property
+    def grid(self) -> int:
+        return self.structfm.config.grid
+
+
+@dataclass
+class LargeScene:
+    """A generated large scene in its own frame: voxel (x, y, z) index from the map's corner."""
+
+    voxels: np.ndarray  # [N, 3] int64
+    tex_latents: np.ndarray  # [N, c_t] (denormalised)
+    cells: np.ndarray  # [M, 3] latent cells (L/8 units)
+    struct_latents: np.ndarray  # [M, c_s] (denormalised)
+    gaussians: Gaussians2D  # metres, the same frame
+    voxel_size: float
+    windows: list[dict] = field(default_factory=list)
+
+
+@torch.no_grad()
+def generate_large_scene(
+    models: Generators,
+    layout: np.ndarray,
+    voxel_size: float,
+    stride_cells: int | None = None,
+    steps: int = 25,
+    cfg_strength: float = 3.0,
+    seed: int = 0,
+    condition: bool = True,
+    resample: int = 3,
+    progress: bool = True,
+) -> LargeScene:
+    """Generate the scene of a cell layout [X, Y, classes] (:func:`cell_layout`).
+
+    ``stride_cells``: window step in latent cells (default: 3/4 of a window, a quarter overlap);
+    ``condition=False`` samples unconditionally (the layout then only sizes the scene);
+    ``resample``: RePaint resampling per Euler step where a window borders decided columns.
+    """
+    G = models.grid
+    stride = stride_cells or max(1, (3 * G) // 4)
+    X, Y = layout.shape[:2]
+    xs, ys = window_starts(X, G, stride), window_starts(Y, G, stride)
+    device = next(models.structfm.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    c_s, c_t = models.structfm.config.latent_channels, models.texfm.out.out_features
+    stats_s, stats_t = models.stats["struct"], models.stats["tex"]
+
+    col_done = np.zeros((X, Y), bool)  # cell columns decided
+    cell_lat = np.zeros((X, Y, G, c_s), np.float32)  # normalised latents of occupied cells
+    cell_occ = np.zeros((X, Y, G), bool)
+    vox: list[np.ndarray] = []
+    tex: list[np.ndarray] = []  # normalised
+    parts: list[Gaussians2D] = []
+    windows: list[dict] = []
+    scene_vox = np.zeros((0, 3), np.int64)
+    scene_tex = np.zeros((0, c_t), np.float32)
+    order = [(ox, oy) for oy in ys for ox in xs]
+    for ox, oy in tqdm(order, desc="windows", disable=not progress):
+        t0 = time.perf_counter()
+        win = (slice(ox, ox + G), slice(oy, oy + G))
+        cond = torch.from_numpy(layout[win]).float()[None].to(device)
+        if not condition:
+            cond = torch.zeros_like(cond)
+        # 1. cells, with the decided columns pinned
+        ix, iy, iz = np.nonzero(cell_occ[win])
+        known = None
+        if col_done[win].any():
+            known = KnownCells(torch.from_numpy(col_done[win])[None].to(device),
+                               SparseTensor(torch.from_numpy(cell_lat[win][ix, iy, iz]).to(device),
+                                            _coords(np.stack([ix, iy, iz], 1), device), 1))  # fmt: skip
+        use = cond if models.structfm.config.condition == "semantic" else None
+        _, z_s = models.structfm.generate(use, 1, steps, cfg_strength, generator=gen, device=device, known=known,
+                                            resample=resample)  # fmt: skip
+        cells = z_s.coords[:, 1:].cpu().numpy().astype(np.int64)
+        new_cell = ~col_done[win][cells[:, 0], cells[:, 1]]
+        # 2. voxels of the new columns
+        voxels = models.structvae.decode(z_s.replace(denormalize(z_s.feats, stats_s)), threshold=0.0)
+        local = voxels.coords[:, 1:].cpu().numpy().astype(np.int64)
+        fresh = local[~col_done[win][local[:, 0] // 8, local[:, 1] // 8]]
+        lo = np.array([8 * ox, 8 * oy, 0])
+        inside = np.all((scene_vox[:, :2] >= lo[:2]) & (scene_vox[:, :2] < lo[:2] + 8 * G), axis=1)
+        old = scene_vox[inside] - lo
+        structure = np.concatenate([old, fresh])
+        # 3. texture on the window's voxels, the earlier ones pinned
+        pinned = torch.zeros(len(structure), dtype=torch.bool)
+        pinned[: len(old)] = True
+        x0 = torch.zeros(len(structure), c_t)
+        x0[: len(old)] = torch.from_numpy(scene_tex[inside])
+        st = SparseTensor(torch.zeros(len(structure), 1, device=device), _coords(structure, device), 1)
+        use = cond if models.texfm.layout is not None else None
+        z_t = generate_texture(models.texfm, st, use, steps, cfg_strength, generator=gen,
+                               known=(pinned.to(device), x0.to(device)), resample=resample if len(old) else 0)  # fmt: skip
+        g = models.texvae.decode(z_t.replace(denormalize(z_t.feats, stats_t)), voxel_size=voxel_size)
+        k = len(g) // max(len(structure), 1)
+        new_rows = torch.arange(len(old) * k, len(structure) * k, device=g.means.device)
+        g = g.index(new_rows)
+        parts.append(Gaussians2D(g.means + torch.as_tensor(lo * voxel_size, dtype=g.means.dtype, device=g.means.device),
+                                 g.quats, g.scales, g.opacities, g.sh, g.sh_degree))  # fmt: skip
+        # the scene grows by the new columns
+        nc = cells[new_cell]
+        cell_occ[ox + nc[:, 0], oy + nc[:, 1], nc[:, 2]] = True
+        cell_lat[ox + nc[:, 0], oy + nc[:, 1], nc[:, 2]] = z_s.feats[torch.from_numpy(new_cell).to(device)].cpu().numpy()
+        col_done[win] = True
+        scene_vox = np.concatenate([scene_vox, fresh + lo])
+        scene_tex = np.concatenate([scene_tex, z_t.feats[len(old):].cpu().numpy()])
+        vox.append(fresh + lo)
+        windows.append({"x_cells": ox, "y_cells": oy, "new_cells": int(new_cell.sum()), "pinned_cells": len(ix),
+                        "new_voxels": len(fresh), "pinned_voxels": len(old),
+                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+    cx, cy, cz = np.nonzero(cell_occ)
+    cells = np.stack([cx, cy, cz], 1).astype(np.int64)
+    dev = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return LargeScene(
+        voxels=scene_vox,
+        tex_latents=denormalize(dev(scene_tex), stats_t).cpu().numpy(),
+        cells=cells,
+        struct_latents=denormalize(dev(cell_lat[cx, cy, cz]), stats_s).cpu().numpy(),
+        gaussians=_cat(parts),
+        voxel_size=float(voxel_size),
+        windows=windows,
+    )
+
+
+def _coords(xyz: np.ndarray, device) -> torch.Tensor:
+    """Batch-0 sparse coords [N, 4] of xyz [N, 3]."""
+    xyz = torch.as_tensor(np.asarray(xyz, np.int64).reshape(-1, 3), device=device)
+    return torch.cat([torch.zeros(len(xyz), 1, dtype=xyz.dtype, device=device), xyz], 1).int()
+
+
+def _cat(parts: list[Gaussians2D]) -> Gaussians2D:
+    return Gaussians2D(*(torch.cat([getattr(p, f) for p in parts]) for f in ("means", "quats", "scales", "opacities", "sh")),
+                       sh_degree=parts[0].sh_degree)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- files
+
+def write_large_scene(
+    out: str | Path, scene: LargeScene, raster: np.ndarray, meta: dict, frames: int = 24, size: int = 384,
+    reference: np.ndarray | None = None,
+) -> dict:
+    """Write ``out/``: layout.png, voxels.ply, structure.parquet, gaussians.ply, preview.png (the
+    map, [the reference scene's voxels,] the generated voxels, the surfels from one aerial camera),
+    orbit/ and summary.json. ``reference``: voxels [N, 3] of the map's own scene in the same frame,
+    coloured by class in the preview (classes in its fourth column). Returns the summary."""
+    out = Path(out)
+    xyz, vs = scene.voxels, scene.voxel_size
+    extent = int(max(raster.shape[0], raster.shape[1], xyz[:, 2].max() + 1 if len(xyz) else 1))
+    with atomic_path(out / "layout.png") as tmp:
+        Image.fromarray(raster_image(raster)).save(tmp)
+    top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
+    mesh = voxel_mesh(xyz, vs, colors=height_colors(xyz, top))
+    write_mesh_ply(out / "voxels.ply", mesh)
+    write_structure(out / "structure.parquet", xyz, {"scene_id": meta.get("scene_id", out.name), "L": extent,
+                                                      "voxel_size_m": vs, "source": meta})  # fmt: skip
+    save_ply(out / "gaussians.ply", scene.gaussians)
+    orbit = aerial_orbit(xyz, vs, max(raster.shape[0], raster.shape[1]), size)
+    orbit["center"][:2] = np.array(raster.shape[:2]) * vs / 2
+    views = render_orbit(scene.gaussians, n_frames=max(frames, 1), **orbit)
+    if frames:
+        save_frames(views, out / "orbit")
+    layout_img = np.asarray(Image.fromarray(raster_image(raster)).resize((size, size), Image.NEAREST))
+    panels = [layout_img]
+    if reference is not None and len(reference):
+        panels.append(render_mesh(voxel_mesh(reference[:, :3], vs, colors=PALETTE[reference[:, 3]]), orbit))
+    panels += [render_mesh(mesh, orbit), views[0]]
+    with atomic_path(out / "preview.png") as tmp:
+        Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
+    summary = {**meta, "voxel_size_m": vs, "map_voxels": list(raster.shape), "voxels": len(xyz),
+               "cells": len(scene.cells), "gaussians": len(scene.gaussians), "windows": scene.windows,
+               "seconds": round(sum(w["seconds"] for w in scene.windows), 1), "path": str(out)}  # fmt: skip
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+__all__ = [
+    "EMPTY", "Generators", "LargeScene", "cell_layout", "class_raster_from_image", "class_raster_from_tiles",
+    "generate_large_scene", "raster_image", "scene_voxels_from_tiles", "window_starts", "write_large_scene",
+]

@@ -1,0 +1,180 @@
+"""Large scenes: maps from tiles and images, the per-column layout against the flows' own, the
+window grid, and generation window by window with randomly initialised models of the real
+architectures (nothing a window decided changes later; files you can open)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from earthcrafter.io.tiles import VoxelTile
+from earthcrafter.latents.large_scene import (
+    EMPTY,
+    Generators,
+    cell_layout,
+    class_raster_from_image,
+    class_raster_from_tiles,
+    generate_large_scene,
+    raster_image,
+    scene_voxels_from_tiles,
+    window_starts,
+    write_large_scene,
+)
+from earthcrafter.semantics import NUM_CLASSES
+from earthcrafter.training.structfm import semantic_layout
+
+
+def _tile(tile_id: str, coords, semantic, origin, L: int = 16, vs: float = 2.0) -> VoxelTile:
+    coords = np.asarray(coords, np.int32).reshape(-1, 3)
+    meta = {"scene_id": "s", "L": L, "voxel_size_m": vs, "origin_m": list(origin)}
+    return VoxelTile(tile_id, coords, np.zeros((len(coords), 1)), np.asarray(semantic, np.uint8), np.ones(len(coords)), meta)
+
+
+def _random_tile(rng, tile_id: str, origin, L: int = 16) -> VoxelTile:
+    xy = np.stack(np.meshgrid(np.arange(L), np.arange(L), indexing="ij"), -1).reshape(-1, 2)
+    keep = rng.random(len(xy)) < 0.9  # some columns empty
+    ground = np.c_[xy[keep], rng.integers(1, 3, keep.sum())]
+    extra = np.c_[xy[keep][:40], ground[:40, 2] + 1 + rng.integers(0, 4, 40)]  # stacked voxels: the top wins
+    coords = np.unique(np.concatenate([ground, extra]), axis=0)
+    return _tile(tile_id, coords, rng.integers(0, NUM_CLASSES, len(coords)), origin, L)
+
+
+def test_cell_layout_of_one_tile_is_the_flows_semantic_layout():
+    """The map pooled per latent column equals semantic_layout, the condition the flows trained on."""
+    tile = _random_tile(np.random.default_rng(0), "t", (0.0, 0.0, 0.0))
+    raster, vs, corner = class_raster_from_tiles([tile])
+    assert raster.shape == (16, 16) and vs == 2.0 and corner.tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(cell_layout(raster, 4), semantic_layout(tile.coords, tile.semantic, 16, 4), atol=1e-7)
+    assert (raster == EMPTY).any()
+    # sides not multiples of the cell: padded with empty columns
+    assert cell_layout(raster[:14, :10], 4).shape == (4, 3, NUM_CLASSES)
+    np.testing.assert_allclose(cell_layout(raster[:14, :10], 4)[:3, :2], cell_layout(raster, 4)[:3, :2])
+
+
+def test_scene_map_from_overlapping_tiles():
+    """Two tiles 6 voxels apart: each column's class is its highest voxel's in either tile, z from
+    the lower tile's bottom; tiles off the voxel grid or at another voxel size are refused."""
+    a = _tile("a", [[0, 0, 1], [5, 0, 1], [6, 1, 2], [7, 1, 0]], [3, 3, 3, 9], (10.0, 20.0, 100.0), L=8)
+    b = _tile("b", [[0, 1, 0], [1, 1, 3], [7, 7, 0]], [11, 1, 12], (22.0, 20.0, 101.0), L=8)  # +6 voxels in x, +0.5 in z
+    raster, vs, corner = class_raster_from_tiles([a, b])
+    assert raster.shape == (14, 8) and corner.tolist() == [10.0, 20.0]
+    # column (6, 1): a has z 2 (top at 100 + 5 m), b's (0, 1) has z 0 (101 + 1 m): a's class
+    assert raster[6, 1] == 3 and raster[7, 1] == 1 and raster[13, 7] == 12 and raster[0, 0] == 3
+    assert (raster != EMPTY).sum() == 5  # (0, 0), (5, 0), (6, 1), (7, 1), (13, 7)
+    voxels = scene_voxels_from_tiles([a, b])
+    assert {tuple(v) for v in voxels.tolist()} >= {(6, 1, 2, 3), (13, 7, 0, 12), (7, 1, 3, 1)}
+    with pytest.raises(ValueError, match="not on the voxel grid"):
+        class_raster_from_tiles([a, _tile("c", [[0, 0, 0]], [1], (11.0, 20.0, 100.0), L=8)])
+    with pytest.raises(ValueError, match="voxel size"):
+        class_raster_from_tiles([a, _tile("d", [[0, 0, 0]], [1], (10.0, 20.0, 100.0), L=8, vs=1.0)])
+
+
+def test_layout_images_round_trip_and_bad_pixels_are_named(tmp_path):
+    rng = np.random.default_rng(1)
+    raster = rng.integers(0, NUM_CLASSES, (12, 7)).astype(np.uint8)
+    raster[3, 4] = EMPTY
+    Image.fromarray(raster_image(raster)).save(tmp_path / "rgb.png")
+    rgb_back = class_raster_from_image(tmp_path / "rgb.png")
+    assert np.array_equal(rgb_back, raster)
+    # a class-id image: north up, so row 0 is the largest y
+    Image.fromarray(np.ascontiguousarray(raster.T[::-1])).save(tmp_path / "ids.png")
+    assert np.array_equal(class_raster_from_image(tmp_path / "ids.png"), raster)
+    bad = np.ascontiguousarray(raster.T[::-1]).copy()
+    bad[2, 5] = 77
+    Image.fromarray(bad).save(tmp_path / "bad_ids.png")
+    with pytest.raises(ValueError, match=r"bad_ids.png: pixel \(row 2, column 5\) holds 77"):
+        class_raster_from_image(tmp_path / "bad_ids.png")
+    img = raster_image(raster)
+    img[1, 2] = (1, 2, 3)
+    Image.fromarray(img).save(tmp_path / "bad_rgb.png")
+    with pytest.raises(ValueError, match=r"pixel \(row 1, column 2\) has colour \(1, 2, 3\)"):
+        class_raster_from_image(tmp_path / "bad_rgb.png")
+    (tmp_path / "junk.png").write_text("not an image")
+    with pytest.raises(ValueError, match="junk.png: cannot be read"):
+        class_raster_from_image(tmp_path / "junk.png")
+
+
+def test_window_starts():
+    assert window_starts(8, 8, 6) == [0]
+    assert window_starts(20, 8, 6) == [0, 6, 12]
+    assert window_starts(17, 8, 6) == [0, 6, 9]  # the last window ends at the map's edge
+    for n in (8, 9, 15, 23, 40):
+        starts = window_starts(n, 8, 6)
+        covered = np.zeros(n, bool)
+        for s in starts:
+            covered[s : s + 8] = True
+        assert covered.all() and starts[-1] + 8 == n
+    with pytest.raises(ValueError, match="a window needs 8"):
+        window_starts(7, 8, 6)
+    with pytest.raises(ValueError, match="stride_cells"):
+        window_starts(20, 8, 9)
+
+
+def _generators() -> Generators:
+    """Randomly initialised models of the real architectures (L = 32, grid 4), perturbed so every
+    flow has a non-zero velocity, and identity latent statistics."""
+    from latent_synth import STRUCT, TEX
+
+    from earthcrafter.models.struct_fm import StructFM, StructFMConfig
+    from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig
+    from earthcrafter.models.tex_fm import TexFMConfig, build_texfm
+    from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig
+
+    torch.manual_seed(0)
+    structfm = StructFM(StructFMConfig(grid=4, width=32, depth=1, num_heads=2, latent_channels=8))
+    texfm = build_texfm(TexFMConfig(width=32, depth=1, num_heads=2, window=4, layout_grid=4, layout_stride=8,
+                                    latent_channels=8))  # fmt: skip
+    structvae = StructVAE(StructVAEConfig(**{**STRUCT, "L": 32, "latent_channels": 8}))
+    texvae = TexVAE(TexVAEConfig(**TEX, latent_channels=8), in_channels=66)
+    models = [m.eval() for m in (structfm, texfm, structvae, texvae)]
+    with torch.no_grad():
+        for m in models[:2]:
+            for p in m.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    ident = lambda c: {"mean": [0.0] * c, "std": [1.0] * c}  # noqa: E731
+    return Generators(*models, {"struct": ident(8), "tex": ident(8)})
+
+
+@pytest.mark.timeout(300)
+def test_large_scene_grows_window_by_window_without_changing_what_was_decided(tmp_path):
+    """A 7 x 5-cell map (3 x 2 windows of 4 cells at stride 3): the scene covers the map and
+    nothing else, one surfel set per voxel; its part inside the first window is exactly the scene
+    of the first window alone (later windows never change decided columns); files you can open."""
+    models = _generators()
+    rng = np.random.default_rng(0)
+    raster = rng.integers(0, NUM_CLASSES, (56, 40)).astype(np.uint8)
+    layout = cell_layout(raster, 8)
+    kw = dict(stride_cells=3, steps=3, cfg_strength=1.0, seed=4, resample=1, progress=False)
+    scene = generate_large_scene(models, layout, 2.0, **kw)
+    assert [(w["x_cells"], w["y_cells"]) for w in scene.windows] == [(0, 0), (3, 0), (0, 1), (3, 1)]
+    v = scene.voxels
+    assert len(v) > 0 and v.min() >= 0 and v[:, 0].max() < 56 and v[:, 1].max() < 40 and v[:, 2].max() < 32
+    assert len(np.unique(v, axis=0)) == len(v)
+    assert scene.windows[1]["pinned_cells"] > 0 and scene.windows[1]["pinned_voxels"] > 0
+    assert len(scene.gaussians) % len(v) == 0 and scene.tex_latents.shape == (len(v), 8)
+    k = len(scene.gaussians) // len(v)
+    centres = np.repeat((v + 0.5) * 2.0, k, axis=0)
+    assert np.abs(scene.gaussians.means.numpy() - centres)[:, :2].max() < 3 * 2.0, "surfels sit at their voxels"
+
+    first = generate_large_scene(models, layout[:4, :4], 2.0, **kw)
+    inside = (v[:, 0] < 32) & (v[:, 1] < 32)
+    order = lambda a: np.lexsort(a.T[::-1])  # noqa: E731
+    a, b = order(v[inside]), order(first.voxels)
+    assert np.array_equal(v[inside][a], first.voxels[b])
+    np.testing.assert_allclose(scene.tex_latents[inside][a], first.tex_latents[b], atol=1e-5)
+    in_cells = (scene.cells[:, 0] < 4) & (scene.cells[:, 1] < 4)
+    assert np.array_equal(scene.cells[in_cells], first.cells)
+    np.testing.assert_allclose(scene.struct_latents[in_cells], first.struct_latents, atol=1e-6)
+
+    summary = write_large_scene(tmp_path / "large", scene, raster, {"scene_id": "large_test"}, frames=2, size=48,
+                                reference=np.c_[v[:50], np.zeros(50, np.int64)])  # fmt: skip
+    for name in ("layout.png", "voxels.ply", "structure.parquet", "gaussians.ply", "preview.png", "summary.json"):
+        assert (tmp_path / "large" / name).is_file(), name
+    assert len(list((tmp_path / "large" / "orbit").glob("*.png"))) == 2
+    assert Image.open(tmp_path / "large" / "preview.png").size == (4 * 48, 48)
+    assert json.loads((tmp_path / "large" / "summary.json").read_text())["voxels"] == summary["voxels"] == len(v)
+    assert np.array_equal(class_raster_from_image(tmp_path / "large" / "layout.png"), raster)
