@@ -76,7 +76,8 @@ TINY = {
         "sample": {"steps": 2},
         "trainer": {"steps": 2, "batch_size": 2, "progress": False},
     },
-    "generation": {"num_scenes": 1, "steps": 2, "frames": 2, "size": 32},
+    "generation": {"num_scenes": 1, "steps": 2, "frames": 2, "size": 32, "large_scenes": ["autzen"], "large_size": 32,
+                   "large_resample": 1},
     "evaluation": {"max_reference_tiles": 2, "kid_subsets": 2, "progress": False},
 }
 
@@ -245,6 +246,15 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     assert voxels.channels == 32 and len(read_mesh_ply(scene / "voxels.ply").faces) > 0
     assert len(load_ply(scene / "gaussians.ply")) == table["voxels"].iloc[0] == len(read_latent_tile(scene / "tex_latents.parquet"))
     assert (scene / "preview.png").is_file() and len(list((scene / "orbit").glob("frame_*.png"))) == 2
+    # the large scene of all the autzen tiles, by windows
+    large = project / "data" / "07_model_output" / "generated" / "large_autzen"
+    summary = json.loads((large / "summary.json").read_text())
+    tiles = pd.read_parquet(project / "data" / "05_model_input" / "latents_manifest.parquet")
+    assert summary["layout_tiles"] == tiles.loc[tiles["scene_id"] == "autzen", "tile_id"].tolist()
+    assert len(summary["windows"]) >= len(summary["layout_tiles"]) and summary["voxels"] > 0
+    assert len(load_ply(large / "gaussians.ply")) == summary["gaussians"] and (large / "preview.png").is_file()
+    metrics = json.loads((project / "data" / "08_reporting" / "generation" / "metrics.json").read_text())
+    assert metrics["large_autzen_voxels"] == summary["voxels"]
     runs = _runs(project)
     assert {"train_texfm", "generation"} <= set(runs["tags.pipeline"])
 
@@ -296,3 +306,32 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     again = evaluate_generated(table, latents, {"progress": False, "mlflow": False, "kid_subsets": 2})[1]
     assert again["reference_renders_reused"] == again["reference_tiles"] == metrics["reference_tiles"]  # cached above
     assert np.isnan(scenes["iou"].iloc[1]) and 0 <= metrics["iou"] == scenes["iou"].iloc[0] <= 1
+
+
+def test_generate_large_command_from_a_scene_and_a_map_image(project, monkeypatch, capsys):
+    """`earthcrafter generate-large`: a scene's tiles as the map, then a painted map image two
+    windows wide; bad requests exit 2 with the reason."""
+    import json
+
+    from PIL import Image
+
+    from earthcrafter.commands import main
+    from earthcrafter.latents.large_scene import class_raster_from_image, raster_image
+
+    monkeypatch.chdir(project)
+    out = project / "samples_large"
+    args = ["generate-large", "--root", str(project), "--env", "tiny", "--out", str(out), "--steps", "2", "--frames", "1",
+            "--size", "32", "--resample", "0"]  # fmt: skip
+    assert main([*args, "--scene", "syn_s3_0000"]) == 0
+    assert (out / "large_syn_s3_0000" / "gaussians.ply").is_file() and "large_syn_s3_0000" in capsys.readouterr().out
+    raster = np.full((48, 32), 11, np.uint8)  # 300 m x 200 m of lawn at 6.25 m voxels, a road across
+    raster[:, 14:17] = 3
+    Image.fromarray(raster_image(raster)).save(project / "map.png")
+    assert main([*args, "--layout", str(project / "map.png"), "--voxel-size", "6.25", "--stride", "2"]) == 0
+    summary = json.loads((out / "large_map" / "summary.json").read_text())
+    assert [(w["x_cells"], w["y_cells"]) for w in summary["windows"]] == [(0, 0), (2, 0)]  # 6 x 4 cells, windows of 4
+    assert summary["map_voxels"] == [48, 32] and np.array_equal(class_raster_from_image(out / "large_map" / "layout.png"), raster)
+    for bad, why in ((["--scene", "nowhere"], "nowhere"), (["--layout", str(project / "map.png")], "--voxel-size"),
+                     ([], "one of --scene"), (["--layout", str(project / "nothing.png"), "--voxel-size", "6.25"], "nothing.png")):
+        assert main([*args, *bad]) == 2
+        assert why in capsys.readouterr().err

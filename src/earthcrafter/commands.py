@@ -5,6 +5,8 @@ the pipelines produced, and generate from the trained models.
     earthcrafter export TILE_ID       decode a tile's cached latents: voxel meshes, Gaussian PLY, orbit
     earthcrafter generate [--tiles ID ...] [--unconditional] [--seed S] [--cfg 3]
                                       new scenes from the trained flows (voxels, Gaussian PLY, orbit)
+    earthcrafter generate-large (--scene ID | --layout MAP.png --voxel-size M) [--stride N]
+                                      one scene of a whole semantic map, by sliding windows
 """
 
 from __future__ import annotations
@@ -94,12 +96,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _generation_inputs(args: argparse.Namespace, overrides: dict):
+    """(latent manifest with tile paths under the root, latent statistics, GenerationConfig) of the
+    project's generation parameters (conf/base, then ``args.env``) with ``overrides``; or an exit
+    code after printing why not."""
     import pandas as pd
     import yaml
 
-    from earthcrafter.io.atomic import atomic_path
-    from earthcrafter.latents.generate import GenerationConfig, generate_scenes
+    from earthcrafter.latents.generate import GenerationConfig
 
     root = Path(args.root)
     latents = root / "data" / "05_model_input"
@@ -113,25 +117,93 @@ def cmd_generate(args: argparse.Namespace) -> int:
         path = root / "conf" / env / "parameters_generation.yml"
         if path.is_file():
             params.update((yaml.safe_load(path.read_text()) or {}).get("generation", {}))
-    overrides = {"tile_ids": args.tiles or None, "layouts_split": args.split, "num_scenes": args.num, "seed": args.seed,
-                 "cfg_strength": args.cfg, "steps": args.steps, "frames": args.frames, "size": args.size,
-                 "condition": "none" if args.unconditional else "layout", "mlflow": args.mlflow,
-                 "out_dir": args.out or str(root / "data" / "07_model_output" / "samples")}  # fmt: skip
     params.update({k: v for k, v in overrides.items() if v is not None})
     for key in ("structfm_dir", "texfm_dir", "structvae_path", "texvae_path"):  # relative to the project root
         if key in params and not Path(params[key]).is_absolute():
             params[key] = str(root / params[key])
     try:
         cfg = GenerationConfig.model_validate(params)
-        table, _ = generate_scenes(pd.read_parquet(manifest).assign(tile_path=lambda d: [str(root / p) for p in d["tile_path"]]),
-                                   json.loads(stats.read_text()), cfg)  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:  # bad tile ids or parameters, models not trained yet
+    except ValueError as e:
+        print(f"earthcrafter: bad generation parameters: {e}", file=sys.stderr)
+        return 2
+    table = pd.read_parquet(manifest).assign(tile_path=lambda d: [str(root / p) for p in d["tile_path"]])
+    return table, json.loads(stats.read_text()), cfg
+
+
+def _common_overrides(args: argparse.Namespace) -> dict:
+    return {"seed": args.seed, "cfg_strength": args.cfg, "steps": args.steps, "frames": args.frames,
+            "mlflow": getattr(args, "mlflow", False),
+            "condition": "none" if args.unconditional else "layout"}  # fmt: skip
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from earthcrafter.io.atomic import atomic_path
+    from earthcrafter.latents.generate import generate_scenes
+
+    root = Path(args.root)
+    inputs = _generation_inputs(args, {**_common_overrides(args), "tile_ids": args.tiles or None,
+                                       "layouts_split": args.split, "num_scenes": args.num, "size": args.size,
+                                       "large_scenes": [],
+                                       "out_dir": args.out or str(root / "data" / "07_model_output" / "samples")})  # fmt: skip
+    if isinstance(inputs, int):
+        return inputs
+    manifest, stats, cfg = inputs
+    try:
+        table, _ = generate_scenes(manifest, stats, cfg)
+    except (ValueError, FileNotFoundError) as e:  # bad tile ids, models not trained yet
         print(f"earthcrafter generate: {e}", file=sys.stderr)
         return 2
     with atomic_path(Path(cfg.out_dir) / "manifest.parquet") as tmp:
         table.to_parquet(tmp)
     print(table[["scene_id", "layout_tile", "seed", "voxels", "layout_tile_iou"]].to_string(index=False))
     print(f"written to {cfg.out_dir} (per scene: voxels.ply, gaussians.ply, orbit/, preview.png)")
+    return 0
+
+
+def cmd_generate_large(args: argparse.Namespace) -> int:
+    from earthcrafter.latents.generate import generate_large_scenes, load_generators
+    from earthcrafter.latents.large_scene import (
+        cell_layout,
+        class_raster_from_image,
+        generate_large_scene,
+        write_large_scene,
+    )
+    from earthcrafter.training.distributed import local_device
+
+    root = Path(args.root)
+    if (args.scene is None) == (args.layout is None):
+        print("earthcrafter generate-large: give one of --scene ID or --layout MAP.png", file=sys.stderr)
+        return 2
+    if args.layout is not None and not (args.voxel_size and args.voxel_size > 0):
+        print("earthcrafter generate-large: --layout needs --voxel-size (metres per map pixel, the tiles' voxel size)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    name = f"large_{args.scene}" if args.scene else f"large_{Path(args.layout).stem}"
+    out_dir = Path(args.out) if args.out else root / "data" / "07_model_output" / "samples"
+    inputs = _generation_inputs(args, {**_common_overrides(args), "large_scenes": [args.scene] if args.scene else [],
+                                       "large_stride_cells": args.stride, "large_resample": args.resample,
+                                       "large_size": args.size, "out_dir": str(out_dir)})  # fmt: skip
+    if isinstance(inputs, int):
+        return inputs
+    manifest, stats, cfg = inputs
+    try:
+        models = load_generators(cfg, stats, local_device(cfg.device))
+        if args.scene:
+            summary = generate_large_scenes(models, manifest, cfg)[0]
+        else:
+            raster = class_raster_from_image(args.layout)
+            layout = cell_layout(raster, models.structvae.config.L // models.grid)
+            scene = generate_large_scene(models, layout, args.voxel_size, cfg.large_stride_cells, cfg.steps,
+                                         cfg.cfg_strength, cfg.seed, cfg.condition == "layout", cfg.large_resample)  # fmt: skip
+            meta = {"scene_id": name, "layout_image": str(args.layout), "condition": cfg.condition, "seed": cfg.seed,
+                    "stride_cells": cfg.large_stride_cells, "resample": cfg.large_resample, "structfm": cfg.structfm_dir}  # fmt: skip
+            summary = write_large_scene(out_dir / name, scene, raster, meta, cfg.frames, cfg.large_size)
+    except (ValueError, FileNotFoundError) as e:  # unknown scene, bad map, models not trained yet
+        print(f"earthcrafter generate-large: {e}", file=sys.stderr)
+        return 2
+    print(f"{summary['scene_id']}: {summary['voxels']} voxels, {summary['gaussians']} surfels, "
+          f"{len(summary['windows'])} windows in {summary['seconds']} s")  # fmt: skip
+    print(f"written to {summary['path']} (voxels.ply, gaussians.ply, orbit/, preview.png, layout.png)")
     return 0
 
 
@@ -163,6 +235,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow", action="store_true", default=False, help="log a run to the tracking store")
     p.add_argument("--root", default=".", help="project root")
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("generate-large", help="one scene of a whole semantic map (a scene's tiles, or an image), "
+                       "generated by windows sliding over it")  # fmt: skip
+    p.add_argument("--scene", default=None, help="a scene of the latent manifest: the map of all its tiles")
+    p.add_argument("--layout", default=None, help="or a map image, north up: class ids (255: no surface) or the class "
+                   "colours (white: no surface)")  # fmt: skip
+    p.add_argument("--voxel-size", type=float, default=None, help="metres per map pixel (the tiles' voxel size)")
+    p.add_argument("--stride", type=int, default=None, help="window stride in latent cells (default 3/4 of a window)")
+    p.add_argument("--resample", type=int, default=None, help="RePaint resampling per step (default: conf's, 3)")
+    p.add_argument("--unconditional", action="store_true", help="no condition (the map gives only the size)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength (paper: 3)")
+    p.add_argument("--steps", type=int, default=None, help="Euler steps (paper: 25)")
+    p.add_argument("--frames", type=int, default=None, help="orbit frames (0: none)")
+    p.add_argument("--size", type=int, default=None, help="orbit / preview size in pixels")
+    p.add_argument("--out", default=None, help="parent folder (default data/07_model_output/samples)")
+    p.add_argument("--env", default="local", help="conf/<env>/parameters_generation.yml applied over conf/base")
+    p.add_argument("--root", default=".", help="project root")
+    p.set_defaults(func=cmd_generate_large)
     args = parser.parse_args(argv)
     return args.func(args)
 
