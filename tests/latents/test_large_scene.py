@@ -21,6 +21,7 @@ from earthcrafter.latents.large_scene import (
     generate_large_scene,
     raster_image,
     scene_voxels_from_tiles,
+    seam_scores,
     window_starts,
     write_large_scene,
 )
@@ -172,9 +173,60 @@ def test_large_scene_grows_window_by_window_without_changing_what_was_decided(tm
 
     summary = write_large_scene(tmp_path / "large", scene, raster, {"scene_id": "large_test"}, frames=2, size=48,
                                 reference=np.c_[v[:50], np.zeros(50, np.int64)])  # fmt: skip
-    for name in ("layout.png", "voxels.ply", "structure.parquet", "gaussians.ply", "preview.png", "summary.json"):
+    for name in ("layout.png", "voxels.ply", "structure.parquet", "gaussians.ply", "preview.png", "top.png", "summary.json"):
         assert (tmp_path / "large" / name).is_file(), name
     assert len(list((tmp_path / "large" / "orbit").glob("*.png"))) == 2
     assert Image.open(tmp_path / "large" / "preview.png").size == (4 * 48, 48)
-    assert json.loads((tmp_path / "large" / "summary.json").read_text())["voxels"] == summary["voxels"] == len(v)
+    assert Image.open(tmp_path / "large" / "top.png").size == (3 * 48 + 2 * 4, round(48 * 40 / 56))  # the map's aspect
+    written = json.loads((tmp_path / "large" / "summary.json").read_text())
+    assert written["voxels"] == summary["voxels"] == len(v) and written["seams"]["seam_pairs"] > 0
+    # windows at x 0, 3 and y 0, 1 (4 cells each): the first to reach a column decides it
+    assert scene.owner.tolist() == [[0, 0, 0, 0, 2]] * 4 + [[1, 1, 1, 1, 3]] * 3
     assert np.array_equal(class_raster_from_image(tmp_path / "large" / "layout.png"), raster)
+
+
+def test_seam_scores_on_a_hand_built_scene():
+    """Two windows side by side (cell columns x < 2 and x >= 2 of a 4 x 2-cell map, 2-voxel cells):
+    the right one's ground sits 3 voxels higher and is red, so across the seam the ground and top
+    step by 3 voxels and the colour by 1/3; across the other cell boundaries nothing steps."""
+    from earthcrafter.latents.large_scene import LargeScene
+    from earthcrafter.render import Gaussians2D
+    from earthcrafter.render.sh import C0
+
+    xy = np.stack(np.meshgrid(np.arange(8), np.arange(4), indexing="ij"), -1).reshape(-1, 2)
+    z = np.where(xy[:, 0] >= 4, 5, 2)
+    voxels = np.c_[xy, z]
+    rgb = np.where((xy[:, 0] >= 4)[:, None], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    n = len(voxels)
+    g = Gaussians2D(torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.ones(n, 2), torch.ones(n) * 0.5,
+                    torch.from_numpy((rgb - 0.5) / C0).float()[:, None])  # fmt: skip
+    owner = np.array([[0, 0], [0, 0], [1, 1], [1, 1]])
+    scene = LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner)
+    s = seam_scores(scene, cell=2)
+    assert s["seam_pairs"] == 4 and s["interior_pairs"] == 4 * 2 + 8 * 1  # x: boundaries 1|2, 5|6; y: 1|2
+    assert s["seam_ground_step_m"] == s["seam_top_step_m"] == 1.5 and abs(s["seam_colour_step"] - 1 / 3) < 1e-6
+    assert s["interior_ground_step_m"] == s["interior_top_step_m"] == s["interior_colour_step"] == 0
+    one = seam_scores(LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner * 0), cell=2)
+    assert one["seam_pairs"] == 0 and one["seam_ground_step_m"] is None
+
+
+def test_top_view_is_north_up_like_the_layout_image():
+    """Surfels in the map's north-west corner land top-left in the top view, the south-east ones
+    bottom-right — as in layout.png (row 0 = north)."""
+    from earthcrafter.latents.large_scene import top_view
+    from earthcrafter.render import Gaussians2D, render_orbit
+    from earthcrafter.render.sh import C0
+
+    vs, X, Y = 1.0, 60, 40
+    means = torch.tensor([[8.0, 34.0, 0.0], [52.0, 6.0, 0.0]])  # north-west: red, south-east: blue
+    colours = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    g = Gaussians2D(means, torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2, 2), 3.0), torch.full((2,), 0.99),
+                    ((colours - 0.5) / C0)[:, None])  # fmt: skip
+    view = top_view((X, Y), vs, 0.0, 96)
+    img = render_orbit(g, n_frames=1, **view)[0].astype(int)
+    assert img.shape == (64, 96, 3)
+    red = np.argwhere((img[..., 0] > 150) & (img[..., 2] < 100)).mean(0)
+    blue = np.argwhere((img[..., 2] > 150) & (img[..., 0] < 100)).mean(0)
+    assert red[0] < 32 and red[1] < 48 and blue[0] > 32 and blue[1] > 48, (red, blue)
+    # where the map says: north-west at (x 8, y 34) of 60 x 40 m -> column 8/60, row (40 - 34)/40 of the image
+    assert abs(red[1] / 96 - 8 / 60) < 0.05 and abs(red[0] / 64 - 6 / 40) < 0.05

@@ -225,7 +225,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
         for summary in large:
             name = summary["scene_id"]
             metrics.update({f"{name}_voxels": summary["voxels"], f"{name}_windows": len(summary["windows"]),
-                            f"{name}_seconds": summary["seconds"]})  # fmt: skip
+                            f"{name}_seconds": summary["seconds"],
+                            **{f"{name}_{k}": v for k, v in summary["seams"].items() if v is not None and k.endswith(("_m", "_step"))}})  # fmt: skip
         if run_id:
             tracking.log_metrics(metrics)
             tracking.log_params(cfg.model_dump(mode="json"))

@@ -200,6 +200,7 @@ class LargeScene:
     struct_latents: np.ndarray  # [M, c_s] (denormalised)
     gaussians: Gaussians2D  # metres, the same frame
     voxel_size: float
+    owner: np.ndarray  # [X, Y] int: the window (index into ``windows``) that decided each cell column
     windows: list[dict] = field(default_factory=list)
 
 
@@ -214,13 +215,16 @@ def generate_large_scene(
     seed: int = 0,
     condition: bool = True,
     resample: int = 3,
+    outpaint: bool = True,
     progress: bool = True,
 ) -> LargeScene:
     """Generate the scene of a cell layout [X, Y, classes] (:func:`cell_layout`).
 
     ``stride_cells``: window step in latent cells (default: 3/4 of a window, a quarter overlap);
     ``condition=False`` samples unconditionally (the layout then only sizes the scene);
-    ``resample``: RePaint resampling per Euler step where a window borders decided columns.
+    ``resample``: RePaint resampling per Euler step where a window borders decided columns;
+    ``outpaint=False``: the baseline — each window sampled on its own (nothing pinned), its new
+    columns placed beside the decided ones.
     """
     G = models.grid
     stride = stride_cells or max(1, (3 * G) // 4)
@@ -232,6 +236,7 @@ def generate_large_scene(
     stats_s, stats_t = models.stats["struct"], models.stats["tex"]
 
     col_done = np.zeros((X, Y), bool)  # cell columns decided
+    owner = np.full((X, Y), -1, np.int64)
     cell_lat = np.zeros((X, Y, G, c_s), np.float32)  # normalised latents of occupied cells
     cell_occ = np.zeros((X, Y, G), bool)
     vox: list[np.ndarray] = []
@@ -250,7 +255,7 @@ def generate_large_scene(
         # 1. cells, with the decided columns pinned
         ix, iy, iz = np.nonzero(cell_occ[win])
         known = None
-        if col_done[win].any():
+        if outpaint and col_done[win].any():
             known = KnownCells(torch.from_numpy(col_done[win])[None].to(device),
                                SparseTensor(torch.from_numpy(cell_lat[win][ix, iy, iz]).to(device),
                                             _coords(np.stack([ix, iy, iz], 1), device), 1))  # fmt: skip
@@ -265,13 +270,13 @@ def generate_large_scene(
         fresh = local[~col_done[win][local[:, 0] // 8, local[:, 1] // 8]]
         lo = np.array([8 * ox, 8 * oy, 0])
         inside = np.all((scene_vox[:, :2] >= lo[:2]) & (scene_vox[:, :2] < lo[:2] + 8 * G), axis=1)
-        old = scene_vox[inside] - lo
+        old = scene_vox[inside] - lo if outpaint else np.zeros((0, 3), np.int64)
         structure = np.concatenate([old, fresh])
         # 3. texture on the window's voxels, the earlier ones pinned
         pinned = torch.zeros(len(structure), dtype=torch.bool)
         pinned[: len(old)] = True
         x0 = torch.zeros(len(structure), c_t)
-        x0[: len(old)] = torch.from_numpy(scene_tex[inside])
+        x0[: len(old)] = torch.from_numpy(scene_tex[inside][: len(old)])
         st = SparseTensor(torch.zeros(len(structure), 1, device=device), _coords(structure, device), 1)
         use = cond if models.texfm.layout is not None else None
         z_t = generate_texture(models.texfm, st, use, steps, cfg_strength, generator=gen,
@@ -286,6 +291,7 @@ def generate_large_scene(
         nc = cells[new_cell]
         cell_occ[ox + nc[:, 0], oy + nc[:, 1], nc[:, 2]] = True
         cell_lat[ox + nc[:, 0], oy + nc[:, 1], nc[:, 2]] = z_s.feats[torch.from_numpy(new_cell).to(device)].cpu().numpy()
+        owner[win] = np.where(col_done[win], owner[win], len(windows))
         col_done[win] = True
         scene_vox = np.concatenate([scene_vox, fresh + lo])
         scene_tex = np.concatenate([scene_tex, z_t.feats[len(old):].cpu().numpy()])
@@ -303,8 +309,50 @@ def generate_large_scene(
         struct_latents=denormalize(dev(cell_lat[cx, cy, cz]), stats_s).cpu().numpy(),
         gaussians=_cat(parts),
         voxel_size=float(voxel_size),
+        owner=owner,
         windows=windows,
     )
+
+
+def seam_scores(scene: LargeScene, cell: int = 8) -> dict:
+    """How visible the windows' seams are: steps between neighbouring voxel columns across a latent
+    cell boundary, where the two columns were decided by different windows (``seam_*``) against
+    where one window decided both (``interior_*``) — seams only ever lie on cell boundaries, so
+    these are the fair comparison. Per pair of non-empty columns: ground step (lowest voxel) and
+    top step in metres, and the colour step of the top voxels' surfels (mean RGB of their DC terms,
+    0-1). A seamless scene has ``seam_*`` close to ``interior_*``."""
+    from earthcrafter.render.sh import C0
+
+    v, vs = scene.voxels, scene.voxel_size
+    X, Y = scene.owner.shape[0] * cell, scene.owner.shape[1] * cell
+    low, top = np.full((X, Y), np.iinfo(np.int64).max), np.full((X, Y), -1)
+    np.minimum.at(low, (v[:, 0], v[:, 1]), v[:, 2])
+    np.maximum.at(top, (v[:, 0], v[:, 1]), v[:, 2])
+    k = len(scene.gaussians) // max(len(v), 1)
+    rgb = (0.5 + C0 * scene.gaussians.sh[:, 0].detach().cpu().numpy()).reshape(len(v), k, 3).mean(1) if k else np.zeros((len(v), 3))
+    colour = np.zeros((X, Y, 3))
+    is_top = top[v[:, 0], v[:, 1]] == v[:, 2]
+    colour[v[is_top, 0], v[is_top, 1]] = rgb[is_top]
+    owner = np.repeat(np.repeat(scene.owner, cell, 0), cell, 1)
+    out: dict = {}
+    steps: dict = {"seam": [], "interior": []}
+    for axis in (0, 1):
+        a = [slice(None), slice(None)]
+        b = [slice(None), slice(None)]
+        a[axis], b[axis] = slice(cell - 1, -1, cell), slice(cell, None, cell)  # pairs across cell boundaries
+        a, b = tuple(a), tuple(b)
+        both = (top[a] >= 0) & (top[b] >= 0)
+        seam = owner[a] != owner[b]
+        d = np.stack([np.abs(low[a] - low[b]) * vs, np.abs(top[a] - top[b]) * vs,
+                      np.abs(colour[a] - colour[b]).mean(-1)], -1)  # fmt: skip
+        steps["seam"].append(d[both & seam])
+        steps["interior"].append(d[both & ~seam])
+    for kind, parts in steps.items():
+        d = np.concatenate(parts)
+        out[f"{kind}_pairs"] = len(d)
+        for i, name in enumerate(("ground_step_m", "top_step_m", "colour_step")):
+            out[f"{kind}_{name}"] = float(d[:, i].mean()) if len(d) else None  # one window: no seams
+    return out
 
 
 def _coords(xyz: np.ndarray, device) -> torch.Tensor:
@@ -320,19 +368,46 @@ def _cat(parts: list[Gaussians2D]) -> Gaussians2D:
 
 # --------------------------------------------------------------------------- files
 
+def top_view(map_cells: tuple[int, int], voxel_size: float, z_ground: float, size: int) -> dict:
+    """Keyword arguments of :func:`~earthcrafter.render.render_orbit` (and ``render_mesh``) for a
+    view straight down on a map of ``map_cells`` voxel columns, north up, the longer side ``size``
+    pixels wide."""
+    X, Y = (n * voxel_size for n in map_cells)
+    width, height = (size, max(16, round(size * Y / X))) if X >= Y else (max(16, round(size * X / Y)), size)
+    fov = 30.0
+    half = 0.52 * max(X, Y * width / height)  # the horizontal half-extent the view must hold
+    altitude = half / np.tan(np.deg2rad(fov / 2))
+    # a hair south of the centre, so "up" in the image is north (a camera exactly overhead has no up)
+    return {"center": np.array([X / 2, Y / 2, z_ground]), "radius": 1e-3 * altitude, "altitude": altitude,
+            "width": width, "height": height, "fov_deg": fov, "start_deg": -90.0}  # fmt: skip
+
+
+def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``img`` scaled (nearest) into width x height, aspect kept, on white."""
+    h, w = img.shape[:2]
+    scale = min(width / w, height / h)
+    small = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST))
+    out = np.full((height, width, 3), 255, np.uint8)
+    y0, x0 = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+    out[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+    return out
+
+
 def write_large_scene(
     out: str | Path, scene: LargeScene, raster: np.ndarray, meta: dict, frames: int = 24, size: int = 384,
     reference: np.ndarray | None = None,
 ) -> dict:
     """Write ``out/``: layout.png, voxels.ply, structure.parquet, gaussians.ply, preview.png (the
     map, [the reference scene's voxels,] the generated voxels, the surfels from one aerial camera),
-    orbit/ and summary.json. ``reference``: voxels [N, 3] of the map's own scene in the same frame,
-    coloured by class in the preview (classes in its fourth column). Returns the summary."""
+    top.png (the map[, the reference] and the surfels straight from above, north up), orbit/ and
+    summary.json (with :func:`seam_scores`). ``reference``: voxels [N, 4] (x, y, z, class) of the
+    map's own scene in the same frame, coloured by class. Returns the summary."""
     out = Path(out)
     xyz, vs = scene.voxels, scene.voxel_size
     extent = int(max(raster.shape[0], raster.shape[1], xyz[:, 2].max() + 1 if len(xyz) else 1))
+    layout_rgb = raster_image(raster)
     with atomic_path(out / "layout.png") as tmp:
-        Image.fromarray(raster_image(raster)).save(tmp)
+        Image.fromarray(layout_rgb).save(tmp)
     top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
     mesh = voxel_mesh(xyz, vs, colors=height_colors(xyz, top))
     write_mesh_ply(out / "voxels.ply", mesh)
@@ -344,21 +419,27 @@ def write_large_scene(
     views = render_orbit(scene.gaussians, n_frames=max(frames, 1), **orbit)
     if frames:
         save_frames(views, out / "orbit")
-    layout_img = np.asarray(Image.fromarray(raster_image(raster)).resize((size, size), Image.NEAREST))
-    panels = [layout_img]
-    if reference is not None and len(reference):
-        panels.append(render_mesh(voxel_mesh(reference[:, :3], vs, colors=PALETTE[reference[:, 3]]), orbit))
-    panels += [render_mesh(mesh, orbit), views[0]]
+    ref_mesh = voxel_mesh(reference[:, :3], vs, colors=PALETTE[reference[:, 3]]) if reference is not None and len(reference) else None
+    panels = [_fit(layout_rgb, size, size)] + ([render_mesh(ref_mesh, orbit)] if ref_mesh else [])
     with atomic_path(out / "preview.png") as tmp:
-        Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
+        Image.fromarray(np.concatenate([*panels, render_mesh(mesh, orbit), views[0]], axis=1)).save(tmp)
+    ground = float(np.median(xyz[:, 2]) * vs) if len(xyz) else 0.0
+    down = top_view(raster.shape[:2], vs, ground, size)
+    panels = [_fit(layout_rgb, down["width"], down["height"])] + ([render_mesh(ref_mesh, down)] if ref_mesh else [])
+    panels.append(render_orbit(scene.gaussians, n_frames=1, **down)[0])
+    gap = np.full((down["height"], 4, 3), 255, np.uint8)
+    with atomic_path(out / "top.png") as tmp:
+        Image.fromarray(np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)).save(tmp)
     summary = {**meta, "voxel_size_m": vs, "map_voxels": list(raster.shape), "voxels": len(xyz),
-               "cells": len(scene.cells), "gaussians": len(scene.gaussians), "windows": scene.windows,
-               "seconds": round(sum(w["seconds"] for w in scene.windows), 1), "path": str(out)}  # fmt: skip
+               "cells": len(scene.cells), "gaussians": len(scene.gaussians), "seams": seam_scores(scene),
+               "windows": scene.windows, "seconds": round(sum(w["seconds"] for w in scene.windows), 1),
+               "path": str(out)}  # fmt: skip
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 __all__ = [
     "EMPTY", "Generators", "LargeScene", "cell_layout", "class_raster_from_image", "class_raster_from_tiles",
-    "generate_large_scene", "raster_image", "scene_voxels_from_tiles", "window_starts", "write_large_scene",
+    "generate_large_scene", "raster_image", "scene_voxels_from_tiles", "seam_scores", "top_view", "window_starts",
+    "write_large_scene",
 ]

@@ -58,6 +58,7 @@ def render_orbit(
     width: int,
     height: int,
     fov_deg: float = 60.0,
+    start_deg: float = 0.0,
     *,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     backend: Backend = "auto",
@@ -67,7 +68,7 @@ def render_orbit(
 
     ``altitude`` is the camera height above ``center`` (a flyover when large against ``radius``).
     """
-    viewmats, Ks = orbit_cameras(center, radius, altitude, n_frames, width, height, fov_deg)
+    viewmats, Ks = orbit_cameras(center, radius, altitude, n_frames, width, height, fov_deg, start_deg)
     dev, dt = gaussians.device, gaussians.dtype
     bg = torch.tensor(background, device=dev, dtype=dt)
     frames = []
