@@ -26,7 +26,7 @@ from earthcrafter.latents.large_scene import (
     write_large_scene,
 )
 from earthcrafter.semantics import NUM_CLASSES
-from earthcrafter.training.structfm import semantic_layout
+from earthcrafter.training.conditions import semantic_layout
 
 
 def _tile(tile_id: str, coords, semantic, origin, L: int = 16, vs: float = 2.0) -> VoxelTile:

@@ -40,7 +40,7 @@ from earthcrafter.io.atomic import atomic_path, atomic_write_text
 from earthcrafter.io.latents import LatentTile, write_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.structure import write_structure
-from earthcrafter.io.tiles import read_tile
+from earthcrafter.io.tiles import VoxelTile, read_tile, read_views
 from earthcrafter.latents.export import aerial_orbit, render_mesh
 from earthcrafter.latents.large_scene import (
     Generators,
@@ -56,7 +56,8 @@ from earthcrafter.render import render_orbit, save_frames, save_ply
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
 from earthcrafter.training.distributed import local_device
-from earthcrafter.training.structfm import load_structfm, semantic_layout
+from earthcrafter.training.conditions import condition_raster, keep_part, semantic_layout
+from earthcrafter.training.structfm import load_structfm
 from earthcrafter.training.structfm_preview import height_colors
 from earthcrafter.training.structvae import load_structvae
 from earthcrafter.training.texfm import load_texfm
@@ -79,8 +80,10 @@ class GenerationConfig(BaseModel):
     num_scenes: int = Field(4, ge=1, description="scenes from layouts evenly spread over layouts_split")
     tile_ids: list[str] | None = Field(None, description="these tiles' layouts (any split), one scene each; "
                                        "overrides layouts_split and num_scenes")
-    condition: Literal["layout", "none"] = Field("layout", description="none: unconditional, the dropped "
-                                                 "condition the flows were trained with (the tile gives only L and voxel size)")
+    condition: Literal["layout", "rgbd", "none"] = Field("layout", description="layout: the tile's semantic layout; "
+                                                         "rgbd: its most nadir view lifted by its depth (models trained "
+                                                         "with condition rgbd or mixed); none: unconditional, the dropped "
+                                                         "condition the flows were trained with (the tile gives only L and voxel size)")
     seed: int = 0
     steps: int = Field(25, ge=1, description="Euler steps of both flows (paper: 25)")
     cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
@@ -107,9 +110,23 @@ def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | s
     return models
 
 
+def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, grid: int) -> torch.Tensor | None:
+    """The condition [1, grid, grid, C] a ``kind``-conditioned model gets from ``tile`` for the
+    requested input (``GenerationConfig.condition``); None for an unconditioned model."""
+    if kind == "none":
+        return None
+    views = read_views(Path(tile_path).with_name(f"{tile.tile_id}.views.npz")) if kind in ("rgbd", "mixed") else None
+    raster = torch.from_numpy(condition_raster(kind, tile, views, grid))[None]
+    if request == "none":
+        return torch.zeros_like(raster)
+    return keep_part(raster, kind, "semantic" if request == "layout" else "rgbd")
+
+
 def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cfg: GenerationConfig) -> list[dict]:
     """One large scene per id of ``cfg.large_scenes``, from the layout of all its tiles (any split)."""
     summaries = []
+    if cfg.large_scenes and cfg.condition == "rgbd":
+        raise ValueError("generation.condition rgbd: large scenes are generated from a semantic map (layout or none)")
     for n, scene_id in enumerate(cfg.large_scenes):
         rows = latents_manifest[latents_manifest["scene_id"] == scene_id]
         if rows.empty:
@@ -168,18 +185,18 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             if cfg.condition == "none":
                 layout = torch.zeros_like(layout)
             g = torch.Generator(device=device).manual_seed(cfg.seed + n)
-            cond = layout[None].to(device)
-            _, z_s = structfm.generate(cond if structfm.config.condition == "semantic" else None, 1, cfg.steps,
-                                       cfg.cfg_strength, generator=g, device=device)  # fmt: skip
+            cond_s = tile_condition(structfm.config.condition, cfg.condition, tile, r["tile_path"], grid)
+            cond_t = tile_condition(texfm.cfg.condition, cfg.condition, tile, r["tile_path"], texfm.cfg.layout_grid)
+            cond_s, cond_t = (c.to(device) if c is not None else None for c in (cond_s, cond_t))
+            _, z_s = structfm.generate(cond_s, 1, cfg.steps, cfg.cfg_strength, generator=g, device=device)
             z_s = z_s.replace(denormalize(z_s.feats, stats["struct"]))
             voxels = structvae.decode(z_s, threshold=0.0)
             structure = voxels.replace(torch.zeros(len(voxels), 1, device=device))
-            z_t = generate_texture(texfm, structure, cond if texfm.layout is not None else None, cfg.steps,
-                                   cfg.cfg_strength, generator=g)  # fmt: skip
+            z_t = generate_texture(texfm, structure, cond_t, cfg.steps, cfg.cfg_strength, generator=g)
             z_t = z_t.replace(denormalize(z_t.feats, stats["tex"]))
             gaussians = texvae.decode(z_t, voxel_size=tile.voxel_size)
 
-            scene_id = f"gen_{n:03d}_{r['tile_id']}" if cfg.condition == "layout" else f"gen_{n:03d}_uncond"
+            scene_id = f"gen_{n:03d}_{r['tile_id']}" if cfg.condition != "none" else f"gen_{n:03d}_uncond"
             out = out_root / scene_id
             xyz = voxels.coords[:, 1:].cpu().numpy()
             top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
@@ -204,7 +221,7 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
                 Image.fromarray(panel).save(tmp)
             sheets.append(panel)
             iou = float("nan")
-            if cfg.condition == "layout":  # an unconditional scene has no tile to be compared with
+            if cfg.condition != "none":  # an unconditional scene has no tile to be compared with
                 confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
                 c = {k: float(v.sum()) for k, v in confusion.items()}
                 for k, v in c.items():

@@ -46,6 +46,7 @@ from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.render import Gaussians2D, render_orbit, save_frames, save_ply
 from earthcrafter.semantics import NUM_CLASSES, PALETTE
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.conditions import from_semantic
 from earthcrafter.training.structfm_preview import height_colors
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ def generate_large_scene(
             known = KnownCells(torch.from_numpy(col_done[win])[None].to(device),
                                SparseTensor(torch.from_numpy(cell_lat[win][ix, iy, iz]).to(device),
                                             _coords(np.stack([ix, iy, iz], 1), device), 1))  # fmt: skip
-        use = cond if models.structfm.config.condition == "semantic" else None
+        use = from_semantic(cond, models.structfm.config.condition)
         _, z_s = models.structfm.generate(use, 1, steps, cfg_strength, generator=gen, device=device, known=known,
                                             resample=resample)  # fmt: skip
         cells = z_s.coords[:, 1:].cpu().numpy().astype(np.int64)
@@ -278,7 +279,7 @@ def generate_large_scene(
         x0 = torch.zeros(len(structure), c_t)
         x0[: len(old)] = torch.from_numpy(scene_tex[inside][: len(old)])
         st = SparseTensor(torch.zeros(len(structure), 1, device=device), _coords(structure, device), 1)
-        use = cond if models.texfm.layout is not None else None
+        use = from_semantic(cond, models.texfm.cfg.condition)
         z_t = generate_texture(models.texfm, st, use, steps, cfg_strength, generator=gen,
                                known=(pinned.to(device), x0.to(device)), resample=resample if len(old) else 0)  # fmt: skip
         g = models.texvae.decode(z_t.replace(denormalize(z_t.feats, stats_t)), voxel_size=voxel_size)

@@ -8,6 +8,15 @@ import torch
 from torch import nn
 
 from earthcrafter.semantics import NUM_CLASSES
+
+RGBD_CHANNELS = 5  # per latent column of one aerial RGBD view: mean r, g, b, top height / tile height, seen
+CONDITION_PARTS = {"semantic": (NUM_CLASSES,), "rgbd": (RGBD_CHANNELS,), "mixed": (NUM_CLASSES, RGBD_CHANNELS)}
+
+
+def condition_channels(kind: str) -> int:
+    """Channels of a condition raster [B, G, G, C] of this kind ("mixed": the semantic layout, then
+    the RGBD raster; in training one of the two is zeroed per sample)."""
+    return sum(CONDITION_PARTS[kind])
 from earthcrafter.sparse import SparseTensor, SparseTransformerBlock, TimestepEmbedder
 from earthcrafter.sparse.embed import sinusoidal_embedding_3d
 
@@ -24,7 +33,8 @@ def layout_tokens(layout: torch.Tensor, width: int, scale: float = 1.0) -> torch
 
 
 class LayoutEncoder(nn.Module):
-    """Semantic layout [B, G, G, classes] (class fractions per column) -> tokens [B, G², width]."""
+    """Condition raster [B, G, G, C] (per latent column: the semantic layout's class fractions and/or
+    the RGBD view's colour, height and coverage) -> tokens [B, G², width]."""
 
     def __init__(self, width: int, classes: int = NUM_CLASSES, scale: float = 1.0):
         super().__init__()
@@ -41,7 +51,7 @@ class SparseFlowNet(nn.Module):
     """Velocity on a sparse set: noisy values [N, c_in] + time [B] (+ layout) -> [N, c_out].
 
     ``cfg`` names ``width``, ``depth``, ``num_heads``, ``mlp_ratio``, ``attn`` ("full" | "window"),
-    ``window`` and ``condition`` ("semantic" | "none") — StructFM's and TexFM's configs both do.
+    ``window`` and ``condition`` ("semantic" | "rgbd" | "mixed" | "none") — StructFM's and TexFM's configs both do.
     ``layout_scale``: voxels of this net's grid per layout column (1 for StructFM's cells, 8 for
     TexFM's voxels at L under an L/8 layout).
     """
@@ -52,7 +62,8 @@ class SparseFlowNet(nn.Module):
         w = cfg.width
         self.embed = nn.Linear(in_channels, w)
         self.time = TimestepEmbedder(w)
-        self.layout = LayoutEncoder(w, scale=layout_scale) if cfg.condition == "semantic" else None
+        self.layout = (LayoutEncoder(w, condition_channels(cfg.condition), scale=layout_scale)
+                       if cfg.condition != "none" else None)  # fmt: skip
         ctx = w if self.layout is not None else None
         self.blocks = nn.ModuleList(
             SparseTransformerBlock(w, cfg.num_heads, cfg.mlp_ratio, cfg.attn, cfg.window,

@@ -9,9 +9,10 @@
 
 Both stages are one network (:class:`SparseFlowNet`) with different in/out channels, made of the
 sparse core's AdaLN transformer blocks (timestep) with cross-attention to the condition tokens.
-Condition: the tile's **semantic layout** — per column of latent cells, the class histogram of
-the tile's top surface — or none (zeros: classifier-free guidance). The paper also lifts an image
-by monocular depth; that branch is not built here.
+Condition (:mod:`earthcrafter.training.conditions`): per column of latent cells, the tile's
+**semantic layout** (the class histogram of its top surface), or **one aerial RGBD view** lifted
+onto the columns (colour, top height, coverage; the paper lifts an image by monocular depth, the
+tiles carry depth), or both (mixed training), or none (zeros: classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class StructFMConfig(BaseModel):
     mlp_ratio: float = 4.0
     attn: Literal["full", "window"] = Field("full", description="self-attention over all cells, or shifted windows")
     window: int = Field(8, ge=2)
-    condition: Literal["semantic", "none"] = "semantic"
+    condition: Literal["semantic", "rgbd", "mixed", "none"] = Field(
+        "semantic", description="per latent column: the semantic layout, one aerial RGBD view lifted onto the "
+        "columns, both (mixed: one of them per training sample, as the paper's mixed inputs), or none")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="classifier-free guidance: condition dropped to zeros")
     keep_fraction: float = Field(0.5, gt=0, lt=1, description="fine stage: keep a cell when more than this "
                                  "fraction of its channels has |z| > keep_threshold")  # fmt: skip
@@ -133,7 +136,7 @@ class StructFM(nn.Module):
         cfg = self.config
         if layout is not None:
             batch = layout.shape[0]
-        cond = layout if cfg.condition == "semantic" else None
+        cond = layout if cfg.condition != "none" else None
         uncond = torch.zeros_like(layout) if cond is not None else None
         strength = cfg_strength if cond is not None else 0.0
 

@@ -31,7 +31,7 @@ class TexFMConfig(BaseModel):
     mlp_ratio: float = 4.0
     attn: Literal["full", "window"] = "window"
     window: int = Field(8, ge=2)
-    condition: Literal["semantic", "none"] = "semantic"
+    condition: Literal["semantic", "rgbd", "mixed", "none"] = "semantic"  # as StructFMConfig.condition
     cond_dropout: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")

@@ -9,19 +9,22 @@ from torch import nn
 
 from earthcrafter.flow import RectifiedFlow, drop_condition, sample_timesteps
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.conditions import mix_parts, model_condition
 from earthcrafter.training.task import Task
 
 VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
 
 
 def flow_training_step(
-    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float,
+    condition: str = "semantic",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the layout."""
+    """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the
+    condition raster (for a ``mixed`` condition, each sample first keeps one of its parts)."""
     t = sample_timesteps(x0.batch_size, device=x0.device)
     noise = x0.replace(torch.randn_like(x0.feats))
     if layout is not None:
-        layout = drop_condition(layout, cond_dropout)
+        layout = drop_condition(mix_parts(layout, condition), cond_dropout)
     loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
     return loss, {"loss": float(loss.detach())}
 
@@ -56,7 +59,9 @@ class FlowTask(Task):
         return {"samples": batch["x0"].batch_size, "voxels": len(batch["x0"])}
 
     def _layout(self, batch: dict) -> torch.Tensor | None:
-        return batch["layout"] if self.config.condition == "semantic" else None
+        """The condition validation gives the model (:func:`~earthcrafter.training.conditions.model_condition`)."""
+        return model_condition(batch["layout"], self.config.condition)
 
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return flow_training_step(self.flow, model, batch["x0"], self._layout(batch), self.config.cond_dropout)
+        layout = batch["layout"] if self.config.condition != "none" else None
+        return flow_training_step(self.flow, model, batch["x0"], layout, self.config.cond_dropout, self.config.condition)

@@ -24,12 +24,13 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
-from earthcrafter.io.tiles import read_tile
+from earthcrafter.io.tiles import read_tile, read_views
 from earthcrafter.models.flow_net import SparseFlowNet
 from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
+from earthcrafter.training.conditions import condition_raster, semantic_layout
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
@@ -80,33 +81,21 @@ class StructFMRunConfig(BaseModel):
 
 # --------------------------------------------------------------------------- data
 
-def semantic_layout(coords: np.ndarray, semantic: np.ndarray, L: int, grid: int) -> np.ndarray:
-    """[grid, grid, classes] float32: per column of latent cells, the class fractions of the tile's
-    top surface (the highest voxel of every voxel column inside it; empty columns count nowhere)."""
-    cell = L // grid
-    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
-    c, s = coords[order], semantic[order]
-    top = np.ones(len(c), bool)
-    top[:-1] = (c[1:, 0] != c[:-1, 0]) | (c[1:, 1] != c[:-1, 1])
-    out = np.zeros((grid, grid, NUM_CLASSES), np.float32)
-    np.add.at(out, (c[top, 0] // cell, c[top, 1] // cell, s[top].astype(np.int64)), 1.0)
-    return out / float(cell * cell)
-
-
 class LatentTileDataset(Dataset):
-    """One split of the latent manifest: ``{"tile_id", "cells", "latents", "layout", "seed"}`` —
-    the ``kind`` latents ("struct": L/8 cells, "tex": the tile's voxels) normalised with ``stats``,
-    their coords, and the tile's semantic layout on a ``grid`` x ``grid`` raster (L/8)."""
+    """One split of the latent manifest: ``{"tile_id", "cells", "latents", "layout", "semantic", "seed"}``
+    — the ``kind`` latents ("struct": L/8 cells, "tex": the tile's voxels) normalised with ``stats``,
+    their coords, the tile's ``condition`` raster on a ``grid`` x ``grid`` raster (L/8; the semantic
+    layout for "none") and its semantic layout (for figures)."""
 
     def __init__(
         self, manifest: pd.DataFrame, stats: dict, split: str, grid: int, max_tiles: int = 0, root: str | None = None,
-        kind: str = "struct",
+        kind: str = "struct", condition: str = "semantic",
     ):
         self.path_column = f"{kind}_path"
         rows = check_manifest(manifest, split, root, (self.path_column, "tile_path"), "latent manifest")
         if 0 < max_tiles < len(rows):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
-        self.rows, self.stats, self.grid, self.kind = rows, stats, grid, kind
+        self.rows, self.stats, self.grid, self.kind, self.condition = rows, stats, grid, kind, condition
         self._cache: dict[int, dict] = {}
 
     def fingerprint(self) -> str:
@@ -125,9 +114,13 @@ class LatentTileDataset(Dataset):
                                  f"model's grid {self.grid}")  # fmt: skip
             tile = read_tile(r["tile_path"])
             z = normalize(torch.from_numpy(lt.mean), self.stats)
+            semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
+            cond = semantic
+            if self.condition in ("rgbd", "mixed"):
+                views = read_views(Path(r["tile_path"]).with_name(f"{r['tile_id']}.views.npz"))
+                cond = condition_raster(self.condition, tile, views, self.grid)
             self._cache[i] = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
-                              "layout": torch.from_numpy(semantic_layout(tile.coords, tile.semantic, tile.L,
-                                                                         self.grid))}  # fmt: skip
+                              "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(semantic)}  # fmt: skip
         return self._cache[i]
 
     def __getitem__(self, item: int | Draw) -> dict:
@@ -246,8 +239,9 @@ def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu")
 
 def _datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
     grid, d = cfg.model.grid, cfg.data
-    return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root),
-            LatentTileDataset(manifest, stats, d.val_split, grid, d.max_val_tiles, root=d.root))  # fmt: skip
+    c = cfg.model.condition
+    return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root, condition=c),
+            LatentTileDataset(manifest, stats, d.val_split, grid, d.max_val_tiles, root=d.root, condition=c))  # fmt: skip
 
 
 def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfig | dict) -> dict[str, Any]:

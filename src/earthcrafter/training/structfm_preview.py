@@ -21,6 +21,7 @@ from earthcrafter.models.struct_fm import StructFM
 from earthcrafter.render import orbit_cameras
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
+from earthcrafter.training.conditions import model_condition
 from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
@@ -58,7 +59,7 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
     g = torch.Generator(device=device).manual_seed(0)
     for i in picks:
         s = val[int(i)]
-        layout = s["layout"][None].to(device) if model.config.condition == "semantic" else None
+        layout = model_condition(s["layout"][None].to(device), model.config.condition)
         first, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
         for name, cells in (("cell", z.coords), ("coarse_cell", first.coords)):  # L/8 (Table 4's mIoU^3)
             for k, v in vm.confusion(cells.cpu(), batched_coords(s["cells"]), 1).items():
@@ -72,7 +73,7 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
         gen = voxels[:, 1:].numpy()
         write_mesh_ply(out / f"{s['tile_id']}_generated.ply", voxel_mesh(gen, colors=height_colors(gen, L)))
         top = int(max(gt[:, 2].max(), gen[:, 2].max() if len(gen) else 0))
-        semantic = PALETTE[s["layout"].argmax(-1).numpy()] * (s["layout"].sum(-1, keepdim=True).numpy() > 0)
+        semantic = PALETTE[s["semantic"].argmax(-1).numpy()] * (s["semantic"].sum(-1, keepdim=True).numpy() > 0)
         rows.append((s["tile_id"], semantic.astype(np.uint8).transpose(1, 0, 2)[::-1], _render(gt, L, top),
                      _render(gen, L, top)))  # fmt: skip
     metrics = {f"gen_{k}": v for k, v in vm.ratios({k: counts[k] for k in ("tp", "fp", "fn")}).items()}

@@ -93,8 +93,9 @@ def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
 
 def _datasets(manifest: pd.DataFrame, stats: dict, cfg: TexFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
     d, g = cfg.data, cfg.model.layout_grid
-    return (LatentTileDataset(manifest, stats, d.train_split, g, root=d.root, kind="tex"),
-            LatentTileDataset(manifest, stats, d.val_split, g, d.max_val_tiles, root=d.root, kind="tex"))  # fmt: skip
+    c = cfg.model.condition
+    return (LatentTileDataset(manifest, stats, d.train_split, g, root=d.root, kind="tex", condition=c),
+            LatentTileDataset(manifest, stats, d.val_split, g, d.max_val_tiles, root=d.root, kind="tex", condition=c))  # fmt: skip
 
 
 def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | dict) -> dict[str, Any]:

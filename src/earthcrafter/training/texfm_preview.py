@@ -20,6 +20,7 @@ from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.models.tex_vae_task import masked_view_stats, psnr_from_mse
 from earthcrafter.render import rasterize_2dgs
 from earthcrafter.sparse import SparseTensor
+from earthcrafter.training.conditions import model_condition
 from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
@@ -55,7 +56,7 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
         lt = read_latent_tile(r["tex_path"])
         coords = torch.from_numpy(lt.coords).to(device)
         structure = SparseTensor.from_list([torch.zeros(len(coords), 1, device=device)], [coords])
-        layout = s["layout"][None].to(device) if net.layout is not None else None
+        layout = model_condition(s["layout"][None].to(device), net.cfg.condition)
         z = generate_texture(net, structure, layout, cfg.sample.steps, cfg.sample.cfg_strength, generator=g)
         latents = {"gen": z.replace(denormalize(z.feats, stats)),
                    "recon": structure.replace(torch.from_numpy(lt.mean).to(device))}  # fmt: skip

@@ -1,0 +1,143 @@
+"""The flows' conditions, as rasters over the latent columns of a tile ([G, G, C], G = L/8).
+
+- ``semantic``: the semantic layout — per column, the class fractions of the tile's top surface.
+- ``rgbd``: one aerial RGBD view of the tile lifted onto the columns — per column, the mean colour
+  of the view's pixels that land in it, the highest point they reach (as a fraction of the tile's
+  height) and whether any pixel lands there. The paper lifts an image with monocular depth (its
+  "1-view RGBD" and image conditions); the tiles carry the depth of their views, so the lift is
+  exact here. The view is the tile's most nadir one.
+- ``mixed``: both rasters concatenated; in training each sample keeps one of them (the other is
+  zeroed), as the paper trains on mixed inputs, and generation gives the one it has.
+- ``none``: no condition (zeros are also the dropped condition of classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from earthcrafter.io.tiles import TileViews, VoxelTile
+from earthcrafter.models.flow_net import CONDITION_PARTS, RGBD_CHANNELS
+from earthcrafter.semantics import NUM_CLASSES
+
+
+def semantic_layout(coords: np.ndarray, semantic: np.ndarray, L: int, grid: int) -> np.ndarray:
+    """[grid, grid, classes] float32: per column of latent cells, the class fractions of the tile's
+    top surface (the highest voxel of every voxel column inside it; empty columns count nowhere)."""
+    cell = L // grid
+    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
+    c, s = coords[order], semantic[order]
+    top = np.ones(len(c), bool)
+    top[:-1] = (c[1:, 0] != c[:-1, 0]) | (c[1:, 1] != c[:-1, 1])
+    out = np.zeros((grid, grid, NUM_CLASSES), np.float32)
+    np.add.at(out, (c[top, 0] // cell, c[top, 1] // cell, s[top].astype(np.int64)), 1.0)
+    return out / float(cell * cell)
+
+
+def nadir_view(views: TileViews) -> int:
+    """Index of the view looking most straight down among those that see the tile (-1: none)."""
+    sees = views.mask.reshape(len(views), -1).any(1) if len(views) else np.zeros(0, bool)
+    if not sees.any():
+        return -1
+    down = views.world_to_camera[:, 2, 2]  # z of the camera's forward axis in the tile frame (-1: nadir)
+    return int(np.argmin(np.where(sees, down, np.inf)))
+
+
+def lift_view(views: TileViews, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(points [N, 3] in the tile frame, colours [N, 3] in 0-1) of the view's pixels on the tile."""
+    depth, mask = views.depth[index], views.mask[index]
+    v, u = np.nonzero(mask & np.isfinite(depth))
+    d = depth[v, u].astype(np.float64)
+    K = views.K[index]
+    cam = np.stack([(u + 0.5 - K[0, 2]) / K[0, 0] * d, (v + 0.5 - K[1, 2]) / K[1, 1] * d, d], 1)
+    E = views.world_to_camera[index]
+    points = (cam - E[:3, 3]) @ E[:3, :3]  # R^T (p - t)
+    return points, views.rgb[index][v, u].astype(np.float32) / 255.0
+
+
+def rgbd_layout(views: TileViews, L: int, grid: int, voxel_size: float, index: int | None = None) -> np.ndarray:
+    """[grid, grid, RGBD_CHANNELS] float32 of one view (default: :func:`nadir_view`); zeros when
+    no view sees the tile."""
+    out = np.zeros((grid, grid, RGBD_CHANNELS), np.float32)
+    index = nadir_view(views) if index is None else index
+    if index < 0:
+        return out
+    points, rgb = lift_view(views, index)
+    ij = np.floor(points[:, :2] / (voxel_size * L / grid)).astype(np.int64)
+    inside = (ij >= 0).all(1) & (ij < grid).all(1)
+    ij, z, rgb = ij[inside], points[inside, 2] / (voxel_size * L), rgb[inside]
+    count = np.zeros((grid, grid), np.float32)
+    np.add.at(count, (ij[:, 0], ij[:, 1]), 1.0)
+    for c in range(3):
+        np.add.at(out[..., c], (ij[:, 0], ij[:, 1]), rgb[:, c])
+    seen = count > 0
+    out[..., :3][seen] /= count[seen][:, None]
+    top = np.full((grid, grid), -np.inf, np.float32)
+    np.maximum.at(top, (ij[:, 0], ij[:, 1]), z.astype(np.float32))
+    out[..., 3] = np.where(seen, np.clip(top, 0.0, 1.0), 0.0)
+    out[..., 4] = seen
+    return out
+
+
+def condition_raster(kind: str, tile: VoxelTile, views: TileViews | None, grid: int) -> np.ndarray:
+    """The ``kind`` condition of a tile ([grid, grid, C]); ``views`` are needed for rgbd / mixed."""
+    parts = []
+    if kind in ("semantic", "mixed"):
+        parts.append(semantic_layout(tile.coords, tile.semantic, tile.L, grid))
+    if kind in ("rgbd", "mixed"):
+        if views is None:
+            raise ValueError(f"tile {tile.tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
+        parts.append(rgbd_layout(views, tile.L, grid, tile.voxel_size))
+    if not parts:
+        raise ValueError(f"no condition raster for condition {kind!r}")
+    return np.concatenate(parts, -1)
+
+
+def keep_part(raster: torch.Tensor, kind: str, part: str) -> torch.Tensor:
+    """A ``kind`` raster [..., C] holding only ``part`` ("semantic" or "rgbd"), the rest zeroed —
+    what a mixed model is given when only that input exists."""
+    if kind != "mixed":
+        if part != kind:
+            raise ValueError(f"a {kind}-conditioned model cannot take a {part} condition")
+        return raster
+    out = torch.zeros_like(raster)
+    if part == "semantic":
+        out[..., :NUM_CLASSES] = raster[..., :NUM_CLASSES]
+    elif part == "rgbd":
+        out[..., NUM_CLASSES:] = raster[..., NUM_CLASSES:]
+    else:
+        raise ValueError(f"condition part must be semantic or rgbd, got {part!r}")
+    return out
+
+
+def mix_parts(raster: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training: for a mixed raster [B, G, G, C], each sample keeps one part, at random."""
+    if kind != "mixed":
+        return raster
+    first = CONDITION_PARTS["mixed"][0]
+    pick = torch.rand(raster.shape[0], generator=generator, device=raster.device) < 0.5
+    keep = torch.zeros_like(raster)
+    keep[..., :first] = pick.reshape(-1, 1, 1, 1).to(raster.dtype)
+    keep[..., first:] = (~pick).reshape(-1, 1, 1, 1).to(raster.dtype)
+    return raster * keep
+
+
+def model_condition(raster: torch.Tensor, kind: str, part: str | None = None) -> torch.Tensor | None:
+    """What a ``kind``-conditioned model is given for a ``kind`` raster outside training: None for
+    "none"; for "mixed", only ``part`` (default: the semantic layout — validation and previews score
+    a mixed model on its layout input)."""
+    if kind == "none":
+        return None
+    return keep_part(raster, kind, part or ("semantic" if kind == "mixed" else kind))
+
+
+def from_semantic(layout: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """A ``kind``-conditioned model's input for a semantic layout [..., classes] alone (a map
+    without views: large scenes); an rgbd-only model cannot take one."""
+    if kind == "none":
+        return None
+    if kind == "rgbd":
+        raise ValueError("this model is conditioned on RGBD views only; it cannot take a semantic map")
+    if kind == "mixed":
+        return torch.cat([layout, layout.new_zeros(*layout.shape[:-1], RGBD_CHANNELS)], -1)
+    return layout

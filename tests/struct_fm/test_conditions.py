@@ -1,0 +1,128 @@
+"""The flows' conditions: the RGBD view lifted onto the latent columns against the tile's own top
+heights (a ray-cast view as the reference), the camera convention of the lift, the nadir choice,
+mixed conditions, and a StructFM trained on mixed inputs generating from either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from earthcrafter.geometry.cameras import Camera, intrinsics_from_fov, look_at
+from earthcrafter.geometry.raycast import MeshRaycaster
+from earthcrafter.geometry.voxel_mesh import voxel_mesh
+from earthcrafter.io.tiles import TileViews, read_tile, write_views
+from earthcrafter.models.flow_net import RGBD_CHANNELS
+from earthcrafter.semantics import NUM_CLASSES
+from earthcrafter.training.conditions import (
+    from_semantic,
+    keep_part,
+    lift_view,
+    mix_parts,
+    model_condition,
+    nadir_view,
+    rgbd_layout,
+)
+
+
+def _views_of(coords: np.ndarray, L: int, vs: float, eyes: list, size: int = 96) -> TileViews:
+    """Ray-cast views [V] of a tile's voxels (tile-local frame) from cameras at ``eyes`` looking at
+    the tile's centre."""
+    mesh = voxel_mesh(coords, vs, colors=np.tile(np.array([[200, 120, 40]], np.uint8), (len(coords), 1)))
+    caster, frames = MeshRaycaster(mesh), []
+    centre = np.array([L * vs / 2, L * vs / 2, 0.0])
+    for eye in eyes:
+        frames.append(caster.render(Camera(intrinsics_from_fov(size, size, 60.0), look_at(np.asarray(eye, float), centre),
+                                           size, size)))  # fmt: skip
+    return TileViews(np.stack([f.rgb for f in frames]), np.stack([np.isfinite(f.depth) for f in frames]),
+                     np.stack([f.depth for f in frames]), np.stack([f.camera.K for f in frames]),
+                     np.stack([f.camera.world_to_camera for f in frames]), [f"v{i}" for i in range(len(frames))])  # fmt: skip
+
+
+def test_rgbd_layout_recovers_the_tiles_top_heights():
+    """Lifted by its depth, a near-nadir view puts each latent column's highest point at the top of
+    its highest voxel (the tile's ground truth), and its colour at the surface colour."""
+    from earthcrafter.training.synthetic import scene_coords
+
+    L, vs, grid = 32, 2.0, 4
+    coords = scene_coords(L, 3)
+    views = _views_of(coords, L, vs, [[40.0, 20.0, 150.0], [32.0, 30.0, 140.0]], size=128)
+    assert nadir_view(views) == 1
+    raster = rgbd_layout(views, L, grid, vs)
+    assert raster.shape == (grid, grid, RGBD_CHANNELS)
+    cell = L // grid
+    truth = np.zeros((grid, grid))
+    np.maximum.at(truth, (coords[:, 0] // cell, coords[:, 1] // cell), (coords[:, 2] + 1) * vs / (L * vs))
+    seen = raster[..., 4] > 0
+    assert seen.mean() > 0.9
+    err = np.abs(raster[..., 3] - truth)[seen] * L  # in voxels
+    assert np.median(err) < 0.1 and (err < 1.0).mean() > 0.9, err
+    assert np.all(np.abs(raster[..., :3][seen].mean(0) * 255 - [200, 120, 40]) < 60)  # shaded surface colour
+    empty = TileViews(views.rgb, np.zeros_like(views.mask), views.depth, views.K, views.world_to_camera, views.names)
+    assert nadir_view(empty) == -1 and not rgbd_layout(empty, L, grid, vs).any()
+
+
+def test_lift_is_the_inverse_of_the_camera_projection():
+    K = intrinsics_from_fov(40, 30, 50.0)
+    E = look_at(np.array([5.0, -3.0, 20.0]), np.array([1.0, 2.0, 0.0]))
+    depth = np.full((1, 30, 40), np.inf, np.float32)
+    depth[0, 7, 11] = 17.5
+    views = TileViews(np.zeros((1, 30, 40, 3), np.uint8), np.isfinite(depth), depth, K[None], E[None], ["v"])
+    (p,), _ = lift_view(views, 0)
+    cam = E[:3, :3] @ p + E[:3, 3]
+    assert cam[2] == pytest.approx(17.5)
+    assert (K @ (cam / cam[2]))[:2] == pytest.approx([11.5, 7.5])  # pixel centres at +0.5
+
+
+def test_mixed_conditions_keep_one_part():
+    raster = torch.rand(64, 4, 4, NUM_CLASSES + RGBD_CHANNELS) + 0.1
+    mixed = mix_parts(raster, "mixed", torch.Generator().manual_seed(0))
+    sem, rgbd = mixed[..., :NUM_CLASSES].flatten(1).abs().sum(1), mixed[..., NUM_CLASSES:].flatten(1).abs().sum(1)
+    assert ((sem > 0) ^ (rgbd > 0)).all() and 10 < int((sem > 0).sum()) < 54
+    assert torch.equal(mix_parts(raster[..., :NUM_CLASSES], "semantic"), raster[..., :NUM_CLASSES])
+    only = keep_part(raster, "mixed", "rgbd")
+    assert not only[..., :NUM_CLASSES].any() and torch.equal(only[..., NUM_CLASSES:], raster[..., NUM_CLASSES:])
+    assert torch.equal(model_condition(raster, "mixed"), keep_part(raster, "mixed", "semantic"))
+    assert model_condition(raster, "none") is None
+    with pytest.raises(ValueError, match="cannot take a rgbd condition"):
+        keep_part(raster[..., :NUM_CLASSES], "semantic", "rgbd")
+    layout = torch.rand(1, 4, 4, NUM_CLASSES)
+    assert from_semantic(layout, "mixed").shape[-1] == NUM_CLASSES + RGBD_CHANNELS and from_semantic(layout, "none") is None
+    with pytest.raises(ValueError, match="RGBD views only"):
+        from_semantic(layout, "rgbd")
+
+
+@pytest.mark.timeout(300)
+def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path, tiles32):
+    """Tiles with ray-cast views: a StructFM with condition mixed trains both stages, reloads, and
+    generates from a tile's semantic layout or from its RGBD view; a semantic-only model refuses the
+    view."""
+    from earthcrafter.latents.generate import tile_condition
+    from earthcrafter.training.structfm import LatentTileDataset, load_structfm, train_structfm
+
+    manifest, stats = tiles32
+    for path in manifest["tile_path"]:
+        tile = read_tile(path)
+        views = _views_of(tile.coords, tile.L, tile.voxel_size, [[40.0, 20.0, 120.0], [10.0, 30.0, 90.0]], size=48)
+        write_views(tmp_path / "unused.npz", views)  # the writer round-trips
+        write_views(str(path).replace(".parquet", ".views.npz"), views)
+    data = LatentTileDataset(manifest, stats["struct"], "train", 4, condition="mixed")
+    assert data[0]["layout"].shape == (4, 4, NUM_CLASSES + RGBD_CHANNELS) and data[0]["layout"][..., -1].any()
+    model_cfg = dict(grid=4, width=32, depth=2, num_heads=2, condition="mixed")
+    tr = dict(steps=3, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
+    cfg = {"output_dir": str(tmp_path / "fm"), "mlflow": False, "preview_tiles": 1, "structvae_path": tiles32.structvae,
+           "model": model_cfg, "sample": {"steps": 2}, "coarse": tr, "fine": tr}  # fmt: skip
+    metrics = train_structfm(manifest, stats, cfg)
+    assert {"coarse/acc", "fine/acc", "gen_cell_iou"} <= metrics.keys()
+    model = load_structfm(tmp_path / "fm")
+    assert model.config.condition == "mixed"
+    row = manifest.iloc[0]
+    tile = read_tile(row["tile_path"])
+    for request in ("layout", "rgbd", "none"):
+        cond = tile_condition("mixed", request, tile, row["tile_path"], 4)
+        assert cond.shape == (1, 4, 4, NUM_CLASSES + RGBD_CHANNELS)
+        _, z = model.generate(cond, steps=2, generator=torch.Generator().manual_seed(0))
+        assert len(z) > 0
+    assert tile_condition("mixed", "rgbd", tile, row["tile_path"], 4)[..., :NUM_CLASSES].abs().sum() == 0
+    with pytest.raises(ValueError, match="cannot take a rgbd condition"):
+        tile_condition("semantic", "rgbd", tile, row["tile_path"], 4)
