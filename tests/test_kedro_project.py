@@ -296,6 +296,9 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     assert (out / table["scene_id"].iloc[0] / "gaussians.ply").is_file() and tile in capsys.readouterr().out
     assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", "no_such_tile", "--out", str(out)]) == 2
     assert "no_such_tile" in capsys.readouterr().err
+    # the tiny flows are trained on semantic layouts: an RGBD view is refused with the reason
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--condition", "rgbd", "--out", str(out)]) == 2
+    assert "cannot take the rgbd condition" in capsys.readouterr().err
 
     assert main(["generate", "--root", str(project), "--env", "tiny", "--unconditional", "--num", "1", "--out", str(out / "u")]) == 0
     uncond = pd.read_parquet(out / "u" / "manifest.parquet")

@@ -133,7 +133,7 @@ def _generation_inputs(args: argparse.Namespace, overrides: dict):
 def _common_overrides(args: argparse.Namespace) -> dict:
     return {"seed": args.seed, "cfg_strength": args.cfg, "steps": args.steps, "frames": args.frames,
             "mlflow": getattr(args, "mlflow", False),
-            "condition": "none" if args.unconditional else "layout"}  # fmt: skip
+            "condition": "none" if args.unconditional else getattr(args, "condition", None)}  # fmt: skip
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None, help="else: layouts evenly spread over this split (default: conf's, val)")
     p.add_argument("--num", type=int, default=None, help="scenes when no --tiles (default: conf's)")
     p.add_argument("--unconditional", action="store_true", help="no condition (the tiles give only size and L)")
+    p.add_argument("--condition", choices=("layout", "rgbd"), default=None, help="the tiles' semantic layouts "
+                   "(default) or their most nadir RGBD views (flows trained with condition rgbd or mixed)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength (paper: 3)")
     p.add_argument("--steps", type=int, default=None, help="Euler steps (paper: 25)")

@@ -84,7 +84,7 @@ def test_mixed_conditions_keep_one_part():
     assert not only[..., :NUM_CLASSES].any() and torch.equal(only[..., NUM_CLASSES:], raster[..., NUM_CLASSES:])
     assert torch.equal(model_condition(raster, "mixed"), keep_part(raster, "mixed", "semantic"))
     assert model_condition(raster, "none") is None
-    with pytest.raises(ValueError, match="cannot take a rgbd condition"):
+    with pytest.raises(ValueError, match="cannot take the rgbd condition"):
         keep_part(raster[..., :NUM_CLASSES], "semantic", "rgbd")
     layout = torch.rand(1, 4, 4, NUM_CLASSES)
     assert from_semantic(layout, "mixed").shape[-1] == NUM_CLASSES + RGBD_CHANNELS and from_semantic(layout, "none") is None
@@ -124,5 +124,5 @@ def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path,
         _, z = model.generate(cond, steps=2, generator=torch.Generator().manual_seed(0))
         assert len(z) > 0
     assert tile_condition("mixed", "rgbd", tile, row["tile_path"], 4)[..., :NUM_CLASSES].abs().sum() == 0
-    with pytest.raises(ValueError, match="cannot take a rgbd condition"):
+    with pytest.raises(ValueError, match="cannot take the rgbd condition"):
         tile_condition("semantic", "rgbd", tile, row["tile_path"], 4)

@@ -98,7 +98,8 @@ def keep_part(raster: torch.Tensor, kind: str, part: str) -> torch.Tensor:
     what a mixed model is given when only that input exists."""
     if kind != "mixed":
         if part != kind:
-            raise ValueError(f"a {kind}-conditioned model cannot take a {part} condition")
+            raise ValueError(f"a model trained with condition {kind!r} cannot take the {part} condition "
+                             f"(train it with {part!r} or 'mixed')")
         return raster
     out = torch.zeros_like(raster)
     if part == "semantic":

@@ -67,6 +67,8 @@ class StructFMRunConfig(BaseModel):
     device: str = "auto"
     mlflow: bool = True
     preview_tiles: int = Field(4, ge=0, description="validation layouts generated and decoded at the end (0: none)")
+    preview_split: Literal["val", "train"] = Field("val", description="the split whose tiles' conditions the "
+                                                   "preview and gen_* metrics generate from (the paper's Table 4: train)")
     variant: Literal["two_stage", "dense"] = Field("two_stage", description="the paper's coarse + fine stages, or "
                                                    "Table 4's one-stage DenseSFM (trained with the `fine` trainer settings)")  # fmt: skip
     report_dir: str = "data/08_reporting/train_structfm"
@@ -264,7 +266,8 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
     if cfg.preview_tiles and cfg.structvae_path:
         from earthcrafter.training.structfm_preview import generate_preview
 
-        metrics.update(generate_preview(load_structfm(cfg.output_dir), val, stats["struct"], cfg))
+        tiles = train if cfg.preview_split == "train" else val
+        metrics.update(generate_preview(load_structfm(cfg.output_dir), tiles, stats["struct"], cfg))
     return metrics
 
 

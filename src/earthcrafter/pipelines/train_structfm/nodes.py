@@ -36,7 +36,10 @@ def report_table4(params: dict, two_stage: dict, dense: dict) -> dict:
     md = "\n".join(["| " + " | ".join(df.columns) + " |", "|---|" + "--:|" * (len(df.columns) - 1)]
                    + ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)])  # fmt: skip
     tiles = int(two_stage.get("gen_tiles", 0))
-    atomic_write_text(out / "table4.md", f"StructFM Table 4 on {tiles} validation layouts (semantic condition), "
+    row = ablation_config(cfg, "two_stage")
+    condition = {"semantic": "semantic layout", "rgbd": "RGBD view", "mixed": "semantic layout of a mixed-input model",
+                 "none": "no"}[row.model.condition]  # fmt: skip
+    atomic_write_text(out / "table4.md", f"StructFM Table 4 on {tiles} {row.preview_split} tiles ({condition} condition), "
                                          f"percent; the paper's numbers (train data, image condition) beside.\n\n{md}\n")  # fmt: skip
     tracking.log_dict({"table4": df.to_dict(orient="records")}, "table4.json")
     return {"rows": df.to_dict(orient="records")}
