@@ -201,12 +201,12 @@ def test_seam_scores_on_a_hand_built_scene():
     g = Gaussians2D(torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.ones(n, 2), torch.ones(n) * 0.5,
                     torch.from_numpy((rgb - 0.5) / C0).float()[:, None])  # fmt: skip
     owner = np.array([[0, 0], [0, 0], [1, 1], [1, 1]])
-    scene = LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner)
-    s = seam_scores(scene, cell=2)
+    scene = LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner, cell=2)
+    s = seam_scores(scene)
     assert s["seam_pairs"] == 4 and s["interior_pairs"] == 4 * 2 + 8 * 1  # x: boundaries 1|2, 5|6; y: 1|2
     assert s["seam_ground_step_m"] == s["seam_top_step_m"] == 1.5 and abs(s["seam_colour_step"] - 1 / 3) < 1e-6
     assert s["interior_ground_step_m"] == s["interior_top_step_m"] == s["interior_colour_step"] == 0
-    one = seam_scores(LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner * 0), cell=2)
+    one = seam_scores(LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5, owner * 0, cell=2))
     assert one["seam_pairs"] == 0 and one["seam_ground_step_m"] is None
 
 

@@ -203,6 +203,7 @@ class LargeScene:
     voxel_size: float
     owner: np.ndarray  # [X, Y] int: the window (index into ``windows``) that decided each cell column
     windows: list[dict] = field(default_factory=list)
+    cell: int = 8  # voxels per latent cell edge
 
 
 @torch.no_grad()
@@ -228,6 +229,9 @@ def generate_large_scene(
     columns placed beside the decided ones.
     """
     G = models.grid
+    cell = models.structvae.config.L // G  # voxels per latent cell edge (8)
+    if models.texfm.cfg.condition != "none" and models.texfm.cfg.layout_grid != G:
+        raise ValueError(f"TexFM's layout grid {models.texfm.cfg.layout_grid} differs from StructFM's grid {G}")
     stride = stride_cells or max(1, (3 * G) // 4)
     X, Y = layout.shape[:2]
     xs, ys = window_starts(X, G, stride), window_starts(Y, G, stride)
@@ -240,8 +244,6 @@ def generate_large_scene(
     owner = np.full((X, Y), -1, np.int64)
     cell_lat = np.zeros((X, Y, G, c_s), np.float32)  # normalised latents of occupied cells
     cell_occ = np.zeros((X, Y, G), bool)
-    vox: list[np.ndarray] = []
-    tex: list[np.ndarray] = []  # normalised
     parts: list[Gaussians2D] = []
     windows: list[dict] = []
     scene_vox = np.zeros((0, 3), np.int64)
@@ -268,9 +270,9 @@ def generate_large_scene(
         # 2. voxels of the new columns
         voxels = models.structvae.decode(z_s.replace(denormalize(z_s.feats, stats_s)), threshold=0.0)
         local = voxels.coords[:, 1:].cpu().numpy().astype(np.int64)
-        fresh = local[~col_done[win][local[:, 0] // 8, local[:, 1] // 8]]
-        lo = np.array([8 * ox, 8 * oy, 0])
-        inside = np.all((scene_vox[:, :2] >= lo[:2]) & (scene_vox[:, :2] < lo[:2] + 8 * G), axis=1)
+        fresh = local[~col_done[win][local[:, 0] // cell, local[:, 1] // cell]]
+        lo = np.array([cell * ox, cell * oy, 0])
+        inside = np.all((scene_vox[:, :2] >= lo[:2]) & (scene_vox[:, :2] < lo[:2] + cell * G), axis=1)
         old = scene_vox[inside] - lo if outpaint else np.zeros((0, 3), np.int64)
         structure = np.concatenate([old, fresh])
         # 3. texture on the window's voxels, the earlier ones pinned
@@ -296,8 +298,8 @@ def generate_large_scene(
         col_done[win] = True
         scene_vox = np.concatenate([scene_vox, fresh + lo])
         scene_tex = np.concatenate([scene_tex, z_t.feats[len(old):].cpu().numpy()])
-        vox.append(fresh + lo)
-        windows.append({"x_cells": ox, "y_cells": oy, "new_cells": int(new_cell.sum()), "pinned_cells": len(ix),
+        windows.append({"x_cells": ox, "y_cells": oy, "new_cells": int(new_cell.sum()),
+                        "pinned_cells": len(ix) if known is not None else 0,
                         "new_voxels": len(fresh), "pinned_voxels": len(old),
                         "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     cx, cy, cz = np.nonzero(cell_occ)
@@ -312,10 +314,11 @@ def generate_large_scene(
         voxel_size=float(voxel_size),
         owner=owner,
         windows=windows,
+        cell=cell,
     )
 
 
-def seam_scores(scene: LargeScene, cell: int = 8) -> dict:
+def seam_scores(scene: LargeScene) -> dict:
     """How visible the windows' seams are: steps between neighbouring voxel columns across a latent
     cell boundary, where the two columns were decided by different windows (``seam_*``) against
     where one window decided both (``interior_*``) — seams only ever lie on cell boundaries, so
@@ -324,7 +327,7 @@ def seam_scores(scene: LargeScene, cell: int = 8) -> dict:
     0-1). A seamless scene has ``seam_*`` close to ``interior_*``."""
     from earthcrafter.render.sh import C0
 
-    v, vs = scene.voxels, scene.voxel_size
+    v, vs, cell = scene.voxels, scene.voxel_size, scene.cell
     X, Y = scene.owner.shape[0] * cell, scene.owner.shape[1] * cell
     low, top = np.full((X, Y), np.iinfo(np.int64).max), np.full((X, Y), -1)
     np.minimum.at(low, (v[:, 0], v[:, 1]), v[:, 2])

@@ -101,7 +101,7 @@ def _figure(rows):
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for ax_row, (tile_id, layout, gt, gen) in zip(axes, rows):
-        for ax, img, title in zip(ax_row, (layout, gt, gen), ("semantic layout (condition)", "tile", "generated")):
+        for ax, img, title in zip(ax_row, (layout, gt, gen), ("semantic layout", "tile", "generated")):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(f"{title}" if title != "tile" else f"tile {tile_id}", fontsize=9)
             ax.axis("off")
