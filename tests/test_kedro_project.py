@@ -274,6 +274,7 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
     for stage in ("train_structfm", "train_texfm", "generation", "cache_latents"):
         assert stage in page
     assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page and "chamfer_m" in page
+    assert "Large scene large_autzen: map and surfels from above" in page
     runs = _runs(project)
     run = runs[runs["tags.stage"] == "evaluation"].iloc[0]
     assert run["metrics.fd_tiny_ae"] == pytest.approx(metrics["fd_tiny_ae"])

@@ -286,6 +286,11 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
         sheet = root / Path(generated["path"].iloc[0]).parent / "contact_sheet.png"
         if sheet.is_file():
             images["Layout, voxels and texture of each scene"] = hr.image_png(sheet)
+        for large in sorted(sheet.parent.glob("large_*")):  # the generation stage's large scenes
+            for view, what in (("preview.png", "map, real scene, generated voxels and surfels"),
+                               ("top.png", "map and surfels from above")):  # fmt: skip
+                if (large / view).is_file():
+                    images[f"Large scene {large.name}: {what}"] = hr.image_png(large / view)
         for name, image in figures.items():
             images[FIGURE_TITLES.get(name, name)] = hr.image_png(image)
             with atomic_path(out / "figures" / name) as tmp:
