@@ -230,3 +230,11 @@ def test_top_view_is_north_up_like_the_layout_image():
     assert red[0] < 32 and red[1] < 48 and blue[0] > 32 and blue[1] > 48, (red, blue)
     # where the map says: north-west at (x 8, y 34) of 60 x 40 m -> column 8/60, row (40 - 34)/40 of the image
     assert abs(red[1] / 96 - 8 / 60) < 0.05 and abs(red[0] / 64 - 6 / 40) < 0.05
+
+
+def test_large_scenes_need_a_semantic_map_condition():
+    from earthcrafter.latents.generate import GenerationConfig
+
+    with pytest.raises(ValueError, match="condition must be layout or none, not rgbd"):
+        GenerationConfig(large_scenes=["s"], condition="rgbd")
+    assert GenerationConfig(large_scenes=[], condition="rgbd").condition == "rgbd"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from earthcrafter import tracking
@@ -99,6 +99,13 @@ class GenerationConfig(BaseModel):
                                 "decided columns (0: replacement only; each adds one pass)")
     large_size: int = Field(384, ge=16, description="large scenes' orbit / preview edge in pixels")
 
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        if self.large_scenes and self.condition == "rgbd":
+            raise ValueError("generation.large_scenes are generated from a semantic map: condition must be layout or "
+                             "none, not rgbd (the views belong to single tiles)")  # fmt: skip
+        return self
+
 
 def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | str = "cpu") -> Generators:
     """Both flows and both VAEs of ``cfg``'s paths, on ``device``, checked to fit each other."""
@@ -125,8 +132,6 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
 def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cfg: GenerationConfig) -> list[dict]:
     """One large scene per id of ``cfg.large_scenes``, from the layout of all its tiles (any split)."""
     summaries = []
-    if cfg.large_scenes and cfg.condition == "rgbd":
-        raise ValueError("generation.condition rgbd: large scenes are generated from a semantic map (layout or none)")
     for n, scene_id in enumerate(cfg.large_scenes):
         rows = latents_manifest[latents_manifest["scene_id"] == scene_id]
         if rows.empty:
