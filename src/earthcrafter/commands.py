@@ -180,7 +180,8 @@ def cmd_generate_large(args: argparse.Namespace) -> int:
         return 2
     name = f"large_{args.scene}" if args.scene else f"large_{Path(args.layout).stem}"
     out_dir = Path(args.out) if args.out else root / "data" / "07_model_output" / "samples"
-    inputs = _generation_inputs(args, {**_common_overrides(args), "large_scenes": [args.scene] if args.scene else [],
+    inputs = _generation_inputs(args, {**_common_overrides(args), "condition": "none" if args.unconditional else "layout",
+                                       "large_scenes": [args.scene] if args.scene else [],
                                        "large_stride_cells": args.stride, "large_resample": args.resample,
                                        "large_size": args.size, "out_dir": str(out_dir)})  # fmt: skip
     if isinstance(inputs, int):
