@@ -80,3 +80,16 @@ def colorize(labels: np.ndarray) -> np.ndarray:
             f"[{labels.min()}, {labels.max()}]"
         )
     return PALETTE[labels]
+
+
+def classes_of_colours(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class ids [...] int64, found [...] bool) of RGB colours [..., 3] painted with :data:`PALETTE`
+    (the inverse of :func:`colorize`); a colour not in the palette has id 0 and found False."""
+    rgb = np.asarray(rgb).astype(np.int64)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pal = PALETTE.astype(np.int64)
+    pal = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    order = np.argsort(pal)
+    pos = np.clip(np.searchsorted(pal[order], code), 0, len(pal) - 1)
+    found = pal[order][pos] == code
+    return np.where(found, order[pos], 0), found

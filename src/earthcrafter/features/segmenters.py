@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from earthcrafter.semantics import NUM_CLASSES, PALETTE
+from earthcrafter.semantics import NUM_CLASSES, classes_of_colours
 
 Segmenter = Callable[[np.ndarray], np.ndarray]
 SEGMENTERS: dict[str, Segmenter] = {}
@@ -63,9 +63,4 @@ def _unlabeled(rgb: np.ndarray) -> np.ndarray:
 
 @register_segmenter("palette")
 def _palette(rgb: np.ndarray) -> np.ndarray:
-    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    pal = (PALETTE[:, 0].astype(np.int32) << 16) | (PALETTE[:, 1].astype(np.int32) << 8) | PALETTE[:, 2]
-    order = np.argsort(pal)
-    pos = np.clip(np.searchsorted(pal[order], code), 0, len(pal) - 1)
-    hit = pal[order][pos] == code
-    return np.where(hit, order[pos], 0).astype(np.uint8)
+    return classes_of_colours(rgb)[0].astype(np.uint8)  # colours off the palette: 0 (unlabeled)

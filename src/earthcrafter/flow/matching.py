@@ -46,10 +46,14 @@ class RectifiedFlow:
 
     sigma_min: float = 1e-5
 
+    def sigma(self, t):
+        """The noise scale σ_min + (1 − σ_min) t of the path at time ``t`` (a float or a tensor)."""
+        return self.sigma_min + (1 - self.sigma_min) * t
+
     def interpolate(self, x0: Latents, noise: Latents, t: torch.Tensor) -> Latents:
         """x_t for per-sample times ``t`` [B]."""
         tt = per_element(t, x0)
-        return with_values(x0, (1 - tt) * values_of(x0) + (self.sigma_min + (1 - self.sigma_min) * tt) * values_of(noise))
+        return with_values(x0, (1 - tt) * values_of(x0) + self.sigma(tt) * values_of(noise))
 
     def target(self, x0: Latents, noise: Latents) -> Latents:
         """The velocity the model learns: d x_t / d t (independent of t)."""
@@ -63,8 +67,8 @@ class RectifiedFlow:
         """The data estimate implied by velocity ``v`` at x_t (for previews during sampling)."""
         tt = per_element(t, x_t)
         s = self.sigma_min
-        # x_t = (1-t) x0 + (s + (1-s) t) ε and v = (1-s) ε - x0  =>  x0 = (1-s) x_t - (s + (1-s) t) v
-        return with_values(x_t, (1 - s) * values_of(x_t) - (s + (1 - s) * tt) * values_of(v))
+        # x_t = (1-t) x0 + σ_t ε and v = (1-s) ε - x0  =>  x0 = (1-s) x_t - σ_t v
+        return with_values(x_t, (1 - s) * values_of(x_t) - self.sigma(tt) * values_of(v))
 
 
 def sample_timesteps(

@@ -89,8 +89,7 @@ def euler_sample(
 def _renoise(x: Latents, t_from: float, t_to: float, generator: torch.Generator | None) -> Latents:
     """A draw of x_{t_to} given x_{t_from} (t_to > t_from) under the forward process
     x_t = (1 - t) x_0 + σ_t ε: scale by (1 - t_to) / (1 - t_from), add the missing variance."""
-    s = RectifiedFlow().sigma_min
-    sigma = lambda t: s + (1 - s) * t  # noqa: E731
+    sigma = RectifiedFlow().sigma
     a = (1 - t_to) / max(1 - t_from, 1e-12)
     b = max(sigma(t_to) ** 2 - (a * sigma(t_from)) ** 2, 0.0) ** 0.5
     v = values_of(x)
@@ -105,12 +104,13 @@ def _pinning(noise: Latents, mask: torch.Tensor, x0: torch.Tensor) -> Callable[[
         raise ValueError(f"known mask: expected bool [{eps.shape[0]}], got {mask.dtype} {tuple(mask.shape)}")
     if x0.shape != eps.shape:
         raise ValueError(f"known values: expected the noise's shape {tuple(eps.shape)}, got {tuple(x0.shape)}")
-    s = RectifiedFlow().sigma_min
+    flow = RectifiedFlow()
     x0_known, eps_known = x0[mask].to(eps.dtype), eps[mask]
 
     def pin(x: Latents, t: float) -> Latents:
         values = values_of(x).clone()
-        values[mask] = (1 - t) * x0_known + (s + (1 - s) * t) * eps_known
+        times = torch.full((len(x0_known),), t, dtype=eps.dtype, device=eps.device)
+        values[mask] = flow.interpolate(x0_known, eps_known, times)
         return with_values(x, values)
 
     return pin

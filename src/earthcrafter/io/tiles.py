@@ -241,6 +241,11 @@ class TileViews:
         )
 
 
+def tile_views_path(tile_path: str | Path, tile_id: str) -> Path:
+    """Where a tile's views live: ``<tile_id>.views.npz`` beside its Parquet file."""
+    return Path(tile_path).with_name(f"{tile_id}.views.npz")
+
+
 def write_views(path: str | Path, views: TileViews) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -377,7 +382,7 @@ def write_scene_tiles(out_dir: str | Path, tiles: list[VoxelTile], views: list[T
     rows = []
     for tile, v in zip(tiles, views, strict=True):
         tp = write_tile(out_dir / f"{tile.tile_id}.parquet", tile)
-        vp = write_views(out_dir / f"{tile.tile_id}.views.npz", v)
+        vp = write_views(tile_views_path(tp, tile.tile_id), v)
         rows.append(manifest_row(tile, tp, vp, len(v)))
     return rows
 

@@ -40,7 +40,7 @@ from earthcrafter.io.atomic import atomic_path, atomic_write_text
 from earthcrafter.io.latents import LatentTile, write_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.structure import write_structure
-from earthcrafter.io.tiles import VoxelTile, read_tile, read_views
+from earthcrafter.io.tiles import VoxelTile, read_tile, read_views, tile_views_path
 from earthcrafter.latents.export import aerial_orbit, render_mesh
 from earthcrafter.latents.large_scene import (
     Generators,
@@ -122,7 +122,7 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
     requested input (``GenerationConfig.condition``); None for an unconditioned model."""
     if kind == "none":
         return None
-    views = read_views(Path(tile_path).with_name(f"{tile.tile_id}.views.npz")) if kind in ("rgbd", "mixed") else None
+    views = read_views(tile_views_path(tile_path, tile.tile_id)) if kind in ("rgbd", "mixed") else None
     raster = torch.from_numpy(condition_raster(kind, tile, views, grid))[None]
     if request == "none":
         return torch.zeros_like(raster)
@@ -191,7 +191,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
                 layout = torch.zeros_like(layout)
             g = torch.Generator(device=device).manual_seed(cfg.seed + n)
             cond_s = tile_condition(structfm.config.condition, cfg.condition, tile, r["tile_path"], grid)
-            cond_t = tile_condition(texfm.cfg.condition, cfg.condition, tile, r["tile_path"], texfm.cfg.layout_grid)
+            cond_t = (cond_s if (texfm.cfg.condition, texfm.cfg.layout_grid) == (structfm.config.condition, grid)
+                      else tile_condition(texfm.cfg.condition, cfg.condition, tile, r["tile_path"], texfm.cfg.layout_grid))  # fmt: skip
             cond_s, cond_t = (c.to(device) if c is not None else None for c in (cond_s, cond_t))
             _, z_s = structfm.generate(cond_s, 1, cfg.steps, cfg.cfg_strength, generator=g, device=device)
             z_s = z_s.replace(denormalize(z_s.feats, stats["struct"]))

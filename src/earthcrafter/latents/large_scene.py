@@ -17,7 +17,8 @@ So nothing a window decided is changed by a later one, and every new column is g
 the decided ones it borders. All windows share one z frame (the window's z = 0 is the scene's),
 as a flat map gives no heights. Maps come as a class raster at the voxel size: from the voxel
 tiles of a scene (:func:`class_raster_from_tiles`) or an image (:func:`class_raster_from_image`);
-:func:`cell_layout` pools it into the per-column class fractions the flows were trained on.
+:func:`~earthcrafter.training.conditions.cell_layout` pools it into the per-column class
+fractions the flows were trained on.
 """
 
 from __future__ import annotations
@@ -44,14 +45,13 @@ from earthcrafter.latents.export import aerial_orbit, render_mesh
 from earthcrafter.models.struct_fm import KnownCells
 from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.render import Gaussians2D, render_orbit, save_frames, save_ply
-from earthcrafter.semantics import NUM_CLASSES, PALETTE
+from earthcrafter.semantics import NUM_CLASSES, PALETTE, classes_of_colours
 from earthcrafter.sparse import SparseTensor
-from earthcrafter.training.conditions import from_semantic
+from earthcrafter.sparse.tensor import batched_coords
+from earthcrafter.training.conditions import EMPTY, cell_layout, from_semantic, top_surface
 from earthcrafter.training.structfm_preview import height_colors
 
 log = logging.getLogger(__name__)
-
-EMPTY = 255  # class raster value of a column with no surface
 
 
 # --------------------------------------------------------------------------- maps
@@ -84,16 +84,14 @@ def class_raster_from_tiles(tiles: Sequence[VoxelTile]) -> tuple[np.ndarray, flo
     vs, corner, shifts = _tile_frame(tiles)
     size = np.max([s[:2] + t.L for s, t in zip(shifts, tiles)], axis=0)
     raster = np.full(size, EMPTY, np.uint8)
-    top = np.full(size, -np.inf)
+    best = np.full(size, -np.inf)  # world height of the top so far
     for s, t in zip(shifts, tiles):
-        if not len(t.coords):
-            continue
-        z = t.meta["origin_m"][2] + (t.coords[:, 2] + 0.5) * vs
-        order = np.argsort(z, kind="stable")  # later writes win: the highest voxel of each column
-        x, y = t.coords[order, 0] + s[0], t.coords[order, 1] + s[1]
-        higher = z[order] > top[x, y]
-        raster[x[higher], y[higher]] = t.semantic[order][higher]
-        top[x[higher], y[higher]] = z[order][higher]
+        classes, top = top_surface(t.coords, t.semantic, t.L)
+        z = t.meta["origin_m"][2] + (top + 0.5) * vs
+        region = (slice(s[0], s[0] + t.L), slice(s[1], s[1] + t.L))
+        higher = (top >= 0) & (z > best[region])
+        raster[region][higher] = classes[higher]
+        best[region][higher] = z[higher]
     return raster, vs, corner[:2]
 
 
@@ -124,20 +122,15 @@ def class_raster_from_image(path: str | Path) -> np.ndarray:
             raise ValueError(f"layout image {path}: pixel (row {r}, column {c}) holds {ids[r, c]}, not a class id "
                              f"(0..{NUM_CLASSES - 1}) or {EMPTY} (no surface)")  # fmt: skip
     else:
-        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
-        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        colours = np.concatenate([PALETTE, [[255, 255, 255]]]).astype(np.int64)  # white: no surface
-        pal = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-        order = np.argsort(pal)
-        pos = np.clip(np.searchsorted(pal[order], code), 0, len(pal) - 1)
-        known = pal[order][pos] == code
-        if not known.all():
-            r, c = np.argwhere(~known)[0]
+        rgb = np.asarray(img.convert("RGB"))
+        ids, found = classes_of_colours(rgb)
+        white = (rgb == 255).all(-1)  # no surface
+        if not (found | white).all():
+            r, c = np.argwhere(~(found | white))[0]
             raise ValueError(f"layout image {path}: pixel (row {r}, column {c}) has colour "
                              f"{tuple(int(v) for v in rgb[r, c])}, not a class colour of earthcrafter.semantics.PALETTE "
                              "(or white: no surface)")  # fmt: skip
-        ids = order[pos]
-        ids[ids == NUM_CLASSES] = EMPTY
+        ids[white] = EMPTY
     return np.ascontiguousarray(ids.astype(np.uint8)[::-1].T)
 
 
@@ -145,20 +138,6 @@ def raster_image(raster: np.ndarray) -> np.ndarray:
     """RGB [Y, X, 3] of a class raster, north up (what :func:`class_raster_from_image` reads back)."""
     rgb = np.where((raster == EMPTY)[..., None], 255, PALETTE[np.minimum(raster, NUM_CLASSES - 1)])
     return np.ascontiguousarray(rgb.astype(np.uint8).transpose(1, 0, 2)[::-1])
-
-
-def cell_layout(raster: np.ndarray, cell: int) -> np.ndarray:
-    """[X / cell, Y / cell, classes] float32: per column of latent cells, the fraction of its voxel
-    columns whose top is of each class (empty columns count nowhere) — the condition of
-    :func:`earthcrafter.training.structfm.semantic_layout`, for a map of any size. A raster whose
-    sides are not multiples of ``cell`` is padded with empty columns."""
-    X, Y = raster.shape
-    pad = np.full((-(-X // cell) * cell, -(-Y // cell) * cell), EMPTY, np.uint8)
-    pad[:X, :Y] = raster
-    x, y = np.nonzero(pad != EMPTY)
-    out = np.zeros((pad.shape[0] // cell, pad.shape[1] // cell, NUM_CLASSES), np.float32)
-    np.add.at(out, (x // cell, y // cell, pad[x, y].astype(np.int64)), 1.0)
-    return out / float(cell * cell)
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -261,7 +240,7 @@ def generate_large_scene(
         if outpaint and col_done[win].any():
             known = KnownCells(torch.from_numpy(col_done[win])[None].to(device),
                                SparseTensor(torch.from_numpy(cell_lat[win][ix, iy, iz]).to(device),
-                                            _coords(np.stack([ix, iy, iz], 1), device), 1))  # fmt: skip
+                                            batched_coords(np.stack([ix, iy, iz], 1)).to(device), 1))  # fmt: skip
         use = from_semantic(cond, models.structfm.config.condition)
         _, z_s = models.structfm.generate(use, 1, steps, cfg_strength, generator=gen, device=device, known=known,
                                             resample=resample)  # fmt: skip
@@ -280,7 +259,7 @@ def generate_large_scene(
         pinned[: len(old)] = True
         x0 = torch.zeros(len(structure), c_t)
         x0[: len(old)] = torch.from_numpy(scene_tex[inside][: len(old)])
-        st = SparseTensor(torch.zeros(len(structure), 1, device=device), _coords(structure, device), 1)
+        st = SparseTensor(torch.zeros(len(structure), 1, device=device), batched_coords(structure).to(device), 1)
         use = from_semantic(cond, models.texfm.cfg.condition)
         z_t = generate_texture(models.texfm, st, use, steps, cfg_strength, generator=gen,
                                known=(pinned.to(device), x0.to(device)), resample=resample if len(old) else 0)  # fmt: skip
@@ -357,12 +336,6 @@ def seam_scores(scene: LargeScene) -> dict:
         for i, name in enumerate(("ground_step_m", "top_step_m", "colour_step")):
             out[f"{kind}_{name}"] = float(d[:, i].mean()) if len(d) else None  # one window: no seams
     return out
-
-
-def _coords(xyz: np.ndarray, device) -> torch.Tensor:
-    """Batch-0 sparse coords [N, 4] of xyz [N, 3]."""
-    xyz = torch.as_tensor(np.asarray(xyz, np.int64).reshape(-1, 3), device=device)
-    return torch.cat([torch.zeros(len(xyz), 1, dtype=xyz.dtype, device=device), xyz], 1).int()
 
 
 def _cat(parts: list[Gaussians2D]) -> Gaussians2D:

@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from earthcrafter.geometry.augment import GridTransform, crop_views, random_voxel_crop
 from earthcrafter.geometry.visibility import hidden_tile_pixels
-from earthcrafter.io.tiles import TileViews, read_tile, read_views
+from earthcrafter.io.tiles import TileViews, read_tile, read_views, tile_views_path
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.sampler import Draw
@@ -285,7 +285,7 @@ class TexVAEDataset(Dataset):
         tile_path = Path(row["path"])
         vp = row.get("views_path") if "views_path" in self.rows.columns else None
         if vp is None or (isinstance(vp, float) and np.isnan(vp)):
-            return tile_path.with_name(f"{row['tile_id']}.views.npz")
+            return tile_views_path(tile_path, row['tile_id'])
         vp = Path(vp)
         if vp.is_absolute():
             return vp

@@ -21,17 +21,40 @@ from earthcrafter.models.flow_net import CONDITION_PARTS, RGBD_CHANNELS
 from earthcrafter.semantics import NUM_CLASSES
 
 
+EMPTY = 255  # class raster value of a voxel column with no surface
+
+
+def top_surface(coords: np.ndarray, semantic: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(classes [L, L] uint8: the class of each voxel column's highest voxel, EMPTY where the column
+    is empty; heights [L, L] int64: that voxel's z, -1 where empty) of a tile's voxels."""
+    classes, top = np.full((L, L), EMPTY, np.uint8), np.full((L, L), -1, np.int64)
+    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
+    c, s = coords[order], semantic[order]
+    last = np.ones(len(c), bool)  # the last (highest) voxel of each column
+    last[:-1] = (c[1:, 0] != c[:-1, 0]) | (c[1:, 1] != c[:-1, 1])
+    classes[c[last, 0], c[last, 1]] = s[last]
+    top[c[last, 0], c[last, 1]] = c[last, 2]
+    return classes, top
+
+
+def cell_layout(raster: np.ndarray, cell: int) -> np.ndarray:
+    """[X / cell, Y / cell, classes] float32 of a class raster [X, Y] (:func:`top_surface`'s, or a
+    map's): per column of latent cells, the fraction of its voxel columns whose top is of each class
+    (empty columns count nowhere). A raster whose sides are not multiples of ``cell`` is padded with
+    empty columns."""
+    X, Y = raster.shape
+    pad = np.full((-(-X // cell) * cell, -(-Y // cell) * cell), EMPTY, np.uint8)
+    pad[:X, :Y] = raster
+    x, y = np.nonzero(pad != EMPTY)
+    out = np.zeros((pad.shape[0] // cell, pad.shape[1] // cell, NUM_CLASSES), np.float32)
+    np.add.at(out, (x // cell, y // cell, pad[x, y].astype(np.int64)), 1.0)
+    return out / float(cell * cell)
+
+
 def semantic_layout(coords: np.ndarray, semantic: np.ndarray, L: int, grid: int) -> np.ndarray:
     """[grid, grid, classes] float32: per column of latent cells, the class fractions of the tile's
     top surface (the highest voxel of every voxel column inside it; empty columns count nowhere)."""
-    cell = L // grid
-    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
-    c, s = coords[order], semantic[order]
-    top = np.ones(len(c), bool)
-    top[:-1] = (c[1:, 0] != c[:-1, 0]) | (c[1:, 1] != c[:-1, 1])
-    out = np.zeros((grid, grid, NUM_CLASSES), np.float32)
-    np.add.at(out, (c[top, 0] // cell, c[top, 1] // cell, s[top].astype(np.int64)), 1.0)
-    return out / float(cell * cell)
+    return cell_layout(top_surface(coords, semantic, L)[0], L // grid)
 
 
 def nadir_view(views: TileViews) -> int:

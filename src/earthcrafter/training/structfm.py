@@ -24,7 +24,7 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
-from earthcrafter.io.tiles import read_tile, read_views
+from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
 from earthcrafter.models.flow_net import SparseFlowNet
 from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
 from earthcrafter.semantics import NUM_CLASSES
@@ -119,7 +119,7 @@ class LatentTileDataset(Dataset):
             semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
             cond = semantic
             if self.condition in ("rgbd", "mixed"):
-                views = read_views(Path(r["tile_path"]).with_name(f"{r['tile_id']}.views.npz"))
+                views = read_views(tile_views_path(r["tile_path"], r["tile_id"]))
                 cond = condition_raster(self.condition, tile, views, self.grid)
             self._cache[i] = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
                               "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(semantic)}  # fmt: skip

@@ -14,7 +14,7 @@ from earthcrafter import tracking
 from earthcrafter.flow.latent_stats import denormalize
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.latents import read_latent_tile
-from earthcrafter.io.tiles import read_views
+from earthcrafter.io.tiles import read_views, tile_views_path
 from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.models.tex_vae_task import masked_view_stats, psnr_from_mse
@@ -44,7 +44,7 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
     rows, psnr = [], {"gen": [], "recon": []}
     for i in evenly_spaced(len(val), cfg.preview_tiles):
         s, r = val[int(i)], val.rows.iloc[int(i)]
-        views_path = Path(r["tile_path"]).with_name(f"{r['tile_id']}.views.npz")
+        views_path = tile_views_path(r["tile_path"], r["tile_id"])
         if not views_path.is_file():
             log.warning("TexFM preview: %s has no views (%s); not shown", r["tile_id"], views_path)
             continue

@@ -16,7 +16,7 @@ import pandas as pd
 
 from earthcrafter import config, tracking
 from earthcrafter.io.atomic import atomic_path
-from earthcrafter.io.tiles import build_manifest, manifest_row, read_tile, read_views, skipped_table
+from earthcrafter.io.tiles import build_manifest, manifest_row, read_tile, read_views, skipped_table, tile_views_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def assemble_tiles(featured_scenes: dict, params: dict) -> tuple[pd.DataFrame, p
                     log.warning("voxelization: skipping tile %s: %s", tile.tile_id, reason)
                     skipped.append({"scene_id": sid, "scope": "tile", "item": tile.tile_id, "reason": reason})
                     continue
-                views_src = tile_path.with_name(f"{tile.tile_id}.views.npz")
+                views_src = tile_views_path(tile_path, tile.tile_id)
                 shutil.copy2(tile_path, tmp / tile_path.name)
                 shutil.copy2(views_src, tmp / views_src.name)
                 rows.append(manifest_row(tile, out / tile_path.name, out / views_src.name, len(read_views(views_src))))
