@@ -246,6 +246,10 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     assert voxels.channels == 32 and len(read_mesh_ply(scene / "voxels.ply").faces) > 0
     assert len(load_ply(scene / "gaussians.ply")) == table["voxels"].iloc[0] == len(read_latent_tile(scene / "tex_latents.parquet"))
     assert (scene / "preview.png").is_file() and len(list((scene / "orbit").glob("frame_*.png"))) == 2
+    # an interactive view per scene, all sharing one plotly.js beside them
+    view = (scene / "view.html").read_text()
+    assert f"voxels ({len(read_mesh_ply(scene / 'voxels.ply').faces):,} faces)" in view and "gaussians (" in view
+    assert (scene.parent / "plotly.min.js").stat().st_size > 1_000_000 and 'src="../plotly.min.js"' in view
     # the large scene of all the autzen tiles, by windows
     large = project / "data" / "07_model_output" / "generated" / "large_autzen"
     summary = json.loads((large / "summary.json").read_text())
@@ -254,9 +258,12 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     assert len(summary["windows"]) >= len(summary["layout_tiles"]) and summary["voxels"] > 0
     assert len(load_ply(large / "gaussians.ply")) == summary["gaussians"] and (large / "preview.png").is_file()
     metrics = json.loads((project / "data" / "08_reporting" / "generation" / "metrics.json").read_text())
-    assert metrics["large_autzen_voxels"] == summary["voxels"]
+    assert metrics["large_autzen_voxels"] == summary["voxels"] and (large / "view.html").is_file()
     runs = _runs(project)
     assert {"train_texfm", "generation"} <= set(runs["tags.pipeline"])
+    run = runs[runs["tags.stage"] == "generation"].iloc[0]  # the MLflow UI shows a self-contained view
+    views = mlflow.artifacts.list_artifacts(run_id=run["run_id"], artifact_path="generated/views")
+    assert [Path(v.path).name for v in views] == [f"{scene.name}.html"] and views[0].file_size > 1_000_000
 
 
 def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch):
@@ -275,6 +282,8 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
         assert stage in page
     assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page and "chamfer_m" in page
     assert "Large scene large_autzen: map and surfels from above" in page
+    for scene in ("large_autzen", pd.read_parquet(project / "data" / "07_model_output" / "generated_manifest.parquet")["scene_id"].iloc[0]):
+        assert f"<a href='../../07_model_output/generated/{scene}/view.html'>{scene}</a>" in page
     runs = _runs(project)
     run = runs[runs["tags.stage"] == "evaluation"].iloc[0]
     assert run["metrics.fd_tiny_ae"] == pytest.approx(metrics["fd_tiny_ae"])

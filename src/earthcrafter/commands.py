@@ -7,6 +7,7 @@ the pipelines produced, and generate from the trained models.
                                       new scenes from the trained flows (voxels, Gaussian PLY, orbit)
     earthcrafter generate-large (--scene ID | --layout MAP.png --voxel-size M) [--stride N]
                                       one scene of a whole semantic map, by sliding windows
+    earthcrafter view PATH ...        an interactive HTML view (browser) of scenes, PLY files, tiles
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with atomic_path(Path(cfg.out_dir) / "manifest.parquet") as tmp:
         table.to_parquet(tmp)
     print(table[["scene_id", "layout_tile", "seed", "voxels", "layout_tile_iou"]].to_string(index=False))
-    print(f"written to {cfg.out_dir} (per scene: voxels.ply, gaussians.ply, orbit/, preview.png)")
+    print(f"written to {cfg.out_dir} (per scene: voxels.ply, gaussians.ply, view.html, orbit/, preview.png)")
     return 0
 
 
@@ -198,13 +199,39 @@ def cmd_generate_large(args: argparse.Namespace) -> int:
                                          cfg.cfg_strength, cfg.seed, cfg.condition == "layout", cfg.large_resample)  # fmt: skip
             meta = {"scene_id": name, "layout_image": str(args.layout), "condition": cfg.condition, "seed": cfg.seed,
                     "stride_cells": cfg.large_stride_cells, "resample": cfg.large_resample, "structfm": cfg.structfm_dir}  # fmt: skip
-            summary = write_large_scene(out_dir / name, scene, raster, meta, cfg.frames, cfg.large_size)
+            summary = write_large_scene(out_dir / name, scene, raster, meta, cfg.frames, cfg.large_size, view=cfg.views)
     except (ValueError, FileNotFoundError) as e:  # unknown scene, bad map, models not trained yet
         print(f"earthcrafter generate-large: {e}", file=sys.stderr)
         return 2
     print(f"{summary['scene_id']}: {summary['voxels']} voxels, {summary['gaussians']} surfels, "
           f"{len(summary['windows'])} windows in {summary['seconds']} s")  # fmt: skip
-    print(f"written to {summary['path']} (voxels.ply, gaussians.ply, orbit/, preview.png, layout.png)")
+    print(f"written to {summary['path']} (voxels.ply, gaussians.ply, view.html, orbit/, preview.png, layout.png)")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from earthcrafter.render.html_view import write_view
+
+    first = Path(args.paths[0])
+    if args.out:
+        out = Path(args.out)
+    elif first.is_dir():
+        out = first / "view.html"
+    else:
+        out = first.with_name(f"{first.stem}.view.html")
+    try:
+        summary = write_view(args.paths, out, args.max_faces, args.max_points, "cdn" if args.cdn else "inline")
+    except (ValueError, FileNotFoundError) as e:  # nothing viewable, unreadable files, bad budgets
+        print(f"earthcrafter view: {e}", file=sys.stderr)
+        return 2
+    for layer in summary["layers"]:
+        shown = f"{layer['shown']:,}" + (f" of {layer['total']:,}" if layer["total"] > layer["shown"] else "")
+        print(f"{layer['name']}: {shown} {'faces' if layer['kind'] == 'mesh' else 'points'}")
+    print(f"written to {out} ({summary['bytes'] / 1e6:.1f} MB; open it in a browser)")
+    if args.open:
+        webbrowser.open(out.resolve().as_uri())
     return 0
 
 
@@ -254,6 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unconditional", action="store_true", help="no condition (the map gives only the size)")
     _sampling_arguments(p, out_help="parent folder (default data/07_model_output/samples)")
     p.set_defaults(func=cmd_generate_large)
+    p = sub.add_parser("view", help="an interactive HTML view (any browser, offline) of scene folders, PLY files "
+                       "(voxel meshes, Gaussians, points), imported points.npz or voxel tiles")  # fmt: skip
+    p.add_argument("paths", nargs="+", help="files or folders, drawn together (one legend entry per file)")
+    p.add_argument("--out", default=None, help="HTML file (default: view.html in the folder, or <file>.view.html)")
+    p.add_argument("--max-faces", type=int, default=400_000, help="triangles kept per mesh (random subset beyond)")
+    p.add_argument("--max-points", type=int, default=300_000, help="points kept per point layer")
+    p.add_argument("--cdn", action="store_true", help="load plotly.js from its CDN (a small file that needs the "
+                   "internet) instead of embedding it")  # fmt: skip
+    p.add_argument("--open", action="store_true", help="open the view in the default browser")
+    p.set_defaults(func=cmd_view)
     args = parser.parse_args(argv)
     return args.func(args)
 

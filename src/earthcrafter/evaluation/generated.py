@@ -23,6 +23,7 @@ indistinguishable from real ones in that feature space when they score near the 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -300,8 +301,11 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
             images["Training loss"] = hr.figure_png(curves)
             with atomic_path(out / "figures" / "loss_curves.png") as tmp:
                 tmp.write_bytes(images["Training loss"])
+        scene_dirs = [root / p for p in generated["path"]] + sorted(sheet.parent.glob("large_*"))
+        views = {d.name: os.path.relpath(d / "view.html", out) for d in scene_dirs if (d / "view.html").is_file()}
         page = hr.write_report(out / "report.html", summary=metrics, scenes=table, stage_metrics=stage_metrics,
-                               tables=tables, notes=notes, images=images, commit=tracking.git_commit(root))  # fmt: skip
+                               tables=tables, notes=notes, images=images, commit=tracking.git_commit(root),
+                               views=views)  # fmt: skip
         if run_id:
             tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             tracking.log_params(cfg.model_dump(mode="json"))

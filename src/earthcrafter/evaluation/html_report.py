@@ -149,8 +149,10 @@ details summary{cursor:pointer;color:#335}"""
 
 
 def write_report(path: str | Path, *, summary: dict, scenes: pd.DataFrame, stage_metrics: dict[str, dict],
-                 tables: dict[str, pd.DataFrame], notes: list[str], images: dict[str, bytes], commit: str = "") -> Path:  # fmt: skip
-    """Write the page atomically. ``images``: title -> PNG bytes, shown in order."""
+                 tables: dict[str, pd.DataFrame], notes: list[str], images: dict[str, bytes], commit: str = "",
+                 views: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """Write the page atomically. ``images``: title -> PNG bytes, shown in order; ``views``: scene ->
+    link (relative to the page) of its interactive view."""
     from earthcrafter.io.atomic import atomic_write_text
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -158,6 +160,9 @@ def write_report(path: str | Path, *, summary: dict, scenes: pd.DataFrame, stage
              f"<style>{CSS}</style></head><body><h1>earthcrafter evaluation</h1>"
              f"<p class='note'>{html.escape(when)} · commit {html.escape(commit or 'unknown')}</p>",
              "<h2>Generated scenes</h2>", _kv_table(summary), _df_table(scenes)]  # fmt: skip
+    if views:
+        links = " · ".join(f"<a href='{html.escape(href)}'>{html.escape(name)}</a>" for name, href in views.items())
+        parts.append(f"<p>Turn them in the browser (interactive 3D views): {links}</p>")
     for title, png in images.items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_img(png, title)}")
     parts.append("<h2>Tables</h2>")

@@ -8,6 +8,9 @@ were trained with, and the tile gives only L and the voxel size), writes ``<out_
 - ``structure.parquet``: its voxel coordinates (earthcrafter.io.structure), what ``evaluation`` scores;
 - ``gaussians.ply``: its generated texture as 2DGS surfels (3DGS / 2DGS viewers);
 - ``orbit/``: a turntable of the surfels (PNG, GIF, MP4 when ffmpeg exists);
+- ``view.html``: voxels and surfels to turn in a browser (``views``; plotly.js is shared by all
+  scenes, ``<out_dir>/plotly.min.js``, and the stage's MLflow run holds a self-contained copy of the
+  first scene's view);
 - ``preview.png``: the layout, the voxels and the surfels from one oblique camera;
 - ``struct_latents.parquet``, ``tex_latents.parquet``: the generated latents (earthcrafter.io.latents;
   log-variance -30: a point, not a posterior);
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +57,7 @@ from earthcrafter.latents.large_scene import (
 from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.render import render_orbit, save_frames, save_ply
+from earthcrafter.render.html_view import write_scene_view, write_view
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
 from earthcrafter.training.distributed import local_device
@@ -89,6 +94,7 @@ class GenerationConfig(BaseModel):
     cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
     frames: int = Field(24, ge=0, description="orbit frames per scene (0: none)")
     size: int = Field(256, ge=16, description="orbit / preview edge in pixels")
+    views: bool = Field(True, description="an interactive view.html per scene (earthcrafter.render.html_view)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mlflow: bool = True
     large_scenes: list[str] = Field(default_factory=list, description="scene ids: one large scene each, of the "
@@ -149,7 +155,7 @@ def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cf
                 "corner_m": corner.tolist(), "condition": cfg.condition, "seed": cfg.seed + n,
                 "stride_cells": cfg.large_stride_cells, "resample": cfg.large_resample, "structfm": cfg.structfm_dir}  # fmt: skip
         summaries.append(write_large_scene(Path(cfg.out_dir) / f"large_{scene_id}", scene, raster, meta, cfg.frames,
-                                           cfg.large_size, reference=scene_voxels_from_tiles(tiles)))  # fmt: skip
+                                           cfg.large_size, reference=scene_voxels_from_tiles(tiles), view=cfg.views))  # fmt: skip
     return summaries
 
 
@@ -226,6 +232,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             with atomic_path(out / "preview.png") as tmp:
                 Image.fromarray(panel).save(tmp)
             sheets.append(panel)
+            if cfg.views:
+                write_scene_view(out, f"{scene_id}: generated voxels and surfels")
             iou = float("nan")
             if cfg.condition != "none":  # an unconditional scene has no tile to be compared with
                 confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
@@ -254,6 +262,11 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             tracking.log_metrics(metrics)
             tracking.log_params(cfg.model_dump(mode="json"))
             tracking.log_image(sheet, "generated/contact_sheet.png")
+            if cfg.views:  # the MLflow UI shows HTML artifacts: one view, self-contained (it has no plotly.min.js beside it)
+                first = Path(records[0]["path"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    write_view([first], Path(tmp) / f"{first.name}.html", title=f"{first.name}: generated voxels and surfels")
+                    tracking.log_artifact(Path(tmp) / f"{first.name}.html", "generated/views")
             for summary in large:
                 tracking.log_image(np.asarray(Image.open(Path(summary["path"]) / "preview.png")),
                                    f"generated/{summary['scene_id']}.png")  # fmt: skip

@@ -45,6 +45,7 @@ from earthcrafter.latents.export import aerial_orbit, render_mesh
 from earthcrafter.models.struct_fm import KnownCells
 from earthcrafter.models.tex_fm import generate_texture
 from earthcrafter.render import Gaussians2D, render_orbit, save_frames, save_ply
+from earthcrafter.render.html_view import write_scene_view
 from earthcrafter.semantics import NUM_CLASSES, PALETTE, classes_of_colours
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.sparse.tensor import batched_coords
@@ -372,9 +373,10 @@ def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def write_large_scene(
     out: str | Path, scene: LargeScene, raster: np.ndarray, meta: dict, frames: int = 24, size: int = 384,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray | None = None, view: bool = True,
 ) -> dict:
-    """Write ``out/``: layout.png, voxels.ply, structure.parquet, gaussians.ply, preview.png (the
+    """Write ``out/``: layout.png, voxels.ply, structure.parquet, gaussians.ply, view.html (``view``:
+    the interactive view, :func:`~earthcrafter.render.html_view.write_scene_view`), preview.png (the
     map, [the reference scene's voxels,] the generated voxels, the surfels from one aerial camera),
     top.png (the map[, the reference] and the surfels straight from above, north up), orbit/ and
     summary.json (with :func:`seam_scores`). ``reference``: voxels [N, 4] (x, y, z, class) of the
@@ -407,6 +409,8 @@ def write_large_scene(
     gap = np.full((down["height"], 4, 3), 255, np.uint8)
     with atomic_path(out / "top.png") as tmp:
         Image.fromarray(np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)).save(tmp)
+    if view:
+        write_scene_view(out, f"{meta.get('scene_id', out.name)}: generated voxels and surfels")
     summary = {**meta, "voxel_size_m": vs, "map_voxels": list(raster.shape), "voxels": len(xyz),
                "cells": len(scene.cells), "gaussians": len(scene.gaussians), "seams": seam_scores(scene),
                "windows": scene.windows, "seconds": round(sum(w["seconds"] for w in scene.windows), 1),
