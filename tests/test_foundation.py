@@ -117,3 +117,19 @@ def test_flatten_for_mlflow():
     flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 3}]})
     assert flat == {"a.b": 1, "a.c": [1, 2], "d.0.e": 3}
     json.dumps(flat)
+
+
+@pytest.mark.parametrize("env", ["base", "paper"])
+def test_every_parameter_section_of_each_environment_validates(env):
+    """What `kedro run --env=<env>` loads (conf/base, then the environment's files over it) passes
+    the parameter schemas: the paper configuration is a configuration that starts."""
+    from pathlib import Path
+
+    from kedro.config import OmegaConfigLoader
+
+    conf = Path(__file__).parents[1] / "conf"
+    params = OmegaConfigLoader(str(conf), base_env="base", default_run_env=env)["parameters"]
+    validated = config.validate_all(params)
+    assert {"train_structvae", "train_texvae", "train_structfm", "train_texfm", "generation"} <= validated.keys()
+    if env == "paper":
+        assert validated["train_texfm"].model.arch == "unet"  # the paper's TexFM network
