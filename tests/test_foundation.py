@@ -133,3 +133,4 @@ def test_every_parameter_section_of_each_environment_validates(env):
     assert {"train_structvae", "train_texvae", "train_structfm", "train_texfm", "generation"} <= validated.keys()
     if env == "paper":
         assert validated["train_texfm"].model.arch == "unet"  # the paper's TexFM network
+        assert validated["train_structfm"].model.fine_arch == "unet"  # and its fine StructFM stage

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from earthcrafter.models.flow_net import SparseFlowNet
-from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
+from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells, stage_net
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.structfm import (
@@ -23,6 +23,7 @@ from earthcrafter.training.structfm import (
 )
 
 TINY = dict(grid=4, width=32, depth=2, num_heads=2)
+FINE_UNET = dict(fine_arch="unet", unet_widths=[16, 32, 32], unet_depths=[1, 1, 1])
 
 
 def test_semantic_layout_matches_a_loop():
@@ -105,17 +106,37 @@ def test_both_stages_overfit_one_tile():
     assert torch.nn.functional.mse_loss(got, sample["latents"][order]).item() < 0.05
 
 
+@pytest.mark.timeout(240)
+def test_fine_unet_overfits_one_tile():
+    """The paper's fine stage (a Swin U-Net over the latent cells) learns one tile's latents."""
+    cfg = StructFMConfig(**TINY, **FINE_UNET, latent_channels=8, cond_dropout=0.0)
+    sample = _one_tile_sample()
+    task = StructFMTask("fine", cfg, StructFMDataConfig(dilation=0.3), StructFMSampleConfig(steps=20, cfg_strength=0.0))
+    torch.manual_seed(0)
+    net = task.build_model()
+    assert type(net).__name__ == "SparseFlowUNet"
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    for step in range(800):
+        loss, _ = task.training_step(net, task.collate([{**sample, "seed": step}] * 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    metrics = task.validate(net.eval(), [task.collate([sample])])
+    assert metrics["acc"] > 0.97, metrics
+
+
 def test_keep_rule():
     cfg = StructFMConfig(**TINY)
     z = torch.tensor([[1.0, -1.0, 0.5, 0.0], [0.1, -0.2, 0.0, 0.4], [0.0, 0.0, 0.0, 0.0]])
     assert keep_cells(cfg, z).tolist() == [True, False, False]
 
 
-def test_training_run_saves_and_reloads(tmp_path, tiles32):
+@pytest.mark.parametrize("fine", [{}, FINE_UNET], ids=["transformer", "unet"])
+def test_training_run_saves_and_reloads(tmp_path, tiles32, fine):
     manifest, stats = tiles32
     tr = dict(steps=3, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
     cfg = {"output_dir": str(tmp_path / "fm"), "mlflow": False, "preview_tiles": 1, "structvae_path": tiles32.structvae,
-           "model": TINY, "sample": {"steps": 2}, "coarse": tr, "fine": tr}  # fmt: skip
+           "model": {**TINY, **fine}, "sample": {"steps": 2}, "coarse": tr, "fine": tr}  # fmt: skip
     metrics = train_structfm(manifest, stats, cfg)
     assert {"coarse/acc", "fine/acc", "coarse/val_loss", "gen_iou", "gen_cell_iou"} <= metrics.keys()
     assert (tmp_path / "fm" / "preview" / "figure.png").is_file()
@@ -126,6 +147,12 @@ def test_training_run_saves_and_reloads(tmp_path, tiles32):
     fresh.load_state_dict(blob["state_dict"])
     layout = torch.rand(1, 4, 4, NUM_CLASSES)
     torch.testing.assert_close(model.coarse(x, torch.tensor([0.3]), layout).feats, fresh(x, torch.tensor([0.3]), layout).feats)
+    # the fine stage reloads as the network it was trained as
+    fine_net = stage_net(StructFMConfig(**TINY, **fine), "fine")
+    fine_net.load_state_dict(torch.load(tmp_path / "fm" / "fine" / "model.pt", weights_only=True)["state_dict"])
+    assert type(model.fine) is type(fine_net) and type(fine_net).__name__ == ("SparseFlowUNet" if fine else "SparseFlowNet")
+    z = x.replace(torch.randn(len(x), 32))
+    torch.testing.assert_close(model.fine(z, torch.tensor([0.6]), layout).feats, fine_net(z, torch.tensor([0.6]), layout).feats)
 
 
 def test_bad_inputs(tmp_path, tiles32):

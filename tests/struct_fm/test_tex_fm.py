@@ -12,16 +12,18 @@ from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.texfm import TexFMDataConfig, TexFMTask, load_texfm, train_texfm
 
 TINY = dict(width=32, depth=2, num_heads=2, window=4, layout_grid=2, layout_stride=8)
+UNET = dict(TINY, arch="unet", unet_widths=[16, 32, 32], unet_depths=[1, 1, 1])
 
 
 @pytest.mark.timeout(180)
-def test_overfits_one_tile():
+@pytest.mark.parametrize("arch", [TINY, UNET], ids=["transformer", "unet"])
+def test_overfits_one_tile(arch):
     """Trained on one tile, sampling on its voxels returns its latents."""
     rng = np.random.default_rng(0)
     coords = torch.from_numpy(np.unique(rng.integers(0, 16, (60, 3)), axis=0))
     sample = {"tile_id": "t", "cells": coords, "latents": torch.from_numpy(rng.normal(0, 1, (len(coords), 8))).float(),
               "layout": torch.rand(2, 2, NUM_CLASSES), "seed": 0}  # fmt: skip
-    cfg = TexFMConfig(**TINY, cond_dropout=0.0)
+    cfg = TexFMConfig(**arch, cond_dropout=0.0)
     task = TexFMTask(cfg, TexFMDataConfig())
     torch.manual_seed(0)
     net = task.build_model()
@@ -92,3 +94,76 @@ def test_known_voxels_come_back_as_given():
     assert torch.equal(z.feats[known], x0[known])
     plain = generate_texture(net, structure, layout, steps=4, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(z.feats[~known], plain.feats[~known])
+
+
+def _perturbed(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` with every weight moved off its initialisation (the zero output, the identity-start
+    blocks), so every path carries signal."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net.eval()
+
+
+def _set(n: int, extent: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.unique(rng.integers(0, extent, (n, 3)), axis=0))
+
+
+def test_unet_is_a_set_function_per_sample():
+    """The U-Net's pooling and unpooling follow the voxels, not the rows: shuffling the rows of a
+    sample shuffles its velocities, and a sample's velocities do not depend on its batch mates."""
+    net = _perturbed(build_texfm(TexFMConfig(**UNET)))
+    a, b = _set(90, 24, 0), _set(70, 24, 1)
+    fa, fb = torch.randn(len(a), 8), torch.randn(len(b), 8)
+    layout, t = torch.rand(2, 2, 2, NUM_CLASSES), torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        both = net(SparseTensor.from_list([fa, fb], [a, b]), t, layout)
+        alone = net(SparseTensor.from_list([fa], [a]), t[:1], layout[:1])
+        perm = torch.randperm(len(a), generator=torch.Generator().manual_seed(0))
+        shuffled = net(SparseTensor(fa[perm], torch.cat([torch.zeros(len(a), 1, dtype=a.dtype), a[perm]], 1).int(), 1),
+                       t[:1], layout[:1])  # fmt: skip
+    rows_a = both.coords[:, 0] == 0
+    torch.testing.assert_close(both.feats[rows_a], alone.feats, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shuffled.feats, alone.feats[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_unet_middle_level_sees_the_whole_sample():
+    """Full attention at the coarsest level: a voxel's velocity depends on a voxel 40 voxels away,
+    which two one-resolution window blocks (4-voxel windows, shifted once) cannot reach."""
+    coords = torch.cat([_set(40, 6, 2), torch.tensor([[45, 45, 45]])])
+    feats = torch.randn(len(coords), 8)
+    moved = feats.clone()
+    moved[-1] += 3.0  # change only the far voxel
+    t, layout = torch.tensor([0.5]), torch.rand(1, 2, 2, NUM_CLASSES)
+    for arch, reaches in ((UNET, True), (TINY, False)):
+        net = _perturbed(build_texfm(TexFMConfig(**arch)))
+        with torch.no_grad():
+            y0 = net(SparseTensor.from_list([feats], [coords]), t, layout).feats
+            y1 = net(SparseTensor.from_list([moved], [coords]), t, layout).feats
+        changed = (y0[:-1] - y1[:-1]).abs().max().item()
+        assert (changed > 1e-4) == reaches, (arch.get("arch", "transformer"), changed)
+
+
+def test_unet_starts_at_zero_velocity_and_trains_every_weight():
+    net = build_texfm(TexFMConfig(**UNET))
+    coords = _set(120, 32, 3)
+    x = SparseTensor.from_list([torch.randn(len(coords), 8)], [coords])
+    layout = torch.rand(1, 2, 2, NUM_CLASSES)
+    assert net(x, torch.tensor([0.5]), layout).feats.abs().max() == 0  # zero-initialised output
+    net = _perturbed(net).train()
+    net(x, torch.tensor([0.5]), layout).feats.square().sum().backward()
+    silent = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    assert not silent, silent
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(unet_widths=[16, 32], unet_depths=[1, 1, 1]), "must name the same levels"),
+    (dict(unet_widths=[16], unet_depths=[1]), "at least 2"),
+    (dict(unet_widths=[16, 30], unet_depths=[1, 1]), "width 30 must split"),
+    (dict(unet_depths=[1, 0, 1]), "at least one block"),
+])  # fmt: skip
+def test_unet_config_is_checked(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TexFMConfig(**{**UNET, **bad})

@@ -2,13 +2,14 @@
 
 - **Coarse stage** (ClassSFM): a transformer flow on the full (L/8)³ grid whose single channel is
   the occupancy of each latent cell, +1 / -1. Sampled values > 0 give the cells.
-- **Fine stage** (LatentSFM): a transformer flow on those cells predicting their c_s = 32
-  normalised latents. Cells whose latent comes out near zero are dropped (the "features of
+- **Fine stage** (LatentSFM): a flow on those cells predicting their c_s = 32 normalised latents —
+  the paper's Swin U-Net (``fine_arch: unet``, :class:`~earthcrafter.models.flow_unet.SparseFlowUNet`)
+  or the one-resolution transformer. Cells whose latent comes out near zero are dropped (the "features of
   invalid voxels are zero" rule): trained with *voxel dilation* — extra neighbour cells whose
   target is 0 — so it learns to refine the coarse stage's cells.
 
-Both stages are one network (:class:`SparseFlowNet`) with different in/out channels, made of the
-sparse core's AdaLN transformer blocks (timestep) with cross-attention to the condition tokens.
+The networks (:func:`stage_net`) are made of the sparse core's AdaLN transformer blocks (timestep)
+with cross-attention to the condition tokens.
 Condition (:mod:`earthcrafter.training.conditions`): per column of latent cells, the tile's
 **semantic layout** (the class histogram of its top surface), or **one aerial RGBD view** lifted
 onto the columns (colour, top height, coverage; the paper lifts an image by monocular depth, the
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.sparse.keys import SortedKeys, pack_coords
 
@@ -49,12 +51,27 @@ class StructFMConfig(BaseModel):
     keep_fraction: float = Field(0.5, gt=0, lt=1, description="fine stage: keep a cell when more than this "
                                  "fraction of its channels has |z| > keep_threshold")  # fmt: skip
     keep_threshold: float = 0.3
+    fine_arch: Literal["transformer", "unet"] = Field("transformer", description="the fine stage's (and DenseSFM's) "
+                                                      "network: like the coarse stage, or the paper's Swin U-Net")
+    unet_widths: list[int] = Field([128, 192, 256], description="fine U-Net widths at 1/1, 1/2, 1/4 of the latent "
+                                   "grid (the last: full attention)")
+    unet_depths: list[int] = Field([2, 2, 4], description="fine U-Net blocks per level, down and again up (the "
+                                   "last: the middle)")
 
     @model_validator(mode="after")
     def _check(self) -> StructFMConfig:
-        if self.width % self.num_heads or (self.width // self.num_heads) % 2:
-            raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
+        unet = self.fine_arch == "unet"
+        check_widths([self.width] + (self.unet_widths if unet else []), self.num_heads, self.unet_depths if unet else None)
         return self
+
+
+def stage_net(config: StructFMConfig, stage: str) -> nn.Module:
+    """The network of one stage: ``coarse`` (1 channel, the transformer), ``fine`` or ``dense``
+    (c_s channels, ``fine_arch``)."""
+    if stage == "coarse":
+        return SparseFlowNet(config, 1, 1)
+    C = config.latent_channels
+    return SparseFlowUNet(config, C, C) if config.fine_arch == "unet" else SparseFlowNet(config, C, C)
 
 
 @dataclass
@@ -96,9 +113,9 @@ class StructFM(nn.Module):
         self.config, self.variant = config, variant
         C = config.latent_channels
         if variant == "two_stage":
-            self.coarse, self.fine = SparseFlowNet(config, 1, 1), SparseFlowNet(config, C, C)
+            self.coarse, self.fine = stage_net(config, "coarse"), stage_net(config, "fine")
         else:
-            self.dense = SparseFlowNet(config, C, C)
+            self.dense = stage_net(config, "dense")
 
     def full_grid(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Coords [B·G³, 4] of every cell of ``batch`` grids (rows sorted by batch, x, y, z)."""
@@ -140,7 +157,7 @@ class StructFM(nn.Module):
         uncond = torch.zeros_like(layout) if cond is not None else None
         strength = cfg_strength if cond is not None else 0.0
 
-        def sample(net: SparseFlowNet, x: SparseTensor, pinned=None) -> SparseTensor:
+        def sample(net: nn.Module, x: SparseTensor, pinned=None) -> SparseTensor:
             noise = x.replace(torch.randn(x.feats.shape, generator=generator, device=x.device))
             return euler_sample(lambda z, t, c: net(z, t, c), noise, steps, cond, uncond, strength, known=pinned,
                                 resample=resample if pinned is not None else 0, generator=generator)  # fmt: skip

@@ -1,11 +1,14 @@
 """TexFM: flow matching of the texture latents T_La (c_t = 8 per voxel) on a given structure.
 
 Given the voxels V_c (from the StructVAE, or a tile's own), TexFM generates their texture latents,
-which the TexVAE decodes to 2DGS surfels. The network is the shared
-:class:`~earthcrafter.models.flow_net.SparseFlowNet` on the voxels at L — shifted-window attention,
-timestep AdaLN, cross-attention to the semantic-layout tokens (placed at voxel scale). The paper's
-TexFM is a U-Net (Swin at 1/1, 1/2, 1/4, full attention at 1/8); this one keeps one resolution
-(the base tiles hold ~7k voxels; the U-Net is a known gap, docs/texfm.md).
+which the TexVAE decodes to 2DGS surfels. Two networks (``arch``):
+
+- ``unet``: the paper's — :class:`~earthcrafter.models.flow_unet.SparseFlowUNet`, shifted-window
+  attention at 1/1, 1/2, 1/4 of the voxels and full attention at 1/8, with skips;
+- ``transformer``: the shared one-resolution
+  :class:`~earthcrafter.models.flow_net.SparseFlowNet` on the voxels at L (shifted windows).
+
+Both: timestep AdaLN, cross-attention to the condition tokens (placed at voxel scale).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
 
 
@@ -25,8 +29,13 @@ class TexFMConfig(BaseModel):
     latent_channels: int = Field(8, ge=1, description="c_t")
     layout_grid: int = Field(8, ge=1, description="semantic layout raster (L/8 columns of the tile)")
     layout_stride: int = Field(8, ge=1, description="voxels per layout column (L / layout_grid)")
-    width: int = Field(128, ge=16)
-    depth: int = Field(4, ge=1)
+    arch: Literal["transformer", "unet"] = Field("transformer", description="one resolution, or the paper's U-Net")
+    width: int = Field(128, ge=16, description="transformer width; the timestep embedding of both")
+    depth: int = Field(4, ge=1, description="transformer blocks")
+    unet_widths: list[int] = Field([64, 96, 128, 128], description="U-Net widths at 1/1, 1/2, 1/4, 1/8 (the last: "
+                                   "full attention)")
+    unet_depths: list[int] = Field([1, 1, 1, 2], description="U-Net blocks per level, on the way down and again on "
+                                   "the way up (the last: the middle)")
     num_heads: int = Field(4, ge=1)
     mlp_ratio: float = 4.0
     attn: Literal["full", "window"] = "window"
@@ -36,18 +45,19 @@ class TexFMConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TexFMConfig:
-        if self.width % self.num_heads or (self.width // self.num_heads) % 2:
-            raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
+        unet = self.arch == "unet"
+        check_widths([self.width] + (self.unet_widths if unet else []), self.num_heads, self.unet_depths if unet else None)
         return self
 
 
-def build_texfm(cfg: TexFMConfig) -> SparseFlowNet:
-    return SparseFlowNet(cfg, cfg.latent_channels, cfg.latent_channels, layout_scale=cfg.layout_stride)
+def build_texfm(cfg: TexFMConfig) -> SparseFlowNet | SparseFlowUNet:
+    net = SparseFlowUNet if cfg.arch == "unet" else SparseFlowNet
+    return net(cfg, cfg.latent_channels, cfg.latent_channels, layout_scale=cfg.layout_stride)
 
 
 @torch.no_grad()
 def generate_texture(
-    net: SparseFlowNet,
+    net: SparseFlowNet | SparseFlowUNet,
     structure: SparseTensor,
     layout: torch.Tensor | None,
     steps: int = 25,

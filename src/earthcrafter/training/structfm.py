@@ -25,8 +25,7 @@ from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
-from earthcrafter.models.flow_net import SparseFlowNet
-from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells
+from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells, stage_net
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
@@ -159,8 +158,7 @@ class StructFMTask(FlowTask):
         self.flow = RectifiedFlow()
 
     def build_model(self) -> nn.Module:
-        c = 1 if self.stage == "coarse" else self.config.latent_channels
-        return SparseFlowNet(self.config, c, c)
+        return stage_net(self.config, self.stage)
 
     def export_config(self) -> dict[str, Any]:
         return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}
