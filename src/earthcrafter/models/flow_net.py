@@ -47,6 +47,17 @@ class LayoutEncoder(nn.Module):
         return tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
 
 
+def transformer_blocks(width: int, n: int, cfg, attn: str, context: int | None, cond: int) -> nn.ModuleList:
+    """``n`` AdaLN transformer blocks (``cfg``: num_heads, mlp_ratio, window); in ``window`` mode
+    every second block shifts its windows by half a window (Swin)."""
+    return nn.ModuleList(
+        SparseTransformerBlock(width, cfg.num_heads, cfg.mlp_ratio, attn, cfg.window,
+                               shift=(cfg.window // 2) * (i % 2) if attn == "window" else 0,
+                               qk_norm=True, context_channels=context, cond_channels=cond)
+        for i in range(n)
+    )  # fmt: skip
+
+
 class SparseFlowNet(nn.Module):
     """Velocity on a sparse set: noisy values [N, c_in] + time [B] (+ layout) -> [N, c_out].
 
@@ -65,12 +76,7 @@ class SparseFlowNet(nn.Module):
         self.layout = (LayoutEncoder(w, condition_channels(cfg.condition), scale=layout_scale)
                        if cfg.condition != "none" else None)  # fmt: skip
         ctx = w if self.layout is not None else None
-        self.blocks = nn.ModuleList(
-            SparseTransformerBlock(w, cfg.num_heads, cfg.mlp_ratio, cfg.attn, cfg.window,
-                                   shift=(cfg.window // 2) * (i % 2) if cfg.attn == "window" else 0,
-                                   qk_norm=True, context_channels=ctx, cond_channels=w)
-            for i in range(cfg.depth)
-        )  # fmt: skip
+        self.blocks = transformer_blocks(w, cfg.depth, cfg, cfg.attn, ctx, w)
         self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.out = nn.Linear(w, out_channels)
         nn.init.zeros_(self.out.weight)  # starts as the zero velocity

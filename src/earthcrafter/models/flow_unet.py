@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from earthcrafter.models.flow_net import LayoutEncoder, condition_channels
+from earthcrafter.models.flow_net import LayoutEncoder, condition_channels, transformer_blocks
 from earthcrafter.sparse import (
     SparseTensor,
-    SparseTransformerBlock,
     TimestepEmbedder,
     downsample,
     sinusoidal_embedding_3d,
@@ -37,15 +36,6 @@ def check_widths(widths: list[int], num_heads: int, unet_depths: list[int] | Non
         if len(unet_widths) != len(unet_depths) or len(unet_widths) < 2 or min(unet_depths) < 1:
             raise ValueError(f"unet_widths {unet_widths} and unet_depths {unet_depths} must name the same levels, "
                              "at least 2, each with at least one block")  # fmt: skip
-
-
-def _blocks(width: int, n: int, cfg, attn: str, context: int | None, cond: int) -> nn.ModuleList:
-    return nn.ModuleList(
-        SparseTransformerBlock(width, cfg.num_heads, cfg.mlp_ratio, attn, cfg.window,
-                               shift=(cfg.window // 2) * (i % 2) if attn == "window" else 0,
-                               qk_norm=True, context_channels=context, cond_channels=cond)
-        for i in range(n)
-    )  # fmt: skip
 
 
 class SparseFlowUNet(nn.Module):
@@ -75,9 +65,9 @@ class SparseFlowUNet(nn.Module):
         ) if conditioned else None  # fmt: skip
         ctx = (lambda w: w) if conditioned else (lambda w: None)
         last = len(widths) - 1
-        self.down = nn.ModuleList(_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
-        self.middle = _blocks(widths[-1], depths[-1], cfg, "full", ctx(widths[-1]), cfg.width)
-        self.up = nn.ModuleList(_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
+        self.down = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
+        self.middle = transformer_blocks(widths[-1], depths[-1], cfg, "full", ctx(widths[-1]), cfg.width)
+        self.up = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
         self.pool = nn.ModuleList(nn.Linear(widths[lvl], widths[lvl + 1]) for lvl in range(last))
         self.unpool = nn.ModuleList(nn.Linear(widths[lvl + 1], widths[lvl]) for lvl in range(last))
         self.fuse = nn.ModuleList(nn.Linear(2 * widths[lvl], widths[lvl]) for lvl in range(last))
