@@ -153,6 +153,9 @@ def test_write_view_summary(tmp_path):
     ("notes.txt", b"x", "cannot view a .txt file"),
     ("bad.ply", b"ply\nformat ascii 1.0\nelement vertex 2\n", "not a readable PLY"),
     ("points.npz", b"PK\x03\x04junk", "not a readable .npz"),
+    ("quads.ply", b"ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+     b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n",
+     "Mesh.faces must be [F, 3]"),
 ])  # fmt: skip
 def test_bad_paths_are_refused_by_name(tmp_path, capsys, name, content, message):
     empty = tmp_path / "empty"

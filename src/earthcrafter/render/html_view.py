@@ -83,7 +83,10 @@ def _ply_layer(path: Path) -> ViewLayer:
     if "face" in names and len(ply["face"].data):
         from earthcrafter.io.scene import read_mesh_ply
 
-        mesh = read_mesh_ply(path)
+        try:
+            mesh = read_mesh_ply(path)
+        except ValueError as e:  # e.g. polygons that are not triangles
+            raise ValueError(f"{path}: {e}") if str(path) not in str(e) else e from None
         rgb = mesh.vertex_colors
         if rgb is None and mesh.face_semantic is not None:  # one class colour per face: unshare vertices
             from earthcrafter.semantics import colorize
