@@ -1,12 +1,14 @@
-"""The paper's TexFM network: a sparse U-Net of transformer blocks — shifted-window (Swin) attention
-at 1/1, 1/2, 1/4, full attention at 1/8 — with timestep AdaLN and cross-attention to the condition
-tokens at every level, zero-initialised output (starts at v = 0).
+"""The paper's Swin U-Net for the flows (TexFM's network; StructFM's fine stage): a sparse U-Net of
+transformer blocks — shifted-window (Swin) attention at every level but the coarsest, full attention
+there (TexFM: windows at 1/1, 1/2, 1/4 of the voxels, full attention at 1/8) — with timestep AdaLN
+and cross-attention to the condition tokens at every level, zero-initialised output (starts at
+v = 0).
 
 Levels are built from the voxels themselves: going down, each level's voxels are the occupied
 parents of the level above (mean-pooled, :func:`~earthcrafter.sparse.downsample`); going up, each
 voxel takes its parent's features (:func:`~earthcrafter.sparse.upsample_like`) and is fused with
-its own features from the way down (a skip). The coarse levels see 2×, 4×, 8× further per window,
-and the 1/8 level attends over the whole sample: what the paper calls local and global learning.
+its own features from the way down (a skip). The coarse levels see 2×, 4×, ... further per window,
+and the coarsest attends over the whole sample: what the paper calls local and global learning.
 Same interface as :class:`~earthcrafter.models.flow_net.SparseFlowNet`: ``net(x, t, layout)``.
 """
 
