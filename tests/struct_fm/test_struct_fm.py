@@ -201,6 +201,28 @@ def test_dense_variant_and_table4(tmp_path, tiles32):
         ablation_config(base, "nope")
 
 
+def test_table4_report_with_and_without_the_optional_unet_row(tmp_path, tiles32):
+    """The sweep's optional row: skipped (and said so) when not configured, a fourth table row when it ran."""
+    from earthcrafter.pipelines.train_structfm.nodes import make_row_trainer, report_table4
+
+    manifest, stats = tiles32
+    params = {"report_dir": str(tmp_path / "report"), "mlflow": False, "structvae_path": tiles32.structvae, "model": TINY,
+              "ablations": {"two_stage": {"variant": "two_stage"}, "dense": {"variant": "dense"}}}  # fmt: skip
+    skipped = make_row_trainer("two_stage_unet", optional=True)(manifest, stats, params)
+    assert "no row 'two_stage_unet'" in skipped["skipped"]
+    with pytest.raises(ValueError, match="no row 'two_stage_unet'"):  # a required row is not skipped
+        make_row_trainer("two_stage_unet")(manifest, stats, params)
+    two = {"gen_cell_iou": 0.8, "gen_iou": 0.3, "gen_coarse_cell_iou": 0.85, "gen_tiles": 3}
+    dense = {"gen_cell_iou": 0.6, "gen_iou": 0.2}
+    assert [r["Method"] for r in report_table4(params, two, dense, skipped)["rows"]] == ["DenseSFM", "ClassSFM", "LatentSFM"]
+    rows = report_table4(params, two, dense, {"gen_cell_iou": 0.79, "gen_iou": 0.279})["rows"]
+    last = rows[-1]
+    assert (last["Method"], last["S-Num"], last["S-Index"], last["mIoU3"], last["mIoU0"]) == (
+        "LatentSFM, fine stage: Swin U-Net", 2, 2, 79.0, 27.9)
+    assert np.isnan(last["paper mIoU3"]) and np.isnan(last["paper mIoU0"])  # no paper numbers for this row
+    assert "| LatentSFM, fine stage: Swin U-Net | 2 | 2 | 79.0 | 27.9 | – | – |" in (tmp_path / "report" / "table4.md").read_text()
+
+
 def test_outpainting_keeps_the_known_cells_and_samples_the_rest():
     """With the cells of some columns known, generation returns exactly those cells with their
     latents (coarse and fine stages pinned), samples the other columns, and with every column known

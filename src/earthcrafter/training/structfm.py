@@ -287,8 +287,9 @@ def ablation_config(config: StructFMRunConfig, row: str) -> StructFMRunConfig:
     return StructFMRunConfig.model_validate(raw)
 
 
-def table4(two_stage: dict, dense: dict) -> pd.DataFrame:
-    """Table 4 from a two-stage and a dense run's metrics (percent), the paper's numbers beside."""
+def table4(two_stage: dict, dense: dict, extra: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Table 4 from a two-stage and a dense run's metrics (percent), the paper's numbers beside.
+    ``extra``: more two-stage runs (label -> metrics), one LatentSFM row each, without paper numbers."""
     pct = lambda m, k: round(100 * m[k], 1) if k in m else None  # noqa: E731
     ours = {"DenseSFM": (pct(dense, "gen_cell_iou"), pct(dense, "gen_iou")),
             "ClassSFM": (pct(two_stage, "gen_coarse_cell_iou"), None),
@@ -297,4 +298,7 @@ def table4(two_stage: dict, dense: dict) -> pd.DataFrame:
     for method, (s_num, s_idx, p3, p0) in TABLE4_PAPER.items():
         rows.append({"Method": method, "S-Num": s_num, "S-Index": s_idx, "mIoU3": ours[method][0],
                      "mIoU0": ours[method][1], "paper mIoU3": p3, "paper mIoU0": p0})  # fmt: skip
+    for label, m in (extra or {}).items():
+        rows.append({"Method": label, "S-Num": 2, "S-Index": 2, "mIoU3": pct(m, "gen_cell_iou"), "mIoU0": pct(m, "gen_iou"),
+                     "paper mIoU3": None, "paper mIoU0": None})  # fmt: skip
     return pd.DataFrame(rows)

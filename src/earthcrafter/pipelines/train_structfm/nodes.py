@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+import logging
+
 from earthcrafter import tracking
 from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.training.structfm import StructFMRunConfig, ablation_config, table4, train_structfm
+
+log = logging.getLogger(__name__)
 
 
 def train(latents_manifest: pd.DataFrame, latents_stats: dict, params: dict) -> dict:
@@ -14,22 +18,32 @@ def train(latents_manifest: pd.DataFrame, latents_stats: dict, params: dict) -> 
     return train_structfm(latents_manifest, latents_stats, StructFMRunConfig.model_validate(params))
 
 
-def make_row_trainer(row: str):
-    """A node function training Table 4 row ``row``."""
+def make_row_trainer(row: str, optional: bool = False):
+    """A node function training Table 4 row ``row``; an ``optional`` row that the configuration
+    does not name is skipped (logged, and its metrics say why)."""
 
     def train_row(latents_manifest: pd.DataFrame, latents_stats: dict, params: dict) -> dict:
-        return train_structfm(latents_manifest, latents_stats, ablation_config(StructFMRunConfig.model_validate(params), row))
+        cfg = StructFMRunConfig.model_validate(params)
+        if optional and row not in cfg.ablations:
+            log.info("structfm_ablations: row %s is not configured (train_structfm.ablations): skipped", row)
+            return {"skipped": f"train_structfm.ablations has no row {row!r}"}
+        return train_structfm(latents_manifest, latents_stats, ablation_config(cfg, row))
 
     train_row.__name__ = f"train_structfm_{row}"
     return train_row
 
 
-def report_table4(params: dict, two_stage: dict, dense: dict) -> dict:
-    """Table 4 (csv + md) in ``report_dir`` from the two rows' metrics, also logged to MLflow."""
+def report_table4(params: dict, two_stage: dict, dense: dict, two_stage_unet: dict | None = None) -> dict:
+    """Table 4 (csv + md) in ``report_dir`` from the rows' metrics, also logged to MLflow; the
+    optional ``two_stage_unet`` row (the two stages with the paper's Swin U-Net as the fine stage)
+    when it ran."""
     from pathlib import Path
 
     cfg = StructFMRunConfig.model_validate(params)
-    df = table4(two_stage, dense)
+    extra = {}
+    if two_stage_unet and "skipped" not in two_stage_unet:
+        extra["LatentSFM, fine stage: Swin U-Net"] = two_stage_unet
+    df = table4(two_stage, dense, extra)
     out = Path(cfg.report_dir)
     atomic_write_text(out / "table4.csv", df.to_csv(index=False))
     cell = lambda v: "–" if v is None or v != v else str(v)  # noqa: E731 (None / NaN: not measured)

@@ -13,11 +13,13 @@ def create_pipeline(**kwargs) -> Pipeline:
 
 
 def create_ablations_pipeline(**kwargs) -> Pipeline:
-    """Table 4: the two-stage StructFM and the one-stage DenseSFM, same data and budget, then the table."""
-    rows = ("two_stage", "dense")
+    """Table 4: the two-stage StructFM and the one-stage DenseSFM, same data and budget, then the
+    table; and, when configured, the two stages with the paper's Swin U-Net as the fine stage."""
+    rows = ("two_stage", "dense", "two_stage_unet")
     trainers = [
-        node(make_row_trainer(row), ["latents_manifest", "latents_stats", "params:train_structfm"],
-             f"structfm_ablations.{row}_metrics", name=f"train_structfm_{row}", namespace="structfm_ablations")
+        node(make_row_trainer(row, optional=row == "two_stage_unet"), ["latents_manifest", "latents_stats",
+             "params:train_structfm"], f"structfm_ablations.{row}_metrics", name=f"train_structfm_{row}",
+             namespace="structfm_ablations")
         for row in rows
     ]  # fmt: skip
     report = node(report_table4, ["params:train_structfm", *(f"structfm_ablations.{r}_metrics" for r in rows)],
