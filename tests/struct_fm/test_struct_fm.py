@@ -21,6 +21,7 @@ from earthcrafter.training.structfm import (
     semantic_layout,
     train_structfm,
 )
+from flow_testing import fit_one_sample
 
 TINY = dict(grid=4, width=32, depth=2, num_heads=2)
 FINE_UNET = dict(fine_arch="unet", unet_widths=[16, 32, 32], unet_depths=[1, 1, 1])
@@ -86,14 +87,8 @@ def test_both_stages_overfit_one_tile():
     for stage in ("coarse", "fine"):
         task = StructFMTask(stage, cfg, data, StructFMSampleConfig(steps=20, cfg_strength=0.0))
         net = getattr(model, stage)
-        opt = torch.optim.Adam(net.parameters(), 2e-3)
         torch.manual_seed(0)
-        for step in range(1000 if stage == "coarse" else 800):
-            batch = task.collate([{**sample, "seed": step}] * 4)
-            loss, _ = task.training_step(net, batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        fit_one_sample(task, net, sample, 1000 if stage == "coarse" else 800, copies=4)
         metrics = task.validate(net.eval(), [task.collate([sample])])
         assert metrics["acc"] > 0.97, (stage, metrics)
     occupancy, z = model.generate(sample["layout"][None], steps=20, cfg_strength=0.0,
@@ -115,12 +110,7 @@ def test_fine_unet_overfits_one_tile():
     torch.manual_seed(0)
     net = task.build_model()
     assert type(net).__name__ == "SparseFlowUNet"
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
-    for step in range(800):
-        loss, _ = task.training_step(net, task.collate([{**sample, "seed": step}] * 4))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_one_sample(task, net, sample, 800, copies=4)
     metrics = task.validate(net.eval(), [task.collate([sample])])
     assert metrics["acc"] > 0.97, metrics
 

@@ -10,6 +10,7 @@ from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, generate_textur
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.texfm import TexFMDataConfig, TexFMTask, load_texfm, train_texfm
+from flow_testing import fit_one_sample
 
 TINY = dict(width=32, depth=2, num_heads=2, window=4, layout_grid=2, layout_stride=8)
 UNET = dict(TINY, arch="unet", unet_widths=[16, 32, 32], unet_depths=[1, 1, 1])
@@ -27,12 +28,7 @@ def test_overfits_one_tile(arch):
     task = TexFMTask(cfg, TexFMDataConfig())
     torch.manual_seed(0)
     net = task.build_model()
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
-    for step in range(700):
-        loss, _ = task.training_step(net, task.collate([{**sample, "seed": step}] * 2))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_one_sample(task, net, sample, 700, copies=2)
     net.eval()
     structure = SparseTensor.from_list([torch.zeros(len(coords), 1)], [coords])
     z = generate_texture(net, structure, sample["layout"][None], steps=20, cfg_strength=0.0,

@@ -136,9 +136,17 @@ def read_mesh_ply(path: str | Path) -> Mesh:
         raise FileNotFoundError(f"mesh file not found: {path}")
     try:
         ply = PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several types on corrupt input
+        raise ValueError(f"{path}: not a readable PLY mesh ({e})") from e
+    return mesh_from_ply(ply, path)
+
+
+def mesh_from_ply(ply: PlyData, path: str | Path) -> Mesh:
+    """:func:`read_mesh_ply` of an already parsed file (``path`` names it in errors)."""
+    try:
         v = ply["vertex"].data
         f = ply["face"].data
-    except Exception as e:  # plyfile raises several types on corrupt input
+    except Exception as e:  # no vertex or face element
         raise ValueError(f"{path}: not a readable PLY mesh ({e})") from e
     vertices = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
     names = v.dtype.names
@@ -148,7 +156,10 @@ def read_mesh_ply(path: str | Path) -> Mesh:
     key = "vertex_indices" if "vertex_indices" in f.dtype.names else "vertex_index"
     faces = np.stack(list(f[key])).astype(np.int64) if len(f) else np.zeros((0, 3), np.int64)
     sem = np.asarray(f["semantic"], dtype=np.uint8) if "semantic" in f.dtype.names else None
-    return Mesh(vertices, faces, colors, sem)
+    try:
+        return Mesh(vertices, faces, colors, sem)
+    except ValueError as e:  # e.g. polygons that are not triangles
+        raise ValueError(f"{path}: {e}") from None
 
 
 # --------------------------------------------------------------------------- scenes

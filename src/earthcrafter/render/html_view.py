@@ -68,6 +68,7 @@ class ViewLayer:
 # --------------------------------------------------------------------------- readers
 
 def _ply_layer(path: Path) -> ViewLayer:
+    """A Gaussian PLY, a mesh PLY or a point PLY, told apart by its fields (the file is read once)."""
     from plyfile import PlyData
 
     try:
@@ -79,14 +80,13 @@ def _ply_layer(path: Path) -> ViewLayer:
         raise ValueError(f"{path}: PLY without a 'vertex' element")
     fields = set(ply["vertex"].data.dtype.names or ())
     if {"f_dc_0", "f_dc_1", "f_dc_2", "opacity"} <= fields:
-        return gaussian_layer(path)
-    if "face" in names and len(ply["face"].data):
-        from earthcrafter.io.scene import read_mesh_ply
+        from earthcrafter.render.ply import gaussians_from_ply
 
-        try:
-            mesh = read_mesh_ply(path)
-        except ValueError as e:  # e.g. polygons that are not triangles
-            raise ValueError(f"{path}: {e}") if str(path) not in str(e) else e from None
+        return gaussian_layer(path.stem, gaussians_from_ply(ply, path))
+    if "face" in names and len(ply["face"].data):
+        from earthcrafter.io.scene import mesh_from_ply
+
+        mesh = mesh_from_ply(ply, path)
         rgb = mesh.vertex_colors
         if rgb is None and mesh.face_semantic is not None:  # one class colour per face: unshare vertices
             from earthcrafter.semantics import colorize
@@ -104,14 +104,13 @@ def _ply_layer(path: Path) -> ViewLayer:
     return ViewLayer(path.stem, xyz, rgb)
 
 
-def gaussian_layer(path: str | Path) -> ViewLayer:
-    """The surfels of a Gaussian PLY as points in their SH DC colour (what every view direction shares)."""
-    from earthcrafter.render.ply import load_ply
+def gaussian_layer(name: str, gaussians) -> ViewLayer:
+    """Surfels (:class:`~earthcrafter.render.Gaussians2D`) as points in their SH DC colour (what every
+    view direction shares)."""
     from earthcrafter.render.sh import C0
 
-    g = load_ply(path)
-    rgb = np.clip(0.5 + C0 * g.sh[:, 0].numpy().astype(np.float64), 0.0, 1.0)
-    return ViewLayer(Path(path).stem, g.means.numpy(), np.round(rgb * 255).astype(np.uint8))
+    rgb = np.clip(0.5 + C0 * gaussians.sh[:, 0].numpy().astype(np.float64), 0.0, 1.0)
+    return ViewLayer(name, gaussians.means.numpy(), np.round(rgb * 255).astype(np.uint8))
 
 
 def _points_npz_layer(path: Path) -> ViewLayer:

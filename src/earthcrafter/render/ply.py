@@ -90,6 +90,11 @@ def load_ply(path: str | os.PathLike, device: str | torch.device = "cpu") -> Gau
         ply = PlyData.read(str(path))
     except Exception as e:  # plyfile raises several types for malformed files
         raise ValueError(f"{path}: not a readable PLY file ({e})") from e
+    return gaussians_from_ply(ply, path, device)
+
+
+def gaussians_from_ply(ply: PlyData, path: str | os.PathLike, device: str | torch.device = "cpu") -> Gaussians2D:
+    """:func:`load_ply` of an already parsed file (``path`` names it in errors)."""
     if "vertex" not in ply:
         raise ValueError(f"{path}: no 'vertex' element")
     v = ply["vertex"].data

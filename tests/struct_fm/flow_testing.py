@@ -1,0 +1,16 @@
+"""What the flow tests share: training one network on copies of one sample."""
+
+from __future__ import annotations
+
+import torch
+
+
+def fit_one_sample(task, net: torch.nn.Module, sample: dict, steps: int, copies: int, lr: float = 2e-3) -> None:
+    """``steps`` Adam steps of ``task``'s training loss on batches of ``copies`` copies of ``sample``
+    (each step its own ``seed``, so noise and times differ)."""
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for step in range(steps):
+        loss, _ = task.training_step(net, task.collate([{**sample, "seed": step}] * copies))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
