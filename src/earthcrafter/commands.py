@@ -8,6 +8,9 @@ the pipelines produced, and generate from the trained models.
     earthcrafter generate-large (--scene ID | --layout MAP.png --voxel-size M) [--stride N]
                                       one scene of a whole semantic map, by sliding windows
     earthcrafter view PATH ...        an interactive HTML view (browser) of scenes, PLY files, tiles
+    earthcrafter dry-run [--env paper] [--models ...] [--batch B] [--voxels N]
+                                      a few training steps of every model of a configuration on
+                                      synthetic tiles: does it build, train and fit (also under torchrun)
 """
 
 from __future__ import annotations
@@ -235,6 +238,42 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from earthcrafter.training import dry_run as dr
+
+    conf = Path(args.root) / "conf"
+    if not (conf / "base").is_dir():
+        print(f"no {conf / 'base'}: run from the project root or pass --root", file=sys.stderr)
+        return 2
+    if args.env not in ("base", "local") and not (conf / args.env).is_dir():
+        print(f"no environment {conf / args.env}", file=sys.stderr)
+        return 2
+    models = args.models or list(dr.MODELS)
+    unknown = sorted(set(models) - set(dr.MODELS))
+    if unknown:
+        print(f"unknown model(s) {unknown}; models: {', '.join(dr.MODELS)}", file=sys.stderr)
+        return 2
+    params = dr.load_parameters(conf, args.env)
+    records = dr.dry_run(params, models, steps=args.steps, batch=args.batch, voxels=args.voxels,
+                         device=args.device, tiles=args.tiles,
+                         checkpointing=None if args.checkpointing is None else args.checkpointing == "on")  # fmt: skip
+    import torch.distributed as tdist
+
+    if tdist.is_initialized() and tdist.get_rank() != 0:
+        return 0
+    over = "" if args.env == "base" else " over conf/base"
+    print(f"dry run of conf/{args.env}{over}, {args.steps} steps per model (peak memory: rank 0)")
+    print(dr.records_table(records))
+    if args.json:
+        dr.write_records(records, args.json)
+    bad = [r for r in records if r["status"] != "ok"]
+    for r in bad:
+        detail = r["status"] if "losses" not in r else (
+            f"losses {r['losses']}" if not r["finite"] else f"no gradient for {r['no_grad'][:5]}")
+        print(f"{r['model']}: {detail}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def _sampling_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     """The options both generate commands share (the sampler, the renders, where, which configuration)."""
     p.add_argument("--seed", type=int, default=None)
@@ -291,6 +330,22 @@ def main(argv: list[str] | None = None) -> int:
                    "internet) instead of embedding it")  # fmt: skip
     p.add_argument("--open", action="store_true", help="open the view in the default browser")
     p.set_defaults(func=cmd_view)
+    p = sub.add_parser("dry-run", help="a few training steps of every model of a configuration on synthetic tiles: "
+                       "parameters, step time, peak memory; under torchrun, on every rank")  # fmt: skip
+    p.add_argument("--env", default="local", help="conf/<env> over conf/base, as kedro run --env (e.g. paper)")
+    p.add_argument("--models", nargs="+", default=None, help="some of structvae, texvae, structfm_coarse, "
+                   "structfm_fine, texfm (default: all)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=3, help="training steps per model (the first is not timed)")
+    p.add_argument("--batch", type=int, default=None, help="samples per rank per step (default: the configured "
+                   "global batch over the ranks)")  # fmt: skip
+    p.add_argument("--voxels", type=int, default=None, help="voxel budget per sample (default: the configured max_voxels)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the configured device)")
+    p.add_argument("--checkpointing", choices=("on", "off"), default=None, help="activation checkpointing "
+                   "(default: each trainer's activation_checkpointing)")  # fmt: skip
+    p.add_argument("--tiles", type=int, default=2, help="synthetic tiles per L")
+    p.add_argument("--json", default=None, help="also write the records to this JSON file")
+    p.add_argument("--root", default=".", help="project root")
+    p.set_defaults(func=cmd_dry_run)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -145,6 +145,14 @@ def _datasets(cfg: TexVAETrainConfig, manifest: pd.DataFrame) -> tuple[TexVAEDat
     return train, val
 
 
+def texvae_task(cfg: TexVAETrainConfig, in_channels: int) -> TexVAETask:
+    """The training task of ``cfg``, with LPIPS when its weights are on disk (else without, said so)."""
+    lpips = LpipsPair.load(cfg.loss.lpips_vgg > 0, cfg.loss.lpips_alex > 0, cfg.loss.lpips_weights_dir)
+    if not lpips.available:
+        log.warning("TexVAE: training without LPIPS (%s)", lpips.status)
+    return TexVAETask(cfg.model, in_channels, cfg.loss, cfg.render, lpips)
+
+
 def train_texvae(
     cfg: TexVAETrainConfig,
     manifest: pd.DataFrame,
@@ -161,10 +169,8 @@ def train_texvae(
     train_set, val_set = _datasets(cfg, manifest)
     in_channels = train_set.layout_channels()
     L, voxel_size = train_set.grid()
-    lpips = LpipsPair.load(cfg.loss.lpips_vgg > 0, cfg.loss.lpips_alex > 0, cfg.loss.lpips_weights_dir)
-    if not lpips.available:
-        log.warning("TexVAE: training without LPIPS (%s)", lpips.status)
-    task = TexVAETask(cfg.model, in_channels, cfg.loss, cfg.render, lpips)
+    task = texvae_task(cfg, in_channels)
+    lpips = task.lpips
     name = run_name or f"texvae/{cfg.row}"
     tags = {**TABLE2_TAGS, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip

@@ -24,7 +24,7 @@ from .backends import (
     set_conv_backend,
     use_backends,
 )
-from .blocks import SparseResBlock, SparseTransformerBlock
+from .blocks import SparseResBlock, SparseTransformerBlock, set_activation_checkpointing
 from .conv import SparseConv3d, SubMConv3d, sparse_conv3d, subm_conv3d
 from .embed import (
     LearnedPosEmbed3D,
@@ -93,6 +93,7 @@ __all__ = [
     "prune",
     "resolve_attn_backend",
     "resolve_conv_backend",
+    "set_activation_checkpointing",
     "set_attn_backend",
     "set_conv_backend",
     "sinusoidal_embedding_3d",

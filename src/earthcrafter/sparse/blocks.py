@@ -3,6 +3,10 @@
 Both take an optional per-sample conditioning vector ``cond`` [B, C_cond] (e.g. a
 timestep embedding) for AdaLN: SiLU → Linear (zero-initialised) gives shift/scale/gate,
 so a freshly built conditioned block is the identity map.
+
+Activation checkpointing (:func:`set_activation_checkpointing`): a block then keeps only its
+inputs for the backward pass and recomputes its inside, trading about one more forward for the
+memory of its activations — what lets a 24-block, 768-wide network train on 250k-voxel samples.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .conv import SubMConv3d
 from .layers import AttnMode, SparseCrossAttention, SparseMLP, SparseSelfAttention
@@ -26,7 +31,27 @@ def _ada_ln(cond_channels: int, channels: int, n_chunks: int) -> nn.Sequential:
     return nn.Sequential(nn.SiLU(), lin)
 
 
-class SparseTransformerBlock(nn.Module):
+class CheckpointedBlock(nn.Module):
+    """A block whose ``_forward`` is recomputed in the backward pass when ``checkpointing`` is on
+    (training, with gradients); the same outputs and gradients either way."""
+
+    checkpointing: bool = False
+
+    def forward(self, *args, **kwargs):
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, *args, use_reentrant=False, **kwargs)
+        return self._forward(*args, **kwargs)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Turn activation checkpointing of every block in ``model`` on or off; the number of blocks."""
+    blocks = [m for m in model.modules() if isinstance(m, CheckpointedBlock)]
+    for m in blocks:
+        m.checkpointing = enabled
+    return len(blocks)
+
+
+class SparseTransformerBlock(CheckpointedBlock):
     """Pre-norm block: x += attn(LN(x)); [x += cross(LN(x), context)]; x += mlp(LN(x)).
 
     With ``cond_channels`` the attention and MLP branches are AdaLN-modulated:
@@ -64,7 +89,7 @@ class SparseTransformerBlock(nn.Module):
         self.mlp = SparseMLP(channels, mlp_ratio)
         self.ada = _ada_ln(cond_channels, channels, 6) if modulated else None
 
-    def forward(
+    def _forward(
         self,
         x: SparseTensor,
         cond: torch.Tensor | None = None,
@@ -95,7 +120,7 @@ class SparseTransformerBlock(nn.Module):
         return x.replace(f)
 
 
-class SparseResBlock(nn.Module):
+class SparseResBlock(CheckpointedBlock):
     """Conv residual block: norm - SiLU - SubMConv - norm [AdaLN] - SiLU - SubMConv (+ skip).
 
     The second conv is zero-initialised, so the block starts as its skip path
@@ -132,7 +157,7 @@ class SparseResBlock(nn.Module):
             return SparseGroupNorm(math.gcd(groups, channels), channels, affine=affine)
         raise ValueError(f"SparseResBlock: norm must be 'layer' or 'group', got {kind!r}")
 
-    def forward(self, x: SparseTensor, cond: torch.Tensor | None = None) -> SparseTensor:
+    def _forward(self, x: SparseTensor, cond: torch.Tensor | None = None) -> SparseTensor:
         if (self.ada is None) != (cond is None):
             raise ValueError("SparseResBlock: pass cond exactly when built with cond_channels")
         h = self.norm1(x)

@@ -45,6 +45,9 @@ class TrainerConfig(BaseModel):
     resume: bool = Field(True, description="continue from the newest checkpoint in the run folder")
     figures: bool = Field(True, description="write and log the task's figures after training")
     progress: bool = Field(True, description="tqdm progress bars (rank 0)")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each block's activations in the backward pass instead of keeping them: "
+        "about 1.3x the step time for a fraction of the activation memory (large models on large samples)")
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from earthcrafter import config as ec_config
 from earthcrafter import tracking as ec_tracking
 from earthcrafter.io.atomic import atomic_path
+from earthcrafter.sparse import set_activation_checkpointing
 from earthcrafter.training import checkpoint as ckpt
 from earthcrafter.training import distributed as dist
 from earthcrafter.training.config import TrainerConfig
@@ -329,6 +330,8 @@ class Trainer:
             raise ValueError(f"{task.name}: the training set is empty")
         _seed_all(cfg.seed)  # identical initial weights on every rank (and in the EMA copy)
         model = task.build_model().to(env.device)
+        if cfg.activation_checkpointing:
+            log.info("%s: activation checkpointing in %d blocks", self.run_name, set_activation_checkpointing(model))
         _seed_all(cfg.seed + env.rank)  # then one RNG stream per rank
         num_params = sum(p.numel() for p in model.parameters())
         ema = EMA(model, cfg.ema_decay, cfg.ema_start)

@@ -1,0 +1,274 @@
+"""Dry run: a few real training steps of every model of a configuration, on synthetic tiles.
+
+Before a long job (the paper configuration is 200k steps per model on many GPUs), run on the
+machine that will train it: every model is built from the configuration exactly as its pipeline
+builds it, and trained for a few steps by the same :class:`~earthcrafter.training.trainer.Trainer`
+(DDP under ``torchrun``, bf16 autocast on CUDA, EMA, clipping) through the same datasets and
+collation, at the configured per-sample voxel budget. What comes back per model: parameters, the
+per-rank batch, voxels per sample, step time, throughput, peak memory, the losses, and the
+weights that no step changed (a weight without a gradient: DDP would fail on it). Nothing is
+written outside a temporary folder, and no MLflow run is opened.
+
+The tiles are :func:`~earthcrafter.training.synthetic.textured_tile` heightfields at each model's
+L, with their features and views; the latent tiles hold random latents on those tiles' cells (so
+the flows see the real number of cells, not the latents a VAE would give). A dry run measures
+whether and how fast a configuration trains, not what it learns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from earthcrafter.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+MODELS = ("structvae", "texvae", "structfm_coarse", "structfm_fine", "texfm")
+SECTIONS = {"structvae": "train_structvae", "texvae": "train_texvae", "structfm_coarse": "train_structfm",
+            "structfm_fine": "train_structfm", "texfm": "train_texfm"}  # fmt: skip
+
+
+def load_parameters(conf_dir: str | Path, env: str) -> dict[str, Any]:
+    """The parameters ``kedro run --env=<env>`` would see: conf/base, then ``env``'s files over it."""
+    from kedro.config import OmegaConfigLoader
+
+    return dict(OmegaConfigLoader(str(conf_dir), base_env="base", default_run_env=env)["parameters"])
+
+
+# --------------------------------------------------------------------------- synthetic tiles
+
+class SyntheticTiles:
+    """Textured tiles (with views) at each L asked for, and random latents on them, under ``root``."""
+
+    def __init__(self, root: Path, tiles: int = 2, seed: int = 0):
+        self.root, self.tiles, self.seed = root, tiles, seed
+        self._voxels: dict[int, pd.DataFrame] = {}
+        self._latents: dict[tuple[int, int, int], tuple[pd.DataFrame, dict]] = {}
+
+    def voxel_manifest(self, L: int) -> pd.DataFrame:
+        """``tiles`` tiles of L³ voxels (0.5 m) with two views each, in the train and the val split."""
+        from earthcrafter.training.synthetic import textured_tile, write_textured_tiles
+
+        if L not in self._voxels:
+            made = [(*textured_tile(L=L, voxel_size=0.5, views=2, px=min(4 * L, 512), seed=self.seed + i,
+                                    tile_id=f"dry_L{L}_{i}"), "train") for i in range(self.tiles)]  # fmt: skip
+            self._voxels[L] = _both_splits(write_textured_tiles(self.root / f"voxels_L{L}", made))
+        return self._voxels[L]
+
+    def latent_manifest(self, L: int, struct_channels: int, tex_channels: int) -> tuple[pd.DataFrame, dict]:
+        """Latent tiles of the voxel tiles at L: structure latents on the occupied L/8 cells,
+        texture latents on every voxel, both N(0, 1); and unit statistics."""
+        from earthcrafter.io.latents import LatentTile, write_latent_tile
+        from earthcrafter.io.tiles import read_tile
+
+        key = (L, struct_channels, tex_channels)
+        if key not in self._latents:
+            rows, rng = [], np.random.default_rng(self.seed)
+            for r in self.voxel_manifest(L).itertuples():
+                tile = read_tile(r.path)
+                out = {"tile_id": r.tile_id, "scene_id": r.scene_id, "split": "train", "tile_path": r.path}
+                for kind, stride, C in (("struct", 8, struct_channels), ("tex", 1, tex_channels)):
+                    coords = np.unique(tile.coords // stride, axis=0)
+                    meta = {"scene_id": r.scene_id, "L": L, "stride": stride, "voxel_size_m": tile.voxel_size,
+                            "origin_m": tile.meta["origin_m"], "model": "dry-run", "source": "random"}  # fmt: skip
+                    lt = LatentTile(r.tile_id, kind, coords, rng.normal(size=(len(coords), C)),
+                                    np.zeros((len(coords), C)), meta)  # fmt: skip
+                    path = self.root / f"latents_L{L}_{struct_channels}_{tex_channels}" / kind / f"{r.tile_id}.parquet"
+                    out[f"{kind}_path"] = str(write_latent_tile(path, lt))
+                rows.append(out)
+            stats = {"struct": {"mean": [0.0] * struct_channels, "std": [1.0] * struct_channels},
+                     "tex": {"mean": [0.0] * tex_channels, "std": [1.0] * tex_channels}}  # fmt: skip
+            self._latents[key] = (_both_splits(pd.DataFrame(rows)), stats)
+        return self._latents[key]
+
+
+def _both_splits(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows as training tiles and again as validation tiles (the datasets want both splits)."""
+    return pd.concat([manifest.assign(split="train"), manifest.assign(split="val")], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- models
+
+def _trainer_config(cfg, steps: int, batch: int | None, world: int, accum: int = 1, checkpointing: bool | None = None):
+    """The model's trainer settings with only the run's length, cadence and I/O changed; ``batch``
+    (samples per rank and micro-step) replaces the configured global batch, and ``checkpointing``
+    the configured activation checkpointing, when given."""
+    update = dict(steps=steps, warmup_steps=0, log_every=1, val_every=0, ckpt_every=0, resume=False,
+                  figures=False, progress=False, num_workers=0)  # fmt: skip
+    if batch is not None:
+        update["batch_size"] = batch * world * accum
+    if checkpointing is not None:
+        update["activation_checkpointing"] = checkpointing
+    return cfg.model_copy(update=update)
+
+
+def _structvae(params: dict, tiles: SyntheticTiles, voxels: int | None):
+    from earthcrafter.training.structvae import StructVAERunConfig, StructVAETask, build_datasets
+
+    cfg = StructVAERunConfig.model_validate(params["train_structvae"])
+    if voxels:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_voxels": voxels})})
+    train, _ = build_datasets(tiles.voxel_manifest(cfg.model.L), cfg)
+    return StructVAETask(cfg.model, cfg.threshold), train, cfg.trainer, cfg.accum_steps, cfg.device
+
+
+def _texvae(params: dict, tiles: SyntheticTiles, voxels: int | None):
+    from earthcrafter.models.tex_vae_data import TexVAEDataset
+    from earthcrafter.models.tex_vae_train import TexVAETrainConfig, texvae_task
+
+    cfg = TexVAETrainConfig.model_validate(params["train_texvae"])
+    data = cfg.data.model_copy(update={"max_voxels": voxels} if voxels else {})
+    L = params["train_structvae"]["model"]["L"] if "train_structvae" in params else 64
+    train = TexVAEDataset(tiles.voxel_manifest(L), split="train", features=cfg.model.features, config=data, augment=True)
+    return texvae_task(cfg, train.layout_channels()), train, cfg.trainer, 1, cfg.device
+
+
+def _structfm(stage: str):
+    def build(params: dict, tiles: SyntheticTiles, voxels: int | None):
+        from earthcrafter.training.structfm import LatentTileDataset, StructFMRunConfig, StructFMTask
+
+        cfg = StructFMRunConfig.model_validate(params["train_structfm"])
+        m = cfg.model
+        manifest, stats = tiles.latent_manifest(8 * m.grid, m.latent_channels, _tex_channels(params))
+        train = LatentTileDataset(manifest, stats["struct"], "train", m.grid, condition=m.condition)
+        return StructFMTask(stage, m, cfg.data, cfg.sample), train, getattr(cfg, stage), 1, cfg.device
+
+    return build
+
+
+def _texfm(params: dict, tiles: SyntheticTiles, voxels: int | None):
+    from earthcrafter.training.structfm import LatentTileDataset
+    from earthcrafter.training.texfm import TexFMRunConfig, TexFMTask
+
+    cfg = TexFMRunConfig.model_validate(params["train_texfm"])
+    m = cfg.model
+    data = cfg.data.model_copy(update={"max_voxels": voxels} if voxels else {})
+    manifest, stats = tiles.latent_manifest(m.layout_grid * m.layout_stride, _struct_channels(params), m.latent_channels)
+    train = LatentTileDataset(manifest, stats["tex"], "train", m.layout_grid, kind="tex", condition=m.condition)
+    return TexFMTask(m, data), train, cfg.trainer, 1, cfg.device
+
+
+def _tex_channels(params: dict) -> int:
+    return int(params.get("train_texfm", {}).get("model", {}).get("latent_channels", 8))
+
+
+def _struct_channels(params: dict) -> int:
+    return int(params.get("train_structfm", {}).get("model", {}).get("latent_channels", 32))
+
+
+BUILDERS: dict[str, Callable] = {"structvae": _structvae, "texvae": _texvae, "structfm_coarse": _structfm("coarse"),
+                                 "structfm_fine": _structfm("fine"), "texfm": _texfm}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the run
+
+def dry_run_model(
+    name: str, params: dict, tiles: SyntheticTiles, *, steps: int = 3, batch: int | None = None,
+    voxels: int | None = None, device: str | None = None, checkpointing: bool | None = None,
+) -> dict[str, Any]:
+    """``steps`` training steps of model ``name`` (one of :data:`MODELS`) as configured in
+    ``params``; one record of what it took."""
+    from earthcrafter.training import distributed as dist
+
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+    if SECTIONS[name] not in params:
+        raise ValueError(f"the configuration has no {SECTIONS[name]} section")
+    task, train, trainer_cfg, accum, cfg_device = BUILDERS[name](params, tiles, voxels)
+    env = dist.setup(device or cfg_device)
+    run_cfg = _trainer_config(trainer_cfg, steps, batch, env.world_size, accum, checkpointing)
+    if env.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(env.device)
+    with tempfile.TemporaryDirectory(dir=tiles.root) as out:
+        trainer = Trainer(task, run_cfg, train, None, out_dir=out, run_name=f"dry-run/{name}", device=device or cfg_device,
+                          accum_steps=accum, mlflow=False)  # fmt: skip
+        try:
+            trainer.fit(stop_after=steps)
+        except torch.OutOfMemoryError as e:  # the answer to "does it fit": say so, free, go on
+            del trainer
+            torch.cuda.empty_cache()
+            return {"model": name, "status": f"out of memory: {str(e).splitlines()[0]}", "device": str(env.device),
+                    "world_size": env.world_size, "batch_per_rank": run_cfg.batch_size // (env.world_size * accum)}  # fmt: skip
+        # the trainer leaves right after the last step's update: its gradients are still there
+        no_grad = [k for k, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
+    rows = trainer.history["train"]
+    timed = [r for r in rows if r["step"] > 1] or rows  # the first step builds caches
+    per_rank = run_cfg.batch_size // (env.world_size * accum)
+    seconds = [run_cfg.batch_size / r["samples_per_s"] for r in timed if r.get("samples_per_s")]  # all ranks' samples
+    finite = all(np.isfinite(r["loss"]) for r in rows)
+    record = {
+        "model": name, "status": "ok" if finite and not no_grad else "failed",
+        "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2),
+        "device": str(env.device), "world_size": env.world_size, "batch_per_rank": per_rank, "accum_steps": accum,
+        "precision": "bf16" if env.device.type == "cuda" and run_cfg.precision in ("auto", "bf16") else "fp32",
+        "activation_checkpointing": run_cfg.activation_checkpointing,
+        "voxels_per_sample": round(statistics.mean(r.get("voxels_per_s", 0) / r["samples_per_s"] for r in timed)
+                                   if timed and timed[0].get("voxels_per_s") else 0.0),  # fmt: skip
+        "step_s": round(statistics.median(seconds), 3) if seconds else float("nan"),
+        "samples_per_s": round(statistics.median(r["samples_per_s"] for r in timed), 3) if timed else float("nan"),
+        "voxels_per_s": round(statistics.median(r.get("voxels_per_s", 0.0) for r in timed)) if timed else 0,
+        "peak_mem_gb": round(max(r["peak_mem_gb"] for r in rows), 2),
+        "losses": [round(r["loss"], 5) for r in rows],
+        "finite": finite,
+        "no_grad": no_grad,
+    }
+    del trainer
+    return record
+
+
+def dry_run(
+    params: dict, models: Iterable[str] = MODELS, *, steps: int = 3, batch: int | None = None,
+    voxels: int | None = None, device: str | None = None, checkpointing: bool | None = None, tiles: int = 2,
+    workdir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`dry_run_model` for each of ``models`` (those whose section ``params`` has)."""
+    records = []
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="earthcrafter-dry-run-") as root:
+        synth = SyntheticTiles(Path(root), tiles)
+        for name in models:
+            if SECTIONS.get(name) not in params:
+                log.info("dry run: no %s section, %s skipped", SECTIONS.get(name), name)
+                continue
+            log.info("dry run: %s", name)
+            records.append(dry_run_model(name, params, synth, steps=steps, batch=batch, voxels=voxels, device=device,
+                                         checkpointing=checkpointing))
+    return records
+
+
+def records_table(records: list[dict[str, Any]]) -> str:
+    """A markdown table of dry-run records."""
+    head = ("model", "params (M)", "device × ranks", "batch/rank", "voxels/sample", "s/step", "voxels/s",
+            "peak mem (GB)", "losses", "weights without gradient")  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        if "losses" not in r:
+            lines.append(f"| {r['model']} | {r['status']} |" + " |" * (len(head) - 2))
+            continue
+        lines.append("| " + " | ".join(str(x) for x in (
+            r["model"], r["params_m"],
+            f"{r['device']} × {r['world_size']} ({r['precision']}{', ckpt' if r['activation_checkpointing'] else ''})",
+            r["batch_per_rank"],
+            f"{r['voxels_per_sample']:,}", r["step_s"], f"{r['voxels_per_s']:,}", r["peak_mem_gb"],
+            " → ".join(f"{x:.3g}" for x in r["losses"]), len(r["no_grad"]) or "none")) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
+    from earthcrafter.io.atomic import atomic_write_text
+
+    return atomic_write_text(Path(path), json.dumps(records, indent=2))
+
+
+__all__ = ["MODELS", "SyntheticTiles", "dry_run", "dry_run_model", "load_parameters", "records_table",
+           "write_records"]
