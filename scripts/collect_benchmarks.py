@@ -3,7 +3,7 @@
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["world", "import", "meshing", "voxelize", "sparse", "render", "structvae", "texvae", "flows"]
+ORDER = ["world", "import", "meshing", "voxelize", "sparse", "render", "structvae", "texvae", "flows", "paper"]
 
 HEADER = """# Benchmarks
 

@@ -47,7 +47,7 @@ class TrainerConfig(BaseModel):
     progress: bool = Field(True, description="tqdm progress bars (rank 0)")
     activation_checkpointing: bool = Field(
         False, description="recompute each block's activations in the backward pass instead of keeping them: "
-        "about 1.3x the step time for a fraction of the activation memory (large models on large samples)")
+        "one more forward pass per step for a fraction of the activation memory (large models on large samples)")
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:
