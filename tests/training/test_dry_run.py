@@ -119,3 +119,22 @@ def test_under_torchrun_every_rank_trains_and_rank_0_reports(tmp_path):
     records = json.loads(out.read_text())
     assert [(r["model"], r["world_size"], r["batch_per_rank"], r["status"]) for r in records] == [
         ("structvae", 2, 1, "ok"), ("texfm", 2, 1, "ok")]
+
+
+def test_a_model_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch):
+    """On a GPU, an out-of-memory step is the answer for that model, not the end of the run."""
+    from earthcrafter.training.trainer import Trainer
+
+    fit = Trainer.fit
+
+    def fit_or_oom(self, stop_after=None):
+        if self.run_name == "dry-run/structfm_coarse":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 75.00 GiB")
+        return fit(self, stop_after)
+
+    monkeypatch.setattr(Trainer, "fit", fit_or_oom)
+    params = dr.load_parameters(ROOT / "conf", "base")
+    coarse, fine = dr.dry_run(params, ["structfm_coarse", "structfm_fine"], steps=1)
+    assert coarse["status"] == "out of memory: CUDA out of memory. Tried to allocate 75.00 GiB"
+    assert fine["status"] == "ok"
+    assert "| structfm_coarse | out of memory" in dr.records_table([coarse, fine])

@@ -17,6 +17,7 @@ whether and how fast a configuration trains, not what it learns.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import statistics
@@ -193,12 +194,16 @@ def dry_run_model(
     with tempfile.TemporaryDirectory(dir=tiles.root) as out:
         trainer = Trainer(task, run_cfg, train, None, out_dir=out, run_name=f"dry-run/{name}", device=device or cfg_device,
                           accum_steps=accum, mlflow=False)  # fmt: skip
+        oom = None
         try:
             trainer.fit(stop_after=steps)
         except torch.OutOfMemoryError as e:  # the answer to "does it fit": say so, free, go on
+            oom = str(e).splitlines()[0]
+        if oom is not None:  # outside the handler, whose traceback holds the model and optimizer
             del trainer
+            gc.collect()
             torch.cuda.empty_cache()
-            return {"model": name, "status": f"out of memory: {str(e).splitlines()[0]}", "device": str(env.device),
+            return {"model": name, "status": f"out of memory: {oom}", "device": str(env.device),
                     "world_size": env.world_size, "batch_per_rank": run_cfg.batch_size // (env.world_size * accum)}  # fmt: skip
         # the trainer leaves right after the last step's update: its gradients are still there
         no_grad = [k for k, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
