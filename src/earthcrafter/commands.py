@@ -248,28 +248,35 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     if args.env not in ("base", "local") and not (conf / args.env).is_dir():
         print(f"no environment {conf / args.env}", file=sys.stderr)
         return 2
-    models = args.models or list(dr.MODELS)
-    unknown = sorted(set(models) - set(dr.MODELS))
-    if unknown:
-        print(f"unknown model(s) {unknown}; models: {', '.join(dr.MODELS)}", file=sys.stderr)
+    if args.device is not None and not (args.device in ("auto", "cpu") or args.device.startswith("cuda")):
+        print(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}", file=sys.stderr)
         return 2
-    params = dr.load_parameters(conf, args.env)
-    records = dr.dry_run(params, models, steps=args.steps, batch=args.batch, voxels=args.voxels,
-                         device=args.device, tiles=args.tiles,
-                         checkpointing=None if args.checkpointing is None else args.checkpointing == "on")  # fmt: skip
+    try:
+        records = dr.dry_run(dr.load_parameters(conf, args.env), args.models or dr.MODELS, steps=args.steps,
+                             batch=args.batch, voxels=args.voxels, device=args.device, tiles=args.tiles,
+                             checkpointing=None if args.checkpointing is None else args.checkpointing == "on")  # fmt: skip
+    except ValueError as e:
+        print(f"earthcrafter dry-run: {e}", file=sys.stderr)
+        return 2
     import torch.distributed as tdist
 
     if tdist.is_initialized() and tdist.get_rank() != 0:
         return 0
     over = "" if args.env == "base" else " over conf/base"
-    print(f"dry run of conf/{args.env}{over}, {args.steps} steps per model (peak memory: rank 0)")
+    memory = "rank 0's" if tdist.is_initialized() else "the process's"
+    print(f"dry run of conf/{args.env}{over}, {args.steps} steps per model; peak memory: {memory} (on a CPU, "
+          f"the resident peak so far, models before included)")
     print(dr.records_table(records))
     if args.json:
         dr.write_records(records, args.json)
     bad = [r for r in records if r["status"] != "ok"]
     for r in bad:
-        detail = r["status"] if "losses" not in r else (
-            f"losses {r['losses']}" if not r["finite"] else f"no gradient for {r['no_grad'][:5]}")
+        if "losses" not in r:
+            detail = r["status"]
+        elif not r["finite"] or r["skipped_steps"]:
+            detail = f"losses {r['losses']}, {r['skipped_steps']} update(s) skipped for a non-finite gradient"
+        else:
+            detail = f"no gradient for {r['no_grad'][:5]}"
         print(f"{r['model']}: {detail}", file=sys.stderr)
     return 1 if bad else 0
 
@@ -335,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="local", help="conf/<env> over conf/base, as kedro run --env (e.g. paper)")
     p.add_argument("--models", nargs="+", default=None, help="some of structvae, texvae, structfm_coarse, "
                    "structfm_fine, texfm (default: all)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=3, help="training steps per model (the first is not timed)")
-    p.add_argument("--batch", type=int, default=None, help="samples per rank per step (default: the configured "
-                   "global batch over the ranks)")  # fmt: skip
-    p.add_argument("--voxels", type=int, default=None, help="voxel budget per sample (default: the configured max_voxels)")
+    p.add_argument("--steps", type=int, default=3, help="training steps per model (the first is timed only when "
+                   "it is the only one)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=None, help="samples per rank and micro-step (default: the "
+                   "configured global batch over the ranks and accumulation steps; the paper's is 2 per GPU)")  # fmt: skip
+    p.add_argument("--voxels", type=int, default=None, help="voxel budget per sample (default: the configured "
+                   "max_voxels; StructFM's stages take the latent grid or the tile's cells)")  # fmt: skip
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the configured device)")
     p.add_argument("--checkpointing", choices=("on", "off"), default=None, help="activation checkpointing "
                    "(default: each trainer's activation_checkpointing)")  # fmt: skip

@@ -89,12 +89,21 @@ def test_same_loss_and_gradients_for_less_kept_memory(build):
     assert kept_ck < 0.5 * kept, (kept_ck, kept)
 
 
-def test_checkpointing_is_off_outside_training():
+def test_no_recomputation_without_gradients_or_in_eval_mode(monkeypatch):
+    import earthcrafter.sparse.blocks as blocks
+
     net, loss_fn = _structvae()
     set_activation_checkpointing(net, True)
-    net.eval()
+    calls = []
+    monkeypatch.setattr(blocks, "checkpoint", lambda fn, *a, use_reentrant, **kw: calls.append(1) or fn(*a, **kw))
     with torch.no_grad():
-        loss_fn()  # no recomputation machinery without gradients or in eval mode
+        loss_fn()  # training mode, no gradients
+    net.eval()
+    loss_fn()  # gradients, eval mode
+    assert not calls
+    net.train()
+    loss_fn()
+    assert len(calls) == sum(isinstance(m, blocks.CheckpointedBlock) for m in net.modules() if m.training)
 
 
 def test_trainer_switch_trains_to_the_same_weights(tmp_path):

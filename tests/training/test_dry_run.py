@@ -31,6 +31,8 @@ def test_every_base_model_trains_through_the_trainer(base_records):
     assert records["structvae"]["batch_per_rank"] == sv["trainer"]["batch_size"]
     assert 0 < records["structvae"]["voxels_per_sample"] <= sv["data"]["max_voxels"]
     assert records["structfm_coarse"]["voxels_per_sample"] == sfm["model"]["grid"] ** 3  # the whole latent grid
+    assert records["structvae"]["voxel_budget"] == sv["data"]["max_voxels"]
+    assert records["structfm_fine"]["voxel_budget"] is None and records["structfm_fine"]["skipped_steps"] == 0
     assert records["structfm_fine"]["voxels_per_sample"] < sfm["model"]["grid"] ** 3  # cells + a dilation ring
     assert records["structfm_fine"]["batch_per_rank"] == sfm["fine"]["batch_size"]
     assert 0 < records["texfm"]["voxels_per_sample"] <= tfm["data"]["max_voxels"]
@@ -81,6 +83,11 @@ def test_cli_prints_the_table_and_rejects_bad_arguments(tmp_path, capsys):
     assert "no environment" in capsys.readouterr().err
     assert main(["dry-run", "--root", str(tmp_path)]) == 2
     assert "conf/base" in capsys.readouterr().err
+    assert main(["dry-run", "--root", str(ROOT), "--env", "base", "--steps", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["dry-run", "--root", str(ROOT), "--device", "tpu"]) == 2
+    with pytest.raises(ValueError, match="no train_texfm section"):
+        dr.dry_run({"train_structvae": {}}, ["texfm"])
 
 
 @pytest.mark.slow
@@ -129,7 +136,7 @@ def test_a_model_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
 
     def fit_or_oom(self, stop_after=None):
         if self.run_name == "dry-run/structfm_coarse":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 75.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 75.00 GiB")
         return fit(self, stop_after)
 
     monkeypatch.setattr(Trainer, "fit", fit_or_oom)

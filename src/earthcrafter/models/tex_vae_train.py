@@ -138,7 +138,8 @@ def row_config(cfg: TexVAETrainConfig, name: str) -> TexVAETrainConfig:
 
 # --------------------------------------------------------------------------- one run
 
-def _datasets(cfg: TexVAETrainConfig, manifest: pd.DataFrame) -> tuple[TexVAEDataset, TexVAEDataset]:
+def build_datasets(cfg: TexVAETrainConfig, manifest: pd.DataFrame) -> tuple[TexVAEDataset, TexVAEDataset]:
+    """Training (augmented) and validation tiles with their views (what ``train_texvae`` trains on)."""
     common = dict(features=cfg.model.features, config=cfg.data)
     train = TexVAEDataset(manifest, split=cfg.data.train_split, augment=True, **common)
     val = TexVAEDataset(manifest, split=cfg.data.val_split, augment=False, **common)
@@ -166,7 +167,7 @@ def train_texvae(
     The run is tagged ``model=texvae, table=2, ablation=<cfg.row>`` plus ``lpips`` (enabled
     backbones or ``disabled: <reason>``), ``features``, ``arch`` and the grid ``L``.
     """
-    train_set, val_set = _datasets(cfg, manifest)
+    train_set, val_set = build_datasets(cfg, manifest)
     in_channels = train_set.layout_channels()
     L, voxel_size = train_set.grid()
     task = texvae_task(cfg, in_channels)

@@ -5,8 +5,8 @@ timestep embedding) for AdaLN: SiLU → Linear (zero-initialised) gives shift/sc
 so a freshly built conditioned block is the identity map.
 
 Activation checkpointing (:func:`set_activation_checkpointing`): a block then keeps only its
-inputs for the backward pass and recomputes its inside, trading about one more forward for the
-memory of its activations — what lets a 24-block, 768-wide network train on 250k-voxel samples.
+inputs for the backward pass and recomputes its inside, trading one more forward pass for the
+memory of its activations (2-3x less per voxel in the paper's networks, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Dry run: a few real training steps of every model of a configuration, on synthetic tiles.
 
 Before a long job (the paper configuration is 200k steps per model on many GPUs), run on the
-machine that will train it: every model is built from the configuration exactly as its pipeline
-builds it, and trained for a few steps by the same :class:`~earthcrafter.training.trainer.Trainer`
-(DDP under ``torchrun``, bf16 autocast on CUDA, EMA, clipping) through the same datasets and
-collation, at the configured per-sample voxel budget. What comes back per model: parameters, the
-per-rank batch, voxels per sample, step time, throughput, peak memory, the losses, and the
-weights that no step changed (a weight without a gradient: DDP would fail on it). Nothing is
-written outside a temporary folder, and no MLflow run is opened.
+machine that will train it: every model is built from the configuration as its pipeline builds it,
+and trained for a few steps by the same :class:`~earthcrafter.training.trainer.Trainer` (DDP under
+``torchrun``, bf16 autocast on CUDA, EMA, clipping, activation checkpointing) through the same
+datasets and collation, up to the configured voxel budget per sample. What comes back per model:
+parameters, the per-rank batch, voxels per sample against the budget, step time, throughput, peak
+memory (CUDA: allocated and reserved since the model's start; CPU: the process's resident peak so
+far), the losses, skipped updates, and the weights the last step gave no gradient (DDP stops on
+those). Nothing is written outside a temporary folder, and no MLflow run is opened.
 
 The tiles are :func:`~earthcrafter.training.synthetic.textured_tile` heightfields at each model's
-L, with their features and views; the latent tiles hold random latents on those tiles' cells (so
-the flows see the real number of cells, not the latents a VAE would give). A dry run measures
-whether and how fast a configuration trains, not what it learns.
+L (0.5 m voxels, enough of them to fill the paper's 250k budget at L = 360), with their features
+and views; the latent tiles hold random latents on those tiles' cells. A dry run measures whether
+and how fast a configuration trains, not what it learns.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from earthcrafter.training.trainer import Trainer
+from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.trainer import Trainer, uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,9 @@ class SyntheticTiles:
         from earthcrafter.training.synthetic import textured_tile, write_textured_tiles
 
         if L not in self._voxels:
+            # four hill periods: ~2.2 voxels per column, 290k voxels at L = 360 (the paper's budget: 250k)
             made = [(*textured_tile(L=L, voxel_size=0.5, views=2, px=min(4 * L, 512), seed=self.seed + i,
-                                    tile_id=f"dry_L{L}_{i}"), "train") for i in range(self.tiles)]  # fmt: skip
+                                    tile_id=f"dry_L{L}_{i}", hills=4), "train") for i in range(self.tiles)]  # fmt: skip
             self._voxels[L] = _both_splits(write_textured_tiles(self.root / f"voxels_L{L}", made))
         return self._voxels[L]
 
@@ -100,10 +103,13 @@ def _both_splits(manifest: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- models
 
-def _trainer_config(cfg, steps: int, batch: int | None, world: int, accum: int = 1, checkpointing: bool | None = None):
-    """The model's trainer settings with only the run's length, cadence and I/O changed; ``batch``
-    (samples per rank and micro-step) replaces the configured global batch, and ``checkpointing``
-    the configured activation checkpointing, when given."""
+def _trainer_config(
+    cfg: TrainerConfig, steps: int, batch: int | None, world: int, accum: int = 1, checkpointing: bool | None = None
+) -> TrainerConfig:
+    """The model's trainer settings with only the run's length, cadence and I/O changed (no data
+    workers: the step time includes loading). ``batch`` (samples per rank and micro-step) replaces
+    the configured global batch, and ``checkpointing`` the configured activation checkpointing,
+    when given."""
     update = dict(steps=steps, warmup_steps=0, log_every=1, val_every=0, ckpt_every=0, resume=False,
                   figures=False, progress=False, num_workers=0)  # fmt: skip
     if batch is not None:
@@ -113,58 +119,63 @@ def _trainer_config(cfg, steps: int, batch: int | None, world: int, accum: int =
     return cfg.model_copy(update=update)
 
 
+def _with_budget(data, voxels: int | None):
+    return data.model_copy(update={"max_voxels": voxels}) if voxels else data
+
+
 def _structvae(params: dict, tiles: SyntheticTiles, voxels: int | None):
     from earthcrafter.training.structvae import StructVAERunConfig, StructVAETask, build_datasets
 
     cfg = StructVAERunConfig.model_validate(params["train_structvae"])
-    if voxels:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_voxels": voxels})})
+    cfg = cfg.model_copy(update={"data": _with_budget(cfg.data, voxels)})
     train, _ = build_datasets(tiles.voxel_manifest(cfg.model.L), cfg)
-    return StructVAETask(cfg.model, cfg.threshold), train, cfg.trainer, cfg.accum_steps, cfg.device
+    return StructVAETask(cfg.model, cfg.threshold), train, cfg.trainer, cfg.accum_steps, cfg.device, cfg.data.max_voxels
 
 
 def _texvae(params: dict, tiles: SyntheticTiles, voxels: int | None):
-    from earthcrafter.models.tex_vae_data import TexVAEDataset
-    from earthcrafter.models.tex_vae_train import TexVAETrainConfig, texvae_task
+    from earthcrafter.models.tex_vae_train import TexVAETrainConfig, build_datasets, texvae_task
 
     cfg = TexVAETrainConfig.model_validate(params["train_texvae"])
-    data = cfg.data.model_copy(update={"max_voxels": voxels} if voxels else {})
-    L = params["train_structvae"]["model"]["L"] if "train_structvae" in params else 64
-    train = TexVAEDataset(tiles.voxel_manifest(L), split="train", features=cfg.model.features, config=data, augment=True)
-    return texvae_task(cfg, train.layout_channels()), train, cfg.trainer, 1, cfg.device
+    cfg = cfg.model_copy(update={"data": _with_budget(cfg.data, voxels)})
+    train, _ = build_datasets(cfg, tiles.voxel_manifest(_tile_L(params)))
+    return texvae_task(cfg, train.layout_channels()), train, cfg.trainer, 1, cfg.device, cfg.data.max_voxels
 
 
 def _structfm(stage: str):
     def build(params: dict, tiles: SyntheticTiles, voxels: int | None):
-        from earthcrafter.training.structfm import LatentTileDataset, StructFMRunConfig, StructFMTask
+        from earthcrafter.training.structfm import StructFMRunConfig, StructFMTask, build_datasets
 
         cfg = StructFMRunConfig.model_validate(params["train_structfm"])
         m = cfg.model
-        manifest, stats = tiles.latent_manifest(8 * m.grid, m.latent_channels, _tex_channels(params))
-        train = LatentTileDataset(manifest, stats["struct"], "train", m.grid, condition=m.condition)
-        return StructFMTask(stage, m, cfg.data, cfg.sample), train, getattr(cfg, stage), 1, cfg.device
+        manifest, stats = tiles.latent_manifest(8 * m.grid, m.latent_channels, _channels(params, "train_texfm", 8))
+        train, _ = build_datasets(manifest, stats["struct"], cfg)
+        budget = m.grid**3 if stage == "coarse" else None  # the whole grid; the fine stage: the tile's cells
+        return StructFMTask(stage, m, cfg.data, cfg.sample), train, getattr(cfg, stage), 1, cfg.device, budget
 
     return build
 
 
 def _texfm(params: dict, tiles: SyntheticTiles, voxels: int | None):
-    from earthcrafter.training.structfm import LatentTileDataset
-    from earthcrafter.training.texfm import TexFMRunConfig, TexFMTask
+    from earthcrafter.training.texfm import TexFMRunConfig, TexFMTask, build_datasets
 
     cfg = TexFMRunConfig.model_validate(params["train_texfm"])
+    cfg = cfg.model_copy(update={"data": _with_budget(cfg.data, voxels)})
     m = cfg.model
-    data = cfg.data.model_copy(update={"max_voxels": voxels} if voxels else {})
-    manifest, stats = tiles.latent_manifest(m.layout_grid * m.layout_stride, _struct_channels(params), m.latent_channels)
-    train = LatentTileDataset(manifest, stats["tex"], "train", m.layout_grid, kind="tex", condition=m.condition)
-    return TexFMTask(m, data), train, cfg.trainer, 1, cfg.device
+    manifest, stats = tiles.latent_manifest(m.layout_grid * m.layout_stride, _channels(params, "train_structfm", 32),
+                                            m.latent_channels)  # fmt: skip
+    train, _ = build_datasets(manifest, stats["tex"], cfg)
+    return TexFMTask(m, cfg.data), train, cfg.trainer, 1, cfg.device, cfg.data.max_voxels
 
 
-def _tex_channels(params: dict) -> int:
-    return int(params.get("train_texfm", {}).get("model", {}).get("latent_channels", 8))
+def _tile_L(params: dict) -> int:
+    """The voxel tiles' L: the voxelization grid's (semantic_aggregation.grid.L), else StructVAE's."""
+    grid = params.get("semantic_aggregation", {}).get("grid", {})
+    return int(grid.get("L") or params["train_structvae"]["model"]["L"])
 
 
-def _struct_channels(params: dict) -> int:
-    return int(params.get("train_structfm", {}).get("model", {}).get("latent_channels", 32))
+def _channels(params: dict, section: str, default: int) -> int:
+    """The latent channels the other flow's latent tiles need (when that flow is not configured: ``default``)."""
+    return int(params.get(section, {}).get("model", {}).get("latent_channels", default))
 
 
 BUILDERS: dict[str, Callable] = {"structvae": _structvae, "texvae": _texvae, "structfm_coarse": _structfm("coarse"),
@@ -178,54 +189,63 @@ def dry_run_model(
     voxels: int | None = None, device: str | None = None, checkpointing: bool | None = None,
 ) -> dict[str, Any]:
     """``steps`` training steps of model ``name`` (one of :data:`MODELS`) as configured in
-    ``params``; one record of what it took."""
+    ``params``; one record of what it took.
+
+    On a single device a CUDA out-of-memory error is the record's answer (``status``) and the
+    memory is freed for the next model. Under ``torchrun`` it is raised: the other ranks wait in
+    that step's collectives, so only ending the job (torchrun does) stops them cleanly."""
     from earthcrafter.training import distributed as dist
 
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
     if SECTIONS[name] not in params:
         raise ValueError(f"the configuration has no {SECTIONS[name]} section")
-    task, train, trainer_cfg, accum, cfg_device = BUILDERS[name](params, tiles, voxels)
+    task, train, trainer_cfg, accum, cfg_device, budget = BUILDERS[name](params, tiles, voxels)
     env = dist.setup(device or cfg_device)
     run_cfg = _trainer_config(trainer_cfg, steps, batch, env.world_size, accum, checkpointing)
+    per_rank = run_cfg.batch_size // (env.world_size * accum)
+    gc.collect()  # the models before may linger in reference cycles: not in this one's peak
     if env.device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(env.device)
+    head = {"model": name, "device": str(env.device), "world_size": env.world_size, "batch_per_rank": per_rank}
     with tempfile.TemporaryDirectory(dir=tiles.root) as out:
         trainer = Trainer(task, run_cfg, train, None, out_dir=out, run_name=f"dry-run/{name}", device=device or cfg_device,
                           accum_steps=accum, mlflow=False)  # fmt: skip
         oom = None
         try:
             trainer.fit(stop_after=steps)
-        except torch.OutOfMemoryError as e:  # the answer to "does it fit": say so, free, go on
+        except torch.cuda.OutOfMemoryError as e:  # the answer to "does it fit": say so, free, go on
+            if env.distributed:
+                raise
             oom = str(e).splitlines()[0]
         if oom is not None:  # outside the handler, whose traceback holds the model and optimizer
             del trainer
             gc.collect()
             torch.cuda.empty_cache()
-            return {"model": name, "status": f"out of memory: {oom}", "device": str(env.device),
-                    "world_size": env.world_size, "batch_per_rank": run_cfg.batch_size // (env.world_size * accum)}  # fmt: skip
+            return {**head, "status": f"out of memory: {oom}"}
         # the trainer leaves right after the last step's update: its gradients are still there
         no_grad = [k for k, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
     rows = trainer.history["train"]
     timed = [r for r in rows if r["step"] > 1] or rows  # the first step builds caches
-    per_rank = run_cfg.batch_size // (env.world_size * accum)
-    seconds = [run_cfg.batch_size / r["samples_per_s"] for r in timed if r.get("samples_per_s")]  # all ranks' samples
     finite = all(np.isfinite(r["loss"]) for r in rows)
+    skipped = int(rows[-1]["skipped_steps"]) if rows else 0
     record = {
-        "model": name, "status": "ok" if finite and not no_grad else "failed",
-        "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2),
-        "device": str(env.device), "world_size": env.world_size, "batch_per_rank": per_rank, "accum_steps": accum,
-        "precision": "bf16" if env.device.type == "cuda" and run_cfg.precision in ("auto", "bf16") else "fp32",
+        **head, "status": "ok" if finite and not no_grad and not skipped else "failed",
+        "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2), "accum_steps": accum,
+        "precision": "bf16" if uses_bf16(run_cfg.precision, env.device) else "fp32",
         "activation_checkpointing": run_cfg.activation_checkpointing,
-        "voxels_per_sample": round(statistics.mean(r.get("voxels_per_s", 0) / r["samples_per_s"] for r in timed)
-                                   if timed and timed[0].get("voxels_per_s") else 0.0),  # fmt: skip
-        "step_s": round(statistics.median(seconds), 3) if seconds else float("nan"),
-        "samples_per_s": round(statistics.median(r["samples_per_s"] for r in timed), 3) if timed else float("nan"),
-        "voxels_per_s": round(statistics.median(r.get("voxels_per_s", 0.0) for r in timed)) if timed else 0,
+        "voxels_per_sample": round(statistics.mean(r["voxels_per_s"] / r["samples_per_s"] for r in timed)),
+        "voxel_budget": budget,
+        # throughput is summed over ranks: a step moves the global batch
+        "step_s": round(statistics.median(run_cfg.batch_size / r["samples_per_s"] for r in timed), 3),
+        "samples_per_s": round(statistics.median(r["samples_per_s"] for r in timed), 3),
+        "voxels_per_s": round(statistics.median(r["voxels_per_s"] for r in timed)),
         "peak_mem_gb": round(max(r["peak_mem_gb"] for r in rows), 2),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved(env.device) / 2**30, 2) if env.device.type == "cuda" else None,
         "losses": [round(r["loss"], 5) for r in rows],
         "finite": finite,
+        "skipped_steps": skipped,
         "no_grad": no_grad,
     }
     del trainer
@@ -237,14 +257,19 @@ def dry_run(
     voxels: int | None = None, device: str | None = None, checkpointing: bool | None = None, tiles: int = 2,
     workdir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`dry_run_model` for each of ``models`` (those whose section ``params`` has)."""
+    """:func:`dry_run_model` for each of ``models``, which ``params`` must configure."""
+    unknown = [m for m in models if m not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; models: {', '.join(MODELS)}")
+    missing = sorted({SECTIONS[m] for m in models} - params.keys())
+    if missing:
+        raise ValueError(f"the configuration has no {', '.join(missing)} section(s)")
+    if min(steps, tiles, batch or 1, voxels or 1) < 1:
+        raise ValueError(f"steps, tiles, batch and voxels must be at least 1 (got {steps}, {tiles}, {batch}, {voxels})")
     records = []
     with tempfile.TemporaryDirectory(dir=workdir, prefix="earthcrafter-dry-run-") as root:
         synth = SyntheticTiles(Path(root), tiles)
         for name in models:
-            if SECTIONS.get(name) not in params:
-                log.info("dry run: no %s section, %s skipped", SECTIONS.get(name), name)
-                continue
             log.info("dry run: %s", name)
             records.append(dry_run_model(name, params, synth, steps=steps, batch=batch, voxels=voxels, device=device,
                                          checkpointing=checkpointing))
@@ -253,7 +278,7 @@ def dry_run(
 
 def records_table(records: list[dict[str, Any]]) -> str:
     """A markdown table of dry-run records."""
-    head = ("model", "params (M)", "device × ranks", "batch/rank", "voxels/sample", "s/step", "voxels/s",
+    head = ("model", "params (M)", "device × ranks", "batch/rank", "voxels/sample (budget)", "s/step", "voxels/s",
             "peak mem (GB)", "losses", "weights without gradient")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
@@ -264,8 +289,11 @@ def records_table(records: list[dict[str, Any]]) -> str:
             r["model"], r["params_m"],
             f"{r['device']} × {r['world_size']} ({r['precision']}{', ckpt' if r['activation_checkpointing'] else ''})",
             r["batch_per_rank"],
-            f"{r['voxels_per_sample']:,}", r["step_s"], f"{r['voxels_per_s']:,}", r["peak_mem_gb"],
-            " → ".join(f"{x:.3g}" for x in r["losses"]), len(r["no_grad"]) or "none")) + " |")  # fmt: skip
+            f"{r['voxels_per_sample']:,}" + (f" ({r['voxel_budget']:,})" if r["voxel_budget"] else ""),
+            r["step_s"], f"{r['voxels_per_s']:,}",
+            r["peak_mem_gb"] if r["peak_reserved_gb"] is None else f"{r['peak_mem_gb']} ({r['peak_reserved_gb']} reserved)",
+            " → ".join(f"{x:.3g}" for x in r["losses"]) + (f" ({r['skipped_steps']} skipped)" if r["skipped_steps"] else ""),
+            len(r["no_grad"]) or "none")) + " |")  # fmt: skip
     return "\n".join(lines)
 
 

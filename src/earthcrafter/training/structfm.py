@@ -237,7 +237,8 @@ def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu")
     return model.eval()
 
 
-def _datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+def build_datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+    """Training and validation tiles of the structure latents (what ``train_structfm`` trains on)."""
     grid, d = cfg.model.grid, cfg.data
     c = cfg.model.condition
     return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root, condition=c),
@@ -250,7 +251,7 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
     cfg = config if isinstance(config, StructFMRunConfig) else StructFMRunConfig.model_validate(config)
     if "struct" not in stats:
         raise ValueError("latents_stats has no 'struct' entry: run `kedro run --pipeline=cache_latents`")
-    train, val = _datasets(manifest, stats["struct"], cfg)
+    train, val = build_datasets(manifest, stats["struct"], cfg)
     log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
     metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}
     for stage in ("coarse", "fine") if cfg.variant == "two_stage" else ("dense",):

@@ -21,7 +21,6 @@ import pandas as pd
 
 from earthcrafter.features.layout import FEATURE_LAYOUT, NUM_FEATURES, layout_to_json
 from earthcrafter.geometry.cameras import Camera, intrinsics_from_fov, look_at
-from earthcrafter.geometry.raycast import MeshRaycaster, Shading
 from earthcrafter.io.scene import Mesh
 from earthcrafter.io.tiles import TileViews, VoxelTile, write_tile, write_views
 
@@ -57,14 +56,16 @@ def scene_coords(L: int, seed: int, boxes: int | None = None) -> np.ndarray:
     c = np.unique(np.concatenate(cells), axis=0)
     return c[(c >= 0).all(1) & (c < L).all(1)].astype(np.int32)
 
-def heightfield_mesh(size_m: float, n: int = 41, seed: int = 0) -> Mesh:
-    """Grid mesh over [0, size]^2: gentle hills, a 3 m block in one quadrant, smooth colours."""
+
+def heightfield_mesh(size_m: float, n: int = 41, seed: int = 0, hills: int = 1) -> Mesh:
+    """Grid mesh over [0, size]^2: gentle hills (``hills`` periods across the tile: more make a
+    steeper surface, more voxels per column), a block in one quadrant, smooth colours."""
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, 3)
     t = np.linspace(0.0, size_m, n)
     x, y = np.meshgrid(t, t, indexing="ij")
     s = size_m
-    z = 0.25 * s + 0.06 * s * np.sin(2 * np.pi * x / s + phase[0]) * np.cos(2 * np.pi * y / s)
+    z = 0.25 * s + 0.06 * s * np.sin(2 * np.pi * hills * x / s + phase[0]) * np.cos(2 * np.pi * hills * y / s)
     block = (x > 0.55 * s) & (x < 0.8 * s) & (y > 0.2 * s) & (y < 0.45 * s)
     z = np.where(block, z + 0.18 * s, z)
     rgb = np.stack(
@@ -114,10 +115,15 @@ def make_cameras(size_m: float, count: int, px: int, seed: int = 0) -> list[Came
 
 
 def textured_tile(
-    L: int = 16, voxel_size: float = 1.0, views: int = 6, px: int = 48, seed: int = 0, tile_id: str = "synth_0000"
+    L: int = 16, voxel_size: float = 1.0, views: int = 6, px: int = 48, seed: int = 0, tile_id: str = "synth_0000",
+    hills: int = 1,
 ) -> tuple[VoxelTile, TileViews]:
+    """An L³ tile of :func:`heightfield_mesh` (features in the 66-channel layout) and ``views``
+    views ray cast from the mesh, one nadir and the others oblique around it, ``px`` pixels wide."""
+    from earthcrafter.geometry.raycast import MeshRaycaster, Shading  # open3d: only here
+
     size = L * voxel_size
-    mesh = heightfield_mesh(size, seed=seed)
+    mesh = heightfield_mesh(size, n=max(41, 20 * hills + 1), seed=seed, hills=hills)
     xyz, col, nrm = sample_mesh(mesh, per_m2=40.0 / voxel_size**2, seed=seed)
     ijk = np.clip(np.floor(xyz / voxel_size).astype(np.int64), 0, L - 1)
     keys = (ijk[:, 0] * L + ijk[:, 1]) * L + ijk[:, 2]

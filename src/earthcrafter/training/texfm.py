@@ -91,7 +91,8 @@ def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     return net.eval()
 
 
-def _datasets(manifest: pd.DataFrame, stats: dict, cfg: TexFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+def build_datasets(manifest: pd.DataFrame, stats: dict, cfg: TexFMRunConfig) -> tuple[LatentTileDataset, LatentTileDataset]:
+    """Training and validation tiles of the texture latents (what ``train_texfm`` trains on)."""
     d, g = cfg.data, cfg.model.layout_grid
     c = cfg.model.condition
     return (LatentTileDataset(manifest, stats, d.train_split, g, root=d.root, kind="tex", condition=c),
@@ -105,7 +106,7 @@ def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | di
         raise ValueError("latents_stats has no 'tex' entry: run cache_latents with a TexVAE (texvae_path)")
     if "tex_path" in manifest.columns and (manifest["tex_path"] == "").any():
         raise ValueError("latent manifest has tiles without texture latents: run cache_latents with a TexVAE")
-    train, val = _datasets(manifest, stats["tex"], cfg)
+    train, val = build_datasets(manifest, stats["tex"], cfg)
     stride = read_latent_tile(train.rows["tex_path"].iloc[0]).stride
     if stride != 1:
         raise ValueError(f"TexFM generates a latent per voxel; the cached texture latents have stride {stride} "

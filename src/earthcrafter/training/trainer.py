@@ -54,6 +54,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run of ``precision`` trains under bf16 autocast on ``device`` (CUDA only)."""
+    return device.type == "cuda" and precision in ("auto", "bf16")
+
+
 def peak_memory_gb(device: torch.device) -> float:
     """Peak allocated CUDA memory, or the process's peak resident set size on CPU."""
     if device.type == "cuda":
@@ -168,11 +173,10 @@ class Trainer:
     # ------------------------------------------------------------------ internals
 
     def _autocast(self, env: dist.DistEnv):
-        precision = self.config.precision
-        bf16 = env.device.type == "cuda" and precision in ("auto", "bf16")
-        if precision == "bf16" and env.device.type != "cuda":
+        if self.config.precision == "bf16" and env.device.type != "cuda":
             log.warning("precision=bf16 requested on CPU: training in fp32")
-        return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16,
+                              enabled=uses_bf16(self.config.precision, env.device))
 
     def _restore(self, env, model, opt, sched, ema) -> dict[str, Any]:
         state = None
@@ -331,7 +335,8 @@ class Trainer:
         _seed_all(cfg.seed)  # identical initial weights on every rank (and in the EMA copy)
         model = task.build_model().to(env.device)
         if cfg.activation_checkpointing:
-            log.info("%s: activation checkpointing in %d blocks", self.run_name, set_activation_checkpointing(model))
+            blocks = set_activation_checkpointing(model)
+            (log.info if blocks else log.warning)("%s: activation checkpointing in %d blocks", self.run_name, blocks)
         _seed_all(cfg.seed + env.rank)  # then one RNG stream per rank
         num_params = sum(p.numel() for p in model.parameters())
         ema = EMA(model, cfg.ema_decay, cfg.ema_start)
