@@ -1,6 +1,7 @@
 # earthcrafter: two commands.
 #   make run   - set up .venv if needed, then run every implemented stage on conf/base
 #   make test  - set up .venv if needed, then the test suite
+#   make dry-run ENV=paper ARGS="--batch 2"  - does every model of a configuration train and fit here
 VENV := .venv
 BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
@@ -8,7 +9,7 @@ export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-gpu bench ui clean-data
+.PHONY: setup run test test-gpu dry-run bench ui clean-data
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -24,6 +25,11 @@ test: setup
 
 test-gpu: setup
 	$(BIN)/pytest -m gpu
+
+# a few training steps of every model of conf/$(ENV) on synthetic tiles, e.g.
+#   make dry-run ENV=paper ARGS="--batch 2 --device cuda"
+dry-run: setup
+	$(BIN)/earthcrafter dry-run --env $(or $(ENV),local) $(ARGS)
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -109,7 +109,8 @@ def test_paper_models_train_on_the_cpu_at_a_small_budget():
 
 @pytest.mark.timeout(300)
 def test_under_torchrun_every_rank_trains_and_rank_0_reports(tmp_path):
-    """The pre-flight command of a multi-GPU job, here on two gloo ranks."""
+    """The pre-flight command of a multi-GPU job, here on two gloo ranks, with the blocks recomputed in
+    the backward pass (checkpointing under DDP)."""
     import os
     import subprocess
     import sys
@@ -119,13 +120,13 @@ def test_under_torchrun_every_rank_trains_and_rank_0_reports(tmp_path):
     out = tmp_path / "records.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
            "earthcrafter.commands", "dry-run", "--root", str(ROOT), "--env", "base", "--models", "structvae", "texfm",
-           "--steps", "2", "--batch", "1", "--json", str(out)]  # fmt: skip
+           "--steps", "2", "--batch", "1", "--checkpointing", "on", "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("| structvae |") == 1  # one table, from rank 0
     records = json.loads(out.read_text())
-    assert [(r["model"], r["world_size"], r["batch_per_rank"], r["status"]) for r in records] == [
-        ("structvae", 2, 1, "ok"), ("texfm", 2, 1, "ok")]
+    assert [(r["model"], r["world_size"], r["batch_per_rank"], r["activation_checkpointing"], r["status"])
+            for r in records] == [("structvae", 2, 1, True, "ok"), ("texfm", 2, 1, True, "ok")]
 
 
 def test_a_model_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch):
