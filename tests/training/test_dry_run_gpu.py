@@ -29,4 +29,6 @@ def test_checkpointing_lowers_the_cuda_peak_of_the_paper_texvae():
         (r,) = dr.dry_run(params, ["texvae"], steps=2, batch=1, voxels=20000, device="cuda", checkpointing=on, tiles=1)
         assert r["status"] == "ok", r
         peaks[on] = r["peak_mem_gb"]
-    assert peaks[True] < 0.7 * peaks[False], peaks
+    # estimated: ~26 KB per voxel and block in bf16 without (12 GB here), the block inputs with; the
+    # rendering and the optimizer state are the same both ways, so compare the difference
+    assert peaks[False] - peaks[True] > 2.0, peaks
