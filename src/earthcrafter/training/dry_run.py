@@ -258,6 +258,7 @@ def dry_run(
     workdir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`dry_run_model` for each of ``models``, which ``params`` must configure."""
+    models = list(models)
     unknown = [m for m in models if m not in BUILDERS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; models: {', '.join(MODELS)}")
