@@ -213,21 +213,23 @@ def test_table4_report_with_and_without_the_optional_unet_row(tmp_path, tiles32)
     assert "| LatentSFM, fine stage: Swin U-Net | 2 | 2 | 79.0 | 27.9 | – | – |" in (tmp_path / "report" / "table4.md").read_text()
 
 
-def test_outpainting_keeps_the_known_cells_and_samples_the_rest():
+@pytest.mark.parametrize("patch,kx", [(1, 2), (2, 1)], ids=["cells", "half-known-patches"])
+def test_outpainting_keeps_the_known_cells_and_samples_the_rest(patch, kx):
     """With the cells of some columns known, generation returns exactly those cells with their
     latents (coarse and fine stages pinned), samples the other columns, and with every column known
-    returns the known set; resampling changes only the free columns."""
+    returns the known set; resampling changes only the free columns. With a patched coarse stage
+    the known columns may cover part of a patch: its known cells are pinned value by value."""
     from earthcrafter.models.struct_fm import KnownCells
 
     torch.manual_seed(0)
-    model = StructFM(StructFMConfig(**TINY, latent_channels=8)).eval()
+    model = StructFM(StructFMConfig(**TINY, latent_channels=8, coarse_patch=patch)).eval()
     with torch.no_grad():  # non-zero velocities (the output layers start at zero)
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
     G, rng = 4, np.random.default_rng(0)
     columns = torch.zeros(1, G, G, dtype=torch.bool)
-    columns[0, :2] = True  # x = 0, 1 decided
-    xyz = np.array([[x, y, z] for x in range(2) for y in range(G) for z in range(G) if rng.random() < 0.4])
+    columns[0, :kx] = True  # x < kx decided
+    xyz = np.array([[x, y, z] for x in range(kx) for y in range(G) for z in range(G) if rng.random() < 0.4])
     latents = torch.from_numpy(np.sign(rng.normal(size=(len(xyz), 8))) * 0.8).float()
     cells = SparseTensor(latents, torch.from_numpy(np.c_[np.zeros(len(xyz)), xyz]).int(), 1)
     layout = torch.rand(1, G, G, NUM_CLASSES)
@@ -238,7 +240,7 @@ def test_outpainting_keeps_the_known_cells_and_samples_the_rest():
         return {tuple(c): f for c, f in zip(z.coords[:, 1:].tolist(), z.feats)}
 
     def split(out):
-        return ({c: f for c, f in out.items() if c[0] < 2}, {c: f for c, f in out.items() if c[0] >= 2})
+        return ({c: f for c, f in out.items() if c[0] < kx}, {c: f for c, f in out.items() if c[0] >= kx})
 
     expected = {tuple(c): f for c, f in zip(xyz.tolist(), latents)}
     for resample in (0, 2):
@@ -252,3 +254,39 @@ def test_outpainting_keeps_the_known_cells_and_samples_the_rest():
     assert out.keys() == expected.keys() and all(torch.equal(out[c], expected[c]) for c in expected)
     with pytest.raises(ValueError, match="two-stage"):
         StructFM(StructFMConfig(**TINY, latent_channels=8), "dense").generate(layout, steps=1, known=everything)
+
+
+def test_patches_are_p3_blocks_of_the_grid():
+    """patchify_grid against a loop over cells, and unpatchify_grid as its inverse."""
+    from earthcrafter.models.struct_fm import full_grid, patchify_grid, unpatchify_grid
+
+    B, G, p, C = 2, 6, 3, 2
+    values = torch.randn(B * G**3, C)
+    tokens = patchify_grid(values, B, G, p)
+    g, cells = G // p, full_grid(B, G).tolist()
+    row = {tuple(c): i for i, c in enumerate(cells)}
+    for t, (b, tx, ty, tz) in enumerate(full_grid(B, g).tolist()):
+        for k in range(p**3):
+            i, j, m = k // (p * p), (k // p) % p, k % p
+            cell = row[(b, tx * p + i, ty * p + j, tz * p + m)]
+            assert torch.equal(tokens[t, k * C:(k + 1) * C], values[cell])
+    assert torch.equal(unpatchify_grid(tokens, B, G, p), values)
+    with pytest.raises(ValueError, match="not divisible by coarse_patch 3"):
+        StructFMConfig(**TINY, coarse_patch=3)
+
+
+@pytest.mark.timeout(240)
+def test_patched_coarse_stage_overfits_one_tile():
+    """A coarse stage on 2³-cell patches (8 occupancy values per token) samples exactly the tile's cells."""
+    cfg = StructFMConfig(**TINY, latent_channels=8, cond_dropout=0.0, coarse_patch=2)
+    sample = _one_tile_sample()
+    task = StructFMTask("coarse", cfg, StructFMDataConfig(), StructFMSampleConfig(steps=20, cfg_strength=0.0))
+    torch.manual_seed(0)
+    model = StructFM(cfg)
+    batch = task.collate([sample])
+    assert len(batch["x0"]) == 2**3 and batch["x0"].feats.shape[1] == 8
+    fit_one_sample(task, model.coarse, sample, 1000, copies=4)
+    assert task.validate(model.coarse.eval(), [batch])["acc"] > 0.97
+    occupancy, _ = model.eval().generate(sample["layout"][None], steps=20, cfg_strength=0.0,
+                                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert {tuple(r) for r in occupancy.coords[:, 1:].tolist()} == {tuple(r) for r in sample["cells"].tolist()}

@@ -49,7 +49,7 @@ def euler_sample(
     is evaluated too). ``trajectory``, when a list, receives x after every step.
 
     ``known`` = (mask, x0): inpainting / outpainting by replacement. Rows ``mask`` (bool over the
-    first dimension of the values) are data already decided, ``x0`` (values' shape; other rows
+    first dimension of the values, or over every value) are data already decided, ``x0`` (values' shape; other rows
     ignored): at every time they are set to their point on the straight path from ``x0`` to their
     own starting noise, so the model sees them as it saw data during training and the free rows
     are sampled around them; at t = 0 they equal ``x0`` (up to σ_min times their noise).
@@ -98,13 +98,23 @@ def _renoise(x: Latents, t_from: float, t_to: float, generator: torch.Generator 
 
 
 def _pinning(noise: Latents, mask: torch.Tensor, x0: torch.Tensor) -> Callable[[Latents, float], Latents]:
-    """x -> x with rows ``mask`` replaced by ``RectifiedFlow().interpolate(x0, noise, t)`` there."""
+    """x -> x with rows ``mask`` [N] (or single values, ``mask`` of the values' shape) replaced by
+    ``RectifiedFlow().interpolate(x0, noise, t)`` there."""
     eps = values_of(noise)
-    if mask.dtype != torch.bool or mask.shape != eps.shape[:1]:
-        raise ValueError(f"known mask: expected bool [{eps.shape[0]}], got {mask.dtype} {tuple(mask.shape)}")
+    if mask.dtype != torch.bool or mask.shape not in (eps.shape[:1], eps.shape):
+        raise ValueError(f"known mask: expected bool [{eps.shape[0]}] or {tuple(eps.shape)}, got {mask.dtype} "
+                         f"{tuple(mask.shape)}")  # fmt: skip
     if x0.shape != eps.shape:
         raise ValueError(f"known values: expected the noise's shape {tuple(eps.shape)}, got {tuple(x0.shape)}")
     flow = RectifiedFlow()
+    if mask.shape == eps.shape and eps.dim() > 1:  # value by value: rows partly known (patched grids)
+        x0_all = x0.to(eps.dtype)
+
+        def pin_values(x: Latents, t: float) -> Latents:
+            times = torch.full((eps.shape[0],), t, dtype=eps.dtype, device=eps.device)
+            return with_values(x, torch.where(mask, flow.interpolate(x0_all, eps, times), values_of(x)))
+
+        return pin_values
     x0_known, eps_known = x0[mask].to(eps.dtype), eps[mask]
 
     def pin(x: Latents, t: float) -> Latents:

@@ -57,9 +57,13 @@ class StructFMConfig(BaseModel):
                                    "grid (the last: full attention)")
     unet_depths: list[int] = Field([2, 2, 4], description="fine U-Net blocks per level, down and again up (the "
                                    "last: the middle)")
+    coarse_patch: int = Field(1, ge=1, description="the coarse stage's tokens: patches of p³ cells of the grid "
+                              "(p³ occupancy values each; grid / p tokens per edge), as TRELLIS patches its grid")
 
     @model_validator(mode="after")
     def _check(self) -> StructFMConfig:
+        if self.grid % self.coarse_patch:
+            raise ValueError(f"grid {self.grid} is not divisible by coarse_patch {self.coarse_patch}")
         unet = self.fine_arch == "unet"
         check_widths([self.width] + (self.unet_widths if unet else []), self.num_heads, self.unet_depths if unet else None)
         return self
@@ -69,9 +73,38 @@ def stage_net(config: StructFMConfig, stage: str) -> nn.Module:
     """The network of one stage: ``coarse`` (1 channel, the transformer), ``fine`` or ``dense``
     (c_s channels, ``fine_arch``)."""
     if stage == "coarse":
-        return SparseFlowNet(config, 1, 1)
+        p = config.coarse_patch
+        return SparseFlowNet(config, p**3, p**3, layout_scale=1 / p)
     C = config.latent_channels
     return SparseFlowUNet(config, C, C) if config.fine_arch == "unet" else SparseFlowNet(config, C, C)
+
+
+def full_grid(batch: int, G: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Coords [B·G³, 4] of every cell of ``batch`` G³ grids (rows sorted by batch, x, y, z)."""
+    ax = torch.arange(G, device=device)
+    xyz = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    b = torch.arange(batch, device=device).repeat_interleave(len(xyz))[:, None]
+    return torch.cat([b, xyz.repeat(batch, 1)], 1).int()
+
+
+def patchify_grid(values: torch.Tensor, batch: int, G: int, p: int) -> torch.Tensor:
+    """Values [B·G³, C] of full grids (rows as :func:`full_grid`) -> [B·(G/p)³, p³·C], one row per
+    p³ patch (rows as ``full_grid(B, G/p)``; columns: the patch's cells x-major, then channels)."""
+    if p == 1:
+        return values
+    g, C = G // p, values.shape[1]
+    v = values.reshape(batch, g, p, g, p, g, p, C).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return v.reshape(batch * g**3, p**3 * C)
+
+
+def unpatchify_grid(values: torch.Tensor, batch: int, G: int, p: int) -> torch.Tensor:
+    """The inverse of :func:`patchify_grid`: [B·(G/p)³, p³·C] -> [B·G³, C]."""
+    if p == 1:
+        return values
+    g = G // p
+    C = values.shape[1] // p**3
+    v = values.reshape(batch, g, g, g, p, p, p, C).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return v.reshape(batch * G**3, C)
 
 
 @dataclass
@@ -119,11 +152,19 @@ class StructFM(nn.Module):
 
     def full_grid(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Coords [B·G³, 4] of every cell of ``batch`` grids (rows sorted by batch, x, y, z)."""
-        G = self.config.grid
-        ax = torch.arange(G, device=device)
-        xyz = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
-        b = torch.arange(batch, device=device).repeat_interleave(len(xyz))[:, None]
-        return torch.cat([b, xyz.repeat(batch, 1)], 1).int()
+        return full_grid(batch, self.config.grid, device)
+
+    def _sample_coarse(self, sample, grid: torch.Tensor, batch: int, pinned) -> SparseTensor:
+        """The coarse stage's occupancy on every cell of ``grid`` (rows of :func:`full_grid`), sampled
+        on its patch tokens; ``pinned`` = (known cells [B·G³], their ±1) or None."""
+        G, p = self.config.grid, self.config.coarse_patch
+        tokens = full_grid(batch, G // p, grid.device)
+        if pinned is not None:
+            fixed, values = pinned
+            mask = patchify_grid(fixed[:, None].to(values.dtype), batch, G, p) > 0
+            pinned = (mask if p > 1 else mask[:, 0], patchify_grid(values, batch, G, p))
+        z = sample(self.coarse, SparseTensor(torch.zeros(len(tokens), p**3, device=grid.device), tokens, batch), pinned)
+        return SparseTensor(unpatchify_grid(z.feats, batch, G, p), grid, batch)
 
     @torch.no_grad()
     def generate(
@@ -177,7 +218,7 @@ class StructFM(nn.Module):
             if known is not None:
                 fixed, row = known.rows(grid)
                 pinned = (fixed, torch.where(row >= 0, 1.0, -1.0)[:, None].to(device))
-            occupancy = sample(self.coarse, SparseTensor(torch.zeros(len(grid), 1, device=device), grid, batch), pinned)
+            occupancy = self._sample_coarse(sample, grid, batch, pinned)
             on = occupancy.feats[:, 0] > 0
             if known is not None:  # exactly the known cells there (the pinned values end at ±1 ± σ_min)
                 on = torch.where(fixed, row >= 0, on)

@@ -149,7 +149,7 @@ def _structfm(stage: str):
         m = cfg.model
         manifest, stats = tiles.latent_manifest(8 * m.grid, m.latent_channels, _channels(params, "train_texfm", 8))
         train, _ = build_datasets(manifest, stats["struct"], cfg)
-        budget = m.grid**3 if stage == "coarse" else None  # the whole grid; the fine stage: the tile's cells
+        budget = (m.grid // m.coarse_patch) ** 3 if stage == "coarse" else None  # the grid's tokens; fine: the cells
         return StructFMTask(stage, m, cfg.data, cfg.sample), train, getattr(cfg, stage), 1, cfg.device, budget
 
     return build

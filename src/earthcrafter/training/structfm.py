@@ -25,7 +25,15 @@ from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
-from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells, stage_net
+from earthcrafter.models.struct_fm import (
+    StructFM,
+    StructFMConfig,
+    full_grid,
+    keep_cells,
+    patchify_grid,
+    stage_net,
+    unpatchify_grid,
+)
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
@@ -164,16 +172,15 @@ class StructFMTask(FlowTask):
         return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
-        G, C, feats, coords = self.config.grid, self.config.latent_channels, [], []
-        ax = torch.arange(G)
-        grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+        G, C, p, feats, coords = self.config.grid, self.config.latent_channels, self.config.coarse_patch, [], []
+        grid, tokens = full_grid(1, G)[:, 1:].long(), full_grid(1, G // p)[:, 1:].long()
         for s in samples:
             idx = (s["cells"][:, 0] * G + s["cells"][:, 1]) * G + s["cells"][:, 2]  # rows of the x-major grid
-            if self.stage == "coarse":
+            if self.stage == "coarse":  # on the patch tokens (the cells themselves when coarse_patch is 1)
                 occ = -torch.ones(G**3, 1)
                 occ[idx] = 1.0
-                coords.append(grid)
-                feats.append(occ)
+                coords.append(tokens)
+                feats.append(patchify_grid(occ, 1, G, p))
             elif self.stage == "dense":
                 dense = torch.zeros(G**3, C)
                 dense[idx] = s["latents"]
@@ -201,6 +208,9 @@ class StructFMTask(FlowTask):
         velocity = lambda z, tt, c: model(z, tt, c)  # noqa: E731
         out = euler_sample(velocity, start, self.sample.steps, layout, uncond,
                            self.sample.cfg_strength if layout is not None else 0.0)  # fmt: skip
+        if self.stage == "coarse":  # back from the patch tokens to the cells
+            G = self.config.grid
+            out = SparseTensor(unpatchify_grid(out.feats, B, G, self.config.coarse_patch), full_grid(B, G, dev), B)
         kept = out.feats[:, 0] > 0 if self.stage == "coarse" else keep_cells(self.config, out.feats)
         gt = torch.cat([torch.cat([torch.full((len(c), 1), b), c], 1) for b, c in enumerate(batch["cells"])]).to(dev)
         cand = out.coords
