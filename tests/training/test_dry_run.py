@@ -104,7 +104,7 @@ def test_paper_models_train_on_the_cpu_at_a_small_budget():
         assert r["status"] == "ok" and not r["no_grad"], r
     assert {k: got[k]["params_m"] for k in got} == {"structvae": 41.0, "texvae": 170.23, "structfm_fine": 427.33,
                                                    "texfm": 345.9}  # docs/bench_paper.md  # fmt: skip
-    assert got["texvae"]["activation_checkpointing"] and got["structfm_fine"]["activation_checkpointing"]
+    assert got["texvae"]["activation_checkpointing"] and not got["structfm_fine"]["activation_checkpointing"]
 
 
 @pytest.mark.timeout(300)
