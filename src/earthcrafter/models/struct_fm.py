@@ -150,19 +150,14 @@ class StructFM(nn.Module):
         else:
             self.dense = stage_net(config, "dense")
 
-    def full_grid(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Coords [B·G³, 4] of every cell of ``batch`` grids (rows sorted by batch, x, y, z)."""
-        return full_grid(batch, self.config.grid, device)
-
     def _sample_coarse(self, sample, grid: torch.Tensor, batch: int, pinned) -> SparseTensor:
         """The coarse stage's occupancy on every cell of ``grid`` (rows of :func:`full_grid`), sampled
         on its patch tokens; ``pinned`` = (known cells [B·G³], their ±1) or None."""
         G, p = self.config.grid, self.config.coarse_patch
         tokens = full_grid(batch, G // p, grid.device)
-        if pinned is not None:
+        if pinned is not None:  # value by value: a patch may be partly known
             fixed, values = pinned
-            mask = patchify_grid(fixed[:, None].to(values.dtype), batch, G, p) > 0
-            pinned = (mask if p > 1 else mask[:, 0], patchify_grid(values, batch, G, p))
+            pinned = (patchify_grid(fixed[:, None], batch, G, p), patchify_grid(values, batch, G, p))
         z = sample(self.coarse, SparseTensor(torch.zeros(len(tokens), p**3, device=grid.device), tokens, batch), pinned)
         return SparseTensor(unpatchify_grid(z.feats, batch, G, p), grid, batch)
 
@@ -206,14 +201,14 @@ class StructFM(nn.Module):
         if known is not None and (self.variant != "two_stage" or cells is not None):
             raise ValueError("StructFM.generate: known cells need the two-stage variant and no given cells")
         if self.variant == "dense":
-            grid = self.full_grid(batch, device)
+            grid = full_grid(batch, cfg.grid, device)
             cells = SparseTensor(torch.zeros(len(grid), cfg.latent_channels, device=device), grid, batch)
             z = sample(self.dense, cells)
             kept = _keep_nonempty(keep_cells(cfg, z.feats), z, batch)
             out = SparseTensor(z.feats[kept], z.coords[kept], batch, stride=8)
             return out, out
         if cells is None:
-            grid = self.full_grid(batch, device)
+            grid = full_grid(batch, cfg.grid, device)
             pinned = None
             if known is not None:
                 fixed, row = known.rows(grid)

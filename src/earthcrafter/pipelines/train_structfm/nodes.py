@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 import logging
+
+import pandas as pd
 
 from earthcrafter import tracking
 from earthcrafter.io.atomic import atomic_write_text
