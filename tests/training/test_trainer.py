@@ -263,3 +263,20 @@ def test_top_level_run_without_parent(tmp_path, mlflow_uri):
     run = mlflow.search_runs(filter_string="attributes.run_name = 'toy/top'", search_all_experiments=True,
                              output_format="list")[0]
     assert "mlflow.parentRunId" not in run.data.tags
+
+
+def test_loading_time_is_logged_apart(tmp_path):
+    """``data_s``: the part of a step spent waiting for the loader (what idles a GPU), per step."""
+    import time
+
+    class SlowData(ToyData):
+        def __getitem__(self, item):
+            time.sleep(0.005)
+            return super().__getitem__(item)
+
+    t = Trainer(ToyTask(), _config(steps=4, log_every=2, ckpt_every=0, val_every=0), SlowData(), out_dir=tmp_path,
+                mlflow=False)
+    t.fit()
+    for row in t.history["train"]:
+        step_s = 8 / row["samples_per_s"]  # batch_size 8
+        assert 8 * 0.005 <= row["data_s"] < step_s  # 8 samples loaded per step, inside the step's time

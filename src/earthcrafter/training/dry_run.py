@@ -5,10 +5,10 @@ machine that will train it: every model is built from the configuration as its p
 and trained for a few steps by the same :class:`~earthcrafter.training.trainer.Trainer` (DDP under
 ``torchrun``, bf16 autocast on CUDA, EMA, clipping, activation checkpointing) through the same
 datasets and collation, up to the configured voxel budget per sample. What comes back per model:
-parameters, the per-rank batch, voxels per sample against the budget, step time, throughput, peak
-memory (CUDA: allocated and reserved since the model's start; CPU: the process's resident peak so
-far), the losses, skipped updates, and the weights the last step gave no gradient (DDP stops on
-those). Nothing is written outside a temporary folder, and no MLflow run is opened.
+parameters, the per-rank batch, voxels per sample against the budget, step time (and the part of it
+spent loading data), throughput, peak memory (CUDA: allocated and reserved since the model's start;
+CPU: the process's resident peak so far), the losses, skipped updates, and the weights the last step
+gave no gradient (DDP stops on those). Nothing is written outside a temporary folder, and no MLflow run is opened.
 
 The tiles are :func:`~earthcrafter.training.synthetic.textured_tile` heightfields at each model's
 L (0.5 m voxels, enough of them to fill the paper's 250k budget at L = 360), with their features
@@ -107,7 +107,7 @@ def _trainer_config(
     cfg: TrainerConfig, steps: int, batch: int | None, world: int, accum: int = 1, checkpointing: bool | None = None
 ) -> TrainerConfig:
     """The model's trainer settings with only the run's length, cadence and I/O changed (no data
-    workers: the step time includes loading). ``batch`` (samples per rank and micro-step) replaces
+    workers: the step time includes loading, which the records give apart). ``batch`` (samples per rank and micro-step) replaces
     the configured global batch, and ``checkpointing`` the configured activation checkpointing,
     when given."""
     update = dict(steps=steps, warmup_steps=0, log_every=1, val_every=0, ckpt_every=0, resume=False,
@@ -239,6 +239,7 @@ def dry_run_model(
         "voxel_budget": budget,
         # throughput is summed over ranks: a step moves the global batch
         "step_s": round(statistics.median(run_cfg.batch_size / r["samples_per_s"] for r in timed), 3),
+        "data_s": round(statistics.median(r["data_s"] for r in timed), 3),  # of step_s: loading (no workers)
         "samples_per_s": round(statistics.median(r["samples_per_s"] for r in timed), 3),
         "voxels_per_s": round(statistics.median(r["voxels_per_s"] for r in timed)),
         "peak_mem_gb": round(max(r["peak_mem_gb"] for r in rows), 2),
@@ -279,7 +280,8 @@ def dry_run(
 
 def records_table(records: list[dict[str, Any]]) -> str:
     """A markdown table of dry-run records."""
-    head = ("model", "params (M)", "device × ranks", "batch/rank", "voxels/sample (budget)", "s/step", "voxels/s",
+    head = ("model", "params (M)", "device × ranks", "batch/rank", "voxels/sample (budget)", "s/step (loading)",
+            "voxels/s",
             "peak mem (GB)", "losses", "weights without gradient")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
@@ -291,7 +293,7 @@ def records_table(records: list[dict[str, Any]]) -> str:
             f"{r['device']} × {r['world_size']} ({r['precision']}{', ckpt' if r['activation_checkpointing'] else ''})",
             r["batch_per_rank"],
             f"{r['voxels_per_sample']:,}" + (f" ({r['voxel_budget']:,})" if r["voxel_budget"] else ""),
-            r["step_s"], f"{r['voxels_per_s']:,}",
+            f"{r['step_s']} ({r['data_s']})", f"{r['voxels_per_s']:,}",
             r["peak_mem_gb"] if r["peak_reserved_gb"] is None else f"{r['peak_mem_gb']} ({r['peak_reserved_gb']} reserved)",
             " → ".join(f"{x:.3g}" for x in r["losses"]) + (f" ({r['skipped_steps']} skipped)" if r["skipped_steps"] else ""),
             len(r["no_grad"]) or "none")) + " |")  # fmt: skip

@@ -374,7 +374,9 @@ class Trainer:
                 ddp.train()
                 opt.zero_grad(set_to_none=True)
                 for micro in range(self.accum_steps):
+                    t_data = time.perf_counter()
                     batch = task.to_device(next(batches), env.device)
+                    sums["data_s"] += time.perf_counter() - t_data  # waiting for the loader: the GPU idles
                     sync = ddp.no_sync() if env.distributed and micro < self.accum_steps - 1 else contextlib.nullcontext()
                     with sync:
                         with self._autocast(env):
@@ -400,6 +402,8 @@ class Trainer:
                 sums["grad_norm"] += float(grad_norm) if torch.isfinite(grad_norm) else 0.0
                 step += 1
                 n_window += 1
+                if env.device.type == "cuda":  # kernels run asynchronously: time the work, not its launch
+                    torch.cuda.synchronize(env.device)
                 dt = time.perf_counter() - t0
                 train_time += dt
                 window_time += dt
