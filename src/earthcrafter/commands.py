@@ -311,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None, help="else: layouts evenly spread over this split (default: conf's, val)")
     p.add_argument("--num", type=int, default=None, help="scenes when no --tiles (default: conf's)")
     p.add_argument("--unconditional", action="store_true", help="no condition (the tiles give only size and L)")
-    p.add_argument("--condition", choices=("layout", "rgbd"), default=None, help="the tiles' semantic layouts "
-                   "(default) or their most nadir RGBD views (flows trained with condition rgbd or mixed)")  # fmt: skip
+    p.add_argument("--condition", choices=("layout", "rgbd", "rgb"), default=None, help="the tiles' semantic "
+                   "layouts (default), their most nadir RGBD views (flows trained with condition rgbd or mixed), or "
+                   "those views' colours without depth (flows trained so with height_dropout > 0)")  # fmt: skip
     _sampling_arguments(p, out_help="folder (default data/07_model_output/samples)")
     p.add_argument("--mlflow", action="store_true", default=False, help="log a run to the tracking store")
     p.set_defaults(func=cmd_generate)

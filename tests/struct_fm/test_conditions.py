@@ -1,6 +1,7 @@
 """The flows' conditions: the RGBD view lifted onto the latent columns against the tile's own top
 heights (a ray-cast view as the reference), the camera convention of the lift, the nadir choice,
-mixed conditions, and a StructFM trained on mixed inputs generating from either."""
+mixed conditions, views without depth (photos), and a StructFM trained on mixed inputs generating
+from either, and from a photo."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from earthcrafter.io.tiles import TileViews, read_tile, write_views
 from earthcrafter.models.flow_net import RGBD_CHANNELS
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.training.conditions import (
+    UNKNOWN_HEIGHT,
+    drop_depth,
     from_semantic,
     keep_part,
     lift_view,
@@ -22,6 +25,7 @@ from earthcrafter.training.conditions import (
     model_condition,
     nadir_view,
     rgbd_layout,
+    without_depth,
 )
 
 
@@ -92,11 +96,51 @@ def test_mixed_conditions_keep_one_part():
         from_semantic(layout, "rgbd")
 
 
+def test_a_photo_is_the_view_without_its_heights():
+    """``without_depth`` sets the height of the seen columns, and nothing else; ``drop_depth`` does
+    it to a fraction of the samples and draws nothing at p = 0."""
+    rgbd = torch.rand(64, 4, 4, RGBD_CHANNELS) + 0.1
+    rgbd[..., 4] = (torch.rand(64, 4, 4) < 0.7).float()  # seen columns
+    photo = without_depth(rgbd, "rgbd")
+    seen = rgbd[..., 4] > 0
+    assert (photo[..., 3][seen] == UNKNOWN_HEIGHT).all() and torch.equal(photo[..., 3][~seen], rgbd[..., 3][~seen])
+    assert torch.equal(photo[..., [0, 1, 2, 4]], rgbd[..., [0, 1, 2, 4]])
+    mixed = torch.cat([torch.rand(64, 4, 4, NUM_CLASSES), rgbd], -1)
+    assert torch.equal(without_depth(mixed, "mixed")[..., NUM_CLASSES:], photo)
+    assert torch.equal(without_depth(mixed, "mixed")[..., :NUM_CLASSES], mixed[..., :NUM_CLASSES])
+    # a mixed sample that kept its semantic part has no seen column, so nothing to drop
+    sem_only = keep_part(mixed, "mixed", "semantic")
+    assert torch.equal(without_depth(sem_only, "mixed"), sem_only)
+
+    dropped = drop_depth(rgbd, "rgbd", 0.5, torch.Generator().manual_seed(0))
+    lost = (dropped != rgbd).flatten(1).any(1)
+    assert 15 < int(lost.sum()) < 49
+    assert torch.equal(dropped[lost], photo[lost]) and torch.equal(dropped[~lost], rgbd[~lost])
+    assert torch.equal(drop_depth(rgbd, "rgbd", 1.0), photo)
+    state = torch.get_rng_state()
+    assert drop_depth(rgbd, "rgbd", 0.0) is rgbd and torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="no RGBD view"):
+        without_depth(rgbd, "semantic")
+
+
+def test_height_dropout_needs_a_view():
+    from pydantic import ValidationError
+
+    from earthcrafter.models.struct_fm import StructFMConfig
+    from earthcrafter.models.tex_fm import TexFMConfig
+
+    for config in (StructFMConfig, TexFMConfig):
+        with pytest.raises(ValidationError, match="height_dropout = 0.5 needs condition rgbd or mixed"):
+            config(condition="semantic", height_dropout=0.5)
+        assert config(condition="rgbd", height_dropout=0.5).height_dropout == 0.5
+
+
 @pytest.mark.timeout(300)
 def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path, tiles32):
-    """Tiles with ray-cast views: a StructFM with condition mixed trains both stages, reloads, and
-    generates from a tile's semantic layout or from its RGBD view; a semantic-only model refuses the
-    view."""
+    """Tiles with ray-cast views: a StructFM with condition mixed and height dropout trains both
+    stages, reloads, and generates from a tile's semantic layout, from its RGBD view, or from that
+    view's colours alone (its preview scores both); a semantic-only model refuses the view, and a
+    model trained without height dropout refuses the photo."""
     from earthcrafter.latents.generate import tile_condition
     from earthcrafter.training.structfm import LatentTileDataset, load_structfm, train_structfm
 
@@ -108,17 +152,20 @@ def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path,
         write_views(str(path).replace(".parquet", ".views.npz"), views)
     data = LatentTileDataset(manifest, stats["struct"], "train", 4, condition="mixed")
     assert data[0]["layout"].shape == (4, 4, NUM_CLASSES + RGBD_CHANNELS) and data[0]["layout"][..., -1].any()
-    model_cfg = dict(grid=4, width=32, depth=2, num_heads=2, condition="mixed")
+    model_cfg = dict(grid=4, width=32, depth=2, num_heads=2, condition="mixed", height_dropout=0.5)
     tr = dict(steps=3, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
     cfg = {"output_dir": str(tmp_path / "fm"), "mlflow": False, "preview_tiles": 1, "structvae_path": tiles32.structvae,
            "model": model_cfg, "sample": {"steps": 2}, "coarse": tr, "fine": tr}  # fmt: skip
     metrics = train_structfm(manifest, stats, cfg)
-    assert {"coarse/acc", "fine/acc", "gen_cell_iou"} <= metrics.keys()
+    assert {"coarse/acc", "fine/acc", "gen_cell_iou", "gen_rgb_cell_iou", "gen_rgb_iou", "gen_rgb_tiles"} <= metrics.keys()
+    assert (tmp_path / "fm" / "preview_rgb" / "figure.png").exists()
     model = load_structfm(tmp_path / "fm")
-    assert model.config.condition == "mixed"
+    assert model.config.condition == "mixed" and model.config.height_dropout == 0.5
     row = manifest.iloc[0]
     tile = read_tile(row["tile_path"])
-    for request in ("layout", "rgbd", "none"):
+    photo = tile_condition("mixed", "rgb", tile, row["tile_path"], 4)
+    assert torch.equal(photo, without_depth(tile_condition("mixed", "rgbd", tile, row["tile_path"], 4), "mixed"))
+    for request in ("layout", "rgbd", "rgb", "none"):
         cond = tile_condition("mixed", request, tile, row["tile_path"], 4)
         assert cond.shape == (1, 4, 4, NUM_CLASSES + RGBD_CHANNELS)
         _, z = model.generate(cond, steps=2, generator=torch.Generator().manual_seed(0))
@@ -126,3 +173,23 @@ def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path,
     assert tile_condition("mixed", "rgbd", tile, row["tile_path"], 4)[..., :NUM_CLASSES].abs().sum() == 0
     with pytest.raises(ValueError, match="cannot take the rgbd condition"):
         tile_condition("semantic", "rgbd", tile, row["tile_path"], 4)
+
+
+def test_a_photo_needs_flows_trained_without_depth():
+    from types import SimpleNamespace
+
+    from earthcrafter.latents.generate import GenerationConfig, check_photo_input
+    from earthcrafter.models.struct_fm import StructFMConfig
+    from earthcrafter.models.tex_fm import TexFMConfig
+
+    def models(s, t):
+        return SimpleNamespace(structfm=SimpleNamespace(config=s), texfm=SimpleNamespace(cfg=t))
+
+    check_photo_input(models(StructFMConfig(condition="rgbd", height_dropout=0.3), TexFMConfig()), "rgb")
+    check_photo_input(models(StructFMConfig(condition="rgbd"), TexFMConfig()), "rgbd")
+    with pytest.raises(ValueError, match="the StructFM was trained on views with depth only"):
+        check_photo_input(models(StructFMConfig(condition="rgbd"), TexFMConfig()), "rgb")
+    with pytest.raises(ValueError, match="the TexFM was trained on views with depth only"):
+        check_photo_input(models(StructFMConfig(condition="mixed", height_dropout=0.3), TexFMConfig(condition="rgbd")), "rgb")
+    with pytest.raises(ValueError, match="not rgb"):
+        GenerationConfig(condition="rgb", large_scenes=["s"])

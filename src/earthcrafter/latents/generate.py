@@ -61,7 +61,7 @@ from earthcrafter.render.html_view import write_scene_view, write_view
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
 from earthcrafter.training.distributed import local_device
-from earthcrafter.training.conditions import condition_raster, keep_part, semantic_layout
+from earthcrafter.training.conditions import condition_raster, keep_part, semantic_layout, without_depth
 from earthcrafter.training.structfm import load_structfm
 from earthcrafter.training.structfm_preview import height_colors
 from earthcrafter.training.structvae import load_structvae
@@ -85,10 +85,11 @@ class GenerationConfig(BaseModel):
     num_scenes: int = Field(4, ge=1, description="scenes from layouts evenly spread over layouts_split")
     tile_ids: list[str] | None = Field(None, description="these tiles' layouts (any split), one scene each; "
                                        "overrides layouts_split and num_scenes")
-    condition: Literal["layout", "rgbd", "none"] = Field("layout", description="layout: the tile's semantic layout; "
-                                                         "rgbd: its most nadir view lifted by its depth (models trained "
-                                                         "with condition rgbd or mixed); none: unconditional, the dropped "
-                                                         "condition the flows were trained with (the tile gives only L and voxel size)")
+    condition: Literal["layout", "rgbd", "rgb", "none"] = Field(
+        "layout", description="layout: the tile's semantic layout; rgbd: its most nadir view lifted by its depth "
+        "(models trained with condition rgbd or mixed); rgb: that view's colours without its depth, a photo (models "
+        "trained so, with height_dropout > 0); none: unconditional, the dropped condition the flows were trained with "
+        "(the tile gives only L and voxel size)")
     seed: int = 0
     steps: int = Field(25, ge=1, description="Euler steps of both flows (paper: 25)")
     cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
@@ -107,9 +108,9 @@ class GenerationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
-        if self.large_scenes and self.condition == "rgbd":
+        if self.large_scenes and self.condition in ("rgbd", "rgb"):
             raise ValueError("generation.large_scenes are generated from a semantic map: condition must be layout or "
-                             "none, not rgbd (the views belong to single tiles)")  # fmt: skip
+                             f"none, not {self.condition} (the views belong to single tiles)")  # fmt: skip
         return self
 
 
@@ -132,7 +133,20 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
     raster = torch.from_numpy(condition_raster(kind, tile, views, grid))[None]
     if request == "none":
         return torch.zeros_like(raster)
-    return keep_part(raster, kind, "semantic" if request == "layout" else "rgbd")
+    raster = keep_part(raster, kind, "semantic" if request == "layout" else "rgbd")
+    return without_depth(raster, kind) if request == "rgb" else raster
+
+
+def check_photo_input(models: Generators, request: str) -> None:
+    """``condition: rgb`` needs flows that learned views without depth (``height_dropout > 0``): a
+    model that never saw the unknown height would read it as a height below the ground."""
+    if request != "rgb":
+        return
+    for name, c in (("StructFM", models.structfm.config), ("TexFM", models.texfm.cfg)):
+        if c.condition in ("rgbd", "mixed") and c.height_dropout == 0:
+            raise ValueError(f"generation.condition = rgb: the {name} was trained on views with depth only "
+                             f"(condition {c.condition}, height_dropout 0); train it with model.height_dropout > 0, "
+                             "or generate with condition rgbd")  # fmt: skip
 
 
 def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cfg: GenerationConfig) -> list[dict]:
@@ -172,6 +186,7 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
     cfg = config if isinstance(config, GenerationConfig) else GenerationConfig.model_validate(config)
     device = local_device(cfg.device)
     models = load_generators(cfg, stats, device)
+    check_photo_input(models, cfg.condition)
     structfm, texfm, structvae, texvae = models.structfm, models.texfm, models.structvae, models.texvae
     if cfg.tile_ids:
         unknown = sorted(set(cfg.tile_ids) - set(latents_manifest["tile_id"]))

@@ -13,6 +13,18 @@ RGBD_CHANNELS = 5  # per latent column of one aerial RGBD view: mean r, g, b, to
 CONDITION_PARTS = {"semantic": (NUM_CLASSES,), "rgbd": (RGBD_CHANNELS,), "mixed": (NUM_CLASSES, RGBD_CHANNELS)}
 
 
+HEIGHT_DROPOUT_HELP = ("training: each sample's RGBD view loses its depth with this probability (its columns' "
+                       "height becomes unknown), so that the model also takes a photo without depth (condition rgbd "
+                       "or mixed; generation.condition: rgb)")
+
+
+def check_height_dropout(condition: str, height_dropout: float) -> None:
+    """A flow config's ``height_dropout`` needs an RGBD view to drop the depth of."""
+    if height_dropout > 0 and condition not in ("rgbd", "mixed"):
+        raise ValueError(f"height_dropout = {height_dropout} needs condition rgbd or mixed (a view whose depth it "
+                         f"drops), not {condition!r}")
+
+
 def condition_channels(kind: str) -> int:
     """Channels of a condition raster [B, G, G, C] of this kind ("mixed": the semantic layout, then
     the RGBD raster; in training one of the two is zeroed per sample)."""

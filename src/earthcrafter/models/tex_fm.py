@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.flow_net import HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
 
@@ -42,11 +42,13 @@ class TexFMConfig(BaseModel):
     window: int = Field(8, ge=2)
     condition: Literal["semantic", "rgbd", "mixed", "none"] = "semantic"  # as StructFMConfig.condition
     cond_dropout: float = Field(0.1, ge=0, le=1)
+    height_dropout: float = Field(0.0, ge=0, le=1, description=HEIGHT_DROPOUT_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> TexFMConfig:
         unet = self.arch == "unet"
         check_widths([self.width] + (self.unet_widths if unet else []), self.num_heads, self.unet_depths if unet else None)
+        check_height_dropout(self.condition, self.height_dropout)
         return self
 
 

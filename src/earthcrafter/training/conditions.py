@@ -6,6 +6,11 @@
   height) and whether any pixel lands there. The paper lifts an image with monocular depth (its
   "1-view RGBD" and image conditions); the tiles carry the depth of their views, so the lift is
   exact here. The view is the tile's most nadir one.
+- ``rgb`` (an input, not a kind of model): a view without depth — an aerial photo. Its columns keep
+  their colour and coverage; their height is :data:`UNKNOWN_HEIGHT`. A model trained on ``rgbd`` or
+  ``mixed`` with ``height_dropout > 0`` takes it: in training, each sample's view loses its depth
+  with that probability (the paper lifts a photo by monocular depth, and a "dummy depth" where it
+  has none; this is the dummy depth, learned, without a depth network).
 - ``mixed``: both rasters concatenated; in training each sample keeps one of them (the other is
   zeroed), as the paper trains on mixed inputs, and generation gives the one it has.
 - ``none``: no condition (zeros are also the dropped condition of classifier-free guidance).
@@ -22,6 +27,7 @@ from earthcrafter.semantics import NUM_CLASSES
 
 
 EMPTY = 255  # class raster value of a voxel column with no surface
+UNKNOWN_HEIGHT = -1.0  # the height channel of a seen column when the view has no depth (heights are in [0, 1])
 
 
 def top_surface(coords: np.ndarray, semantic: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +150,34 @@ def mix_parts(raster: torch.Tensor, kind: str, generator: torch.Generator | None
     keep[..., :first] = pick.reshape(-1, 1, 1, 1).to(raster.dtype)
     keep[..., first:] = (~pick).reshape(-1, 1, 1, 1).to(raster.dtype)
     return raster * keep
+
+
+def _height_channel(kind: str) -> int:
+    if kind not in ("rgbd", "mixed"):
+        raise ValueError(f"a {kind!r} condition has no RGBD view, so no depth to drop (condition rgbd or mixed)")
+    return (NUM_CLASSES if kind == "mixed" else 0) + 3
+
+
+def without_depth(raster: torch.Tensor, kind: str) -> torch.Tensor:
+    """A ``kind`` raster [..., C] whose view has lost its depth: the height of every seen column
+    becomes :data:`UNKNOWN_HEIGHT` (colour and coverage stay) — what a model gets from a photo."""
+    h = _height_channel(kind)
+    out = raster.clone()
+    seen = out[..., h + 1] > 0
+    out[..., h] = torch.where(seen, torch.full_like(out[..., h], UNKNOWN_HEIGHT), out[..., h])
+    return out
+
+
+def drop_depth(raster: torch.Tensor, kind: str, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training: each sample of a ``kind`` raster [B, G, G, C] loses its view's depth
+    (:func:`without_depth`) with probability ``p``. ``p = 0`` draws nothing (the RNG stream of a
+    run without it is unchanged)."""
+    if p == 0:
+        return raster
+    if not 0 < p <= 1:
+        raise ValueError(f"height dropout must be in [0, 1], got {p}")
+    drop = torch.rand(raster.shape[0], generator=generator, device=raster.device) < p
+    return torch.where(drop.reshape(-1, 1, 1, 1), without_depth(raster, kind), raster)
 
 
 def model_condition(raster: torch.Tensor, kind: str, part: str | None = None) -> torch.Tensor | None:

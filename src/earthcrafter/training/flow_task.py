@@ -9,7 +9,7 @@ from torch import nn
 
 from earthcrafter.flow import RectifiedFlow, drop_condition, sample_timesteps
 from earthcrafter.sparse import SparseTensor
-from earthcrafter.training.conditions import mix_parts, model_condition
+from earthcrafter.training.conditions import drop_depth, mix_parts, model_condition
 from earthcrafter.training.task import Task
 
 VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
@@ -17,14 +17,15 @@ VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
 
 def flow_training_step(
     flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float,
-    condition: str = "semantic",
+    condition: str = "semantic", height_dropout: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the
-    condition raster (for a ``mixed`` condition, each sample first keeps one of its parts)."""
+    condition raster (for a ``mixed`` condition, each sample first keeps one of its parts; with
+    ``height_dropout``, a sample's view then loses its depth with that probability)."""
     t = sample_timesteps(x0.batch_size, device=x0.device)
     noise = x0.replace(torch.randn_like(x0.feats))
     if layout is not None:
-        layout = drop_condition(mix_parts(layout, condition), cond_dropout)
+        layout = drop_condition(drop_depth(mix_parts(layout, condition), condition, height_dropout), cond_dropout)
     loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
     return loss, {"loss": float(loss.detach())}
 
@@ -50,7 +51,8 @@ def flow_loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 class FlowTask(Task):
-    """Base of StructFMTask and TexFMTask: ``self.config`` has ``condition`` and ``cond_dropout``,
+    """Base of StructFMTask and TexFMTask: ``self.config`` has ``condition``, ``cond_dropout`` and
+    ``height_dropout``,
     ``self.flow`` is the objective."""
 
     flow: RectifiedFlow
@@ -64,4 +66,5 @@ class FlowTask(Task):
 
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         layout = batch["layout"] if self.config.condition != "none" else None
-        return flow_training_step(self.flow, model, batch["x0"], layout, self.config.cond_dropout, self.config.condition)
+        return flow_training_step(self.flow, model, batch["x0"], layout, self.config.cond_dropout, self.config.condition,
+                                  self.config.height_dropout)

@@ -276,7 +276,10 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
         from earthcrafter.training.structfm_preview import generate_preview
 
         tiles = train if cfg.preview_split == "train" else val
-        metrics.update(generate_preview(load_structfm(cfg.output_dir), tiles, stats["struct"], cfg))
+        model = load_structfm(cfg.output_dir)
+        metrics.update(generate_preview(model, tiles, stats["struct"], cfg))
+        if model.config.height_dropout > 0:  # it also takes photos: the same tiles from their views' colours alone
+            metrics.update(generate_preview(model, tiles, stats["struct"], cfg, photo=True))
     return metrics
 
 

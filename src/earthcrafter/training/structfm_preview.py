@@ -21,7 +21,7 @@ from earthcrafter.models.struct_fm import StructFM
 from earthcrafter.render import orbit_cameras
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
-from earthcrafter.training.conditions import model_condition
+from earthcrafter.training.conditions import keep_part, model_condition, without_depth
 from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
@@ -44,22 +44,27 @@ def _render(coords: np.ndarray, L: int, top: int, size: int = 192) -> np.ndarray
 
 
 @torch.no_grad()
-def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
+def generate_preview(model: StructFM, val, stats: dict, cfg, photo: bool = False) -> dict[str, Any]:
     """Generate one structure per chosen validation layout (CFG), decode it with the StructVAE, and
     compare with the tile: ``gen_cell_*`` (the final cells at L/8, Table 4's mIoU³),
-    ``gen_coarse_cell_*`` (the coarse stage's cells: the ClassSFM row), ``gen_*`` (voxels at L, mIoU⁰). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure."""
+    ``gen_coarse_cell_*`` (the coarse stage's cells: the ClassSFM row), ``gen_*`` (voxels at L, mIoU⁰). Writes ``<output_dir>/preview/{figure.png, <tile>_generated.ply}`` and logs the figure.
+
+    ``photo``: generate from the tiles' views without their depth instead (a model trained with
+    ``height_dropout``); the metrics are ``gen_rgb_*`` and the files ``preview_rgb/``."""
     from earthcrafter.training.structvae import load_structvae
 
     device = local_device(cfg.device)
     model, structvae = model.to(device), load_structvae(cfg.structvae_path).to(device)
     L = structvae.config.L
     picks = evenly_spaced(len(val), cfg.preview_tiles)
-    out = Path(cfg.output_dir) / "preview"
+    out = Path(cfg.output_dir) / ("preview_rgb" if photo else "preview")
     rows, counts = [], {}
     g = torch.Generator(device=device).manual_seed(0)
     for i in picks:
         s = val[int(i)]
-        layout = model_condition(s["layout"][None].to(device), model.config.condition)
+        kind = model.config.condition
+        raster = s["layout"][None].to(device)
+        layout = without_depth(keep_part(raster, kind, "rgbd"), kind) if photo else model_condition(raster, kind)
         first, z = model.generate(layout, 1, cfg.sample.steps, cfg.sample.cfg_strength, generator=g, device=device)
         for name, cells in (("cell", z.coords), ("coarse_cell", first.coords)):  # L/8 (Table 4's mIoU^3)
             for k, v in vm.confusion(cells.cpu(), batched_coords(s["cells"]), 1).items():
@@ -84,12 +89,14 @@ def generate_preview(model: StructFM, val, stats: dict, cfg) -> dict[str, Any]:
     fig = _figure(rows)
     with atomic_path(out / "figure.png") as tmp:
         fig.savefig(tmp, dpi=100)
-    tracking.log_figure(fig, "figures/structfm_generated.png")
+    tracking.log_figure(fig, f"figures/structfm_generated{'_rgb' if photo else ''}.png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    log.info("StructFM preview: %d layouts, voxel IoU %.3f, cell IoU %.3f", len(picks), metrics["gen_iou"],
-             metrics["gen_cell_iou"])  # fmt: skip
+    log.info("StructFM preview%s: %d layouts, voxel IoU %.3f, cell IoU %.3f", " from photos" if photo else "",
+             len(picks), metrics["gen_iou"], metrics["gen_cell_iou"])  # fmt: skip
+    if photo:
+        return {f"gen_rgb_{k[4:]}": v for k, v in metrics.items()}
     return metrics
 
 
