@@ -9,8 +9,9 @@
 - ``rgb`` (an input, not a kind of model): a view without depth — an aerial photo. Its columns keep
   their colour and coverage; their height is :data:`UNKNOWN_HEIGHT`. A model trained on ``rgbd`` or
   ``mixed`` with ``height_dropout > 0`` takes it: in training, each sample's view loses its depth
-  with that probability (the paper lifts a photo by monocular depth, and a "dummy depth" where it
-  has none; this is the dummy depth, learned, without a depth network).
+  with that probability. (The paper lifts a photo by monocular depth and gives inputs without depth
+  a dummy depth; here a photo's heights are that dummy, and the flows learn to do without them, so
+  no depth network is needed.)
 - ``mixed``: both rasters concatenated; in training each sample keeps one of them (the other is
   zeroed), as the paper trains on mixed inputs, and generation gives the one it has.
 - ``none``: no condition (zeros are also the dropped condition of classifier-free guidance).
