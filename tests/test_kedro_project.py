@@ -309,6 +309,8 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     # the tiny flows are trained on semantic layouts: an RGBD view is refused with the reason
     assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--condition", "rgbd", "--out", str(out)]) == 2
     assert "cannot take the rgbd condition" in capsys.readouterr().err
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--condition", "rgb", "--out", str(out)]) == 2
+    assert "generation.condition = rgb: the StructFM was never trained on views without depth" in capsys.readouterr().err
 
     assert main(["generate", "--root", str(project), "--env", "tiny", "--unconditional", "--num", "1", "--out", str(out / "u")]) == 0
     uncond = pd.read_parquet(out / "u" / "manifest.parquet")

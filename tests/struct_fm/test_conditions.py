@@ -185,11 +185,13 @@ def test_a_photo_needs_flows_trained_without_depth():
     def models(s, t):
         return SimpleNamespace(structfm=SimpleNamespace(config=s), texfm=SimpleNamespace(cfg=t))
 
-    check_photo_input(models(StructFMConfig(condition="rgbd", height_dropout=0.3), TexFMConfig()), "rgb")
+    check_photo_input(models(StructFMConfig(condition="rgbd", height_dropout=0.3), TexFMConfig(condition="none")), "rgb")
     check_photo_input(models(StructFMConfig(condition="rgbd"), TexFMConfig()), "rgbd")
-    with pytest.raises(ValueError, match="the StructFM was trained on views with depth only"):
+    with pytest.raises(ValueError, match="the StructFM was never trained on views without depth"):
         check_photo_input(models(StructFMConfig(condition="rgbd"), TexFMConfig()), "rgb")
-    with pytest.raises(ValueError, match="the TexFM was trained on views with depth only"):
+    with pytest.raises(ValueError, match=r"the TexFM was never trained on views without depth \(condition semantic"):
+        check_photo_input(models(StructFMConfig(condition="rgbd", height_dropout=0.3), TexFMConfig()), "rgb")
+    with pytest.raises(ValueError, match="the TexFM was never trained on views without depth"):
         check_photo_input(models(StructFMConfig(condition="mixed", height_dropout=0.3), TexFMConfig(condition="rgbd")), "rgb")
     with pytest.raises(ValueError, match="not rgb"):
         GenerationConfig(condition="rgb", large_scenes=["s"])

@@ -143,10 +143,10 @@ def check_photo_input(models: Generators, request: str) -> None:
     if request != "rgb":
         return
     for name, c in (("StructFM", models.structfm.config), ("TexFM", models.texfm.cfg)):
-        if c.condition in ("rgbd", "mixed") and c.height_dropout == 0:
-            raise ValueError(f"generation.condition = rgb: the {name} was trained on views with depth only "
-                             f"(condition {c.condition}, height_dropout 0); train it with model.height_dropout > 0, "
-                             "or generate with condition rgbd")  # fmt: skip
+        if c.condition in ("semantic", "rgbd", "mixed") and c.height_dropout == 0:  # "none" ignores any input
+            raise ValueError(f"generation.condition = rgb: the {name} was never trained on views without depth "
+                             f"(condition {c.condition}, height_dropout 0); train it with condition rgbd or mixed "
+                             "and model.height_dropout > 0")  # fmt: skip
 
 
 def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cfg: GenerationConfig) -> list[dict]:
