@@ -123,6 +123,28 @@ def test_a_photo_is_the_view_without_its_heights():
         without_depth(rgbd, "semantic")
 
 
+def test_the_training_step_drops_the_views_depth():
+    """``height_dropout`` reaches the flow's input: at p = 1 every seen column's height is unknown,
+    at p = 0 the model gets the view as it is."""
+    from earthcrafter.flow import RectifiedFlow
+    from earthcrafter.sparse import SparseTensor
+    from earthcrafter.training.flow_task import flow_training_step
+
+    given = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, cond):
+            given.append(cond)
+            return x.replace(x.feats * 0)
+
+    x0 = SparseTensor(torch.randn(6, 2), torch.tensor([[b, i, 0, 0] for b in range(2) for i in range(3)], dtype=torch.int32), 2)
+    rgbd = torch.rand(2, 4, 4, RGBD_CHANNELS) + 0.1
+    rgbd[..., 4] = 1.0
+    for p in (1.0, 0.0):
+        flow_training_step(RectifiedFlow(), Spy(), x0, rgbd, 0.0, "rgbd", p)
+    assert (given[0][..., 3] == UNKNOWN_HEIGHT).all() and torch.equal(given[1], rgbd)
+
+
 def test_height_dropout_needs_a_view():
     from pydantic import ValidationError
 
@@ -163,8 +185,9 @@ def test_structfm_on_mixed_conditions_trains_and_generates_from_either(tmp_path,
     assert model.config.condition == "mixed" and model.config.height_dropout == 0.5
     row = manifest.iloc[0]
     tile = read_tile(row["tile_path"])
-    photo = tile_condition("mixed", "rgb", tile, row["tile_path"], 4)
-    assert torch.equal(photo, without_depth(tile_condition("mixed", "rgbd", tile, row["tile_path"], 4), "mixed"))
+    photo, view = (tile_condition("mixed", r, tile, row["tile_path"], 4) for r in ("rgb", "rgbd"))
+    assert torch.equal(photo, without_depth(view, "mixed")) and not torch.equal(photo, view)
+    assert (photo[..., NUM_CLASSES + 3][photo[..., -1] > 0] == UNKNOWN_HEIGHT).all()
     for request in ("layout", "rgbd", "rgb", "none"):
         cond = tile_condition("mixed", request, tile, row["tile_path"], 4)
         assert cond.shape == (1, 4, 4, NUM_CLASSES + RGBD_CHANNELS)

@@ -91,9 +91,10 @@ def test_run_parameters_decide_what_resumes(tmp_path, caplog):
     killed = _trainer(tmp_path / "r", params)
     killed.fit(stop_after=7)
     operational = {"data": {"view_width": 16, "num_workers": 2, "max_val_tiles": 4}, "name": "b", "trainer": {"log_every": 1}}
-    resumed = _trainer(tmp_path / "r", operational)
-    resumed.fit()
-    assert resumed.history["train"][0]["step"] == 3  # continued the run (its history starts before step 7)
+    with caplog.at_level("WARNING"):
+        resumed = _trainer(tmp_path / "r", operational)
+        resumed.fit()
+    assert "starting over" not in caplog.text  # continued the run
     with caplog.at_level("WARNING"):
         changed = _trainer(tmp_path / "r", {**operational, "data": {**operational["data"], "view_width": 32}})
         changed.fit()
@@ -101,6 +102,21 @@ def test_run_parameters_decide_what_resumes(tmp_path, caplog):
     fresh = _trainer(tmp_path / "fresh")
     fresh.fit()
     _assert_same_state(changed, fresh)  # a new run from scratch
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes(tmp_path, caplog):
+    """A setting a later version added (``ADDED_SETTINGS``) is absent from older checkpoints: they
+    ran with its old value, so the same value resumes and another starts over."""
+    killed = _trainer(tmp_path / "r", {"model": {"width": 8}})
+    killed.fit(stop_after=7)
+    with caplog.at_level("WARNING"):
+        resumed = _trainer(tmp_path / "r", {"model": {"width": 8, "height_dropout": 0.0}})
+        resumed.fit()
+    assert "starting over" not in caplog.text  # continued the run
+    with caplog.at_level("WARNING"):
+        changed = _trainer(tmp_path / "r", {"model": {"width": 8, "height_dropout": 0.5}})
+        changed.fit()
+    assert "model.height_dropout: 0.0 -> 0.5" in caplog.text and "starting over" in caplog.text
 
 
 def test_a_checkpoint_trained_on_other_data_is_not_resumed(tmp_path, caplog):
@@ -274,9 +290,10 @@ def test_loading_time_is_logged_apart(tmp_path):
             time.sleep(0.005)
             return super().__getitem__(item)
 
-    t = Trainer(ToyTask(), _config(steps=4, log_every=2, ckpt_every=0, val_every=0), SlowData(), out_dir=tmp_path,
-                mlflow=False)
-    t.fit()
-    for row in t.history["train"]:
-        step_s = 8 / row["samples_per_s"]  # batch_size 8
-        assert 8 * 0.005 <= row["data_s"] < step_s  # 8 samples loaded per step, inside the step's time
+    for accum in (1, 2):  # per optimiser step, over all its micro-batches
+        t = Trainer(ToyTask(), _config(steps=4, log_every=2, ckpt_every=0, val_every=0), SlowData(),
+                    out_dir=tmp_path / str(accum), mlflow=False, accum_steps=accum)
+        t.fit()
+        for row in t.history["train"]:
+            step_s = 8 / row["samples_per_s"]  # batch_size 8
+            assert 8 * 0.005 <= row["data_s"] < step_s  # 8 samples loaded per step, inside the step's time

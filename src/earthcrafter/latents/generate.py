@@ -61,7 +61,7 @@ from earthcrafter.render.html_view import write_scene_view, write_view
 from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
 from earthcrafter.training.distributed import local_device
-from earthcrafter.training.conditions import condition_raster, keep_part, semantic_layout, without_depth
+from earthcrafter.training.conditions import condition_raster, model_condition, semantic_layout
 from earthcrafter.training.structfm import load_structfm
 from earthcrafter.training.structfm_preview import height_colors
 from earthcrafter.training.structvae import load_structvae
@@ -133,8 +133,7 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
     raster = torch.from_numpy(condition_raster(kind, tile, views, grid))[None]
     if request == "none":
         return torch.zeros_like(raster)
-    raster = keep_part(raster, kind, "semantic" if request == "layout" else "rgbd")
-    return without_depth(raster, kind) if request == "rgb" else raster
+    return model_condition(raster, kind, {"layout": "semantic"}.get(request, request))
 
 
 def check_photo_input(models: Generators, request: str) -> None:
@@ -143,7 +142,7 @@ def check_photo_input(models: Generators, request: str) -> None:
     if request != "rgb":
         return
     for name, c in (("StructFM", models.structfm.config), ("TexFM", models.texfm.cfg)):
-        if c.condition in ("semantic", "rgbd", "mixed") and c.height_dropout == 0:  # "none" ignores any input
+        if c.condition != "none" and c.height_dropout == 0:  # an unconditioned flow ignores any input
             raise ValueError(f"generation.condition = rgb: the {name} was never trained on views without depth "
                              f"(condition {c.condition}, height_dropout 0); train it with condition rgbd or mixed "
                              "and model.height_dropout > 0")  # fmt: skip

@@ -10,6 +10,8 @@ from torch import nn
 from earthcrafter.semantics import NUM_CLASSES
 
 RGBD_CHANNELS = 5  # per latent column of one aerial RGBD view: mean r, g, b, top height / tile height, seen
+RGBD_HEIGHT, RGBD_SEEN = 3, 4  # those channels' indices within the view's part
+VIEW_CONDITIONS = ("rgbd", "mixed")  # the conditions that hold a view
 CONDITION_PARTS = {"semantic": (NUM_CLASSES,), "rgbd": (RGBD_CHANNELS,), "mixed": (NUM_CLASSES, RGBD_CHANNELS)}
 
 
@@ -20,7 +22,7 @@ HEIGHT_DROPOUT_HELP = ("training: each sample's RGBD view loses its depth with t
 
 def check_height_dropout(condition: str, height_dropout: float) -> None:
     """A flow config's ``height_dropout`` needs an RGBD view to drop the depth of."""
-    if height_dropout > 0 and condition not in ("rgbd", "mixed"):
+    if height_dropout > 0 and condition not in VIEW_CONDITIONS:
         raise ValueError(f"height_dropout = {height_dropout} needs condition rgbd or mixed (a view whose depth it "
                          f"drops), not {condition!r}")
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from earthcrafter.io.tiles import TileViews, VoxelTile
-from earthcrafter.models.flow_net import CONDITION_PARTS, RGBD_CHANNELS
+from earthcrafter.models.flow_net import CONDITION_PARTS, RGBD_CHANNELS, RGBD_HEIGHT, RGBD_SEEN, VIEW_CONDITIONS
 from earthcrafter.semantics import NUM_CLASSES
 
 
@@ -104,8 +104,8 @@ def rgbd_layout(views: TileViews, L: int, grid: int, voxel_size: float, index: i
     out[..., :3][seen] /= count[seen][:, None]
     top = np.full((grid, grid), -np.inf, np.float32)
     np.maximum.at(top, (ij[:, 0], ij[:, 1]), z.astype(np.float32))
-    out[..., 3] = np.where(seen, np.clip(top, 0.0, 1.0), 0.0)
-    out[..., 4] = seen
+    out[..., RGBD_HEIGHT] = np.where(seen, np.clip(top, 0.0, 1.0), 0.0)
+    out[..., RGBD_SEEN] = seen
     return out
 
 
@@ -114,7 +114,7 @@ def condition_raster(kind: str, tile: VoxelTile, views: TileViews | None, grid: 
     parts = []
     if kind in ("semantic", "mixed"):
         parts.append(semantic_layout(tile.coords, tile.semantic, tile.L, grid))
-    if kind in ("rgbd", "mixed"):
+    if kind in VIEW_CONDITIONS:
         if views is None:
             raise ValueError(f"tile {tile.tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
         parts.append(rgbd_layout(views, tile.L, grid, tile.voxel_size))
@@ -153,18 +153,14 @@ def mix_parts(raster: torch.Tensor, kind: str, generator: torch.Generator | None
     return raster * keep
 
 
-def _height_channel(kind: str) -> int:
-    if kind not in ("rgbd", "mixed"):
-        raise ValueError(f"a {kind!r} condition has no RGBD view, so no depth to drop (condition rgbd or mixed)")
-    return (NUM_CLASSES if kind == "mixed" else 0) + 3
-
-
 def without_depth(raster: torch.Tensor, kind: str) -> torch.Tensor:
     """A ``kind`` raster [..., C] whose view has lost its depth: the height of every seen column
     becomes :data:`UNKNOWN_HEIGHT` (colour and coverage stay) — what a model gets from a photo."""
-    h = _height_channel(kind)
+    if kind not in VIEW_CONDITIONS:
+        raise ValueError(f"a {kind!r} condition has no RGBD view, so no depth to drop (condition rgbd or mixed)")
+    view = NUM_CLASSES if kind == "mixed" else 0  # where the view's channels start
+    h, seen = view + RGBD_HEIGHT, raster[..., view + RGBD_SEEN] > 0
     out = raster.clone()
-    seen = out[..., h + 1] > 0
     out[..., h] = torch.where(seen, torch.full_like(out[..., h], UNKNOWN_HEIGHT), out[..., h])
     return out
 
@@ -184,9 +180,11 @@ def drop_depth(raster: torch.Tensor, kind: str, p: float, generator: torch.Gener
 def model_condition(raster: torch.Tensor, kind: str, part: str | None = None) -> torch.Tensor | None:
     """What a ``kind``-conditioned model is given for a ``kind`` raster outside training: None for
     "none"; for "mixed", only ``part`` (default: the semantic layout — validation and previews score
-    a mixed model on its layout input)."""
+    a mixed model on its layout input); ``part = "rgb"``: the view without its depth, a photo."""
     if kind == "none":
         return None
+    if part == "rgb":
+        return without_depth(keep_part(raster, kind, "rgbd"), kind)
     return keep_part(raster, kind, part or ("semantic" if kind == "mixed" else kind))
 
 

@@ -279,7 +279,7 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
         model = load_structfm(cfg.output_dir)
         metrics.update(generate_preview(model, tiles, stats["struct"], cfg))
         if model.config.height_dropout > 0:  # it also takes photos: the same tiles from their views' colours alone
-            metrics.update(generate_preview(model, tiles, stats["struct"], cfg, photo=True))
+            metrics.update(generate_preview(model, tiles, stats["struct"], cfg, given="rgb"))
     return metrics
 
 

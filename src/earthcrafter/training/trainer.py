@@ -100,12 +100,21 @@ class _MicroBatches:
                 yield draws[i * size : (i + 1) * size]
 
 
+# Settings that later versions added (last key component), with the value every run before them
+# had: a checkpoint that does not record one ran with that value, so it still resumes.
+ADDED_SETTINGS = {"coarse_patch": 1, "height_dropout": 0.0}
+
+
 def _changed(old: dict[str, Any], new: dict[str, Any], keys=None, prefix: str = "") -> list[str]:
-    """``"<prefix><key>: old -> new"`` for every key (default: all of both) whose value differs."""
+    """``"<prefix><key>: old -> new"`` for every key (default: all of both) whose value differs;
+    a key of :data:`ADDED_SETTINGS` that ``old`` lacks counts as its value there."""
     keys = sorted(set(old) | set(new)) if keys is None else keys
     missing = "<absent>"
-    return [f"{prefix}{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}"
-            for k in keys if old.get(k, missing) != new.get(k, missing)]
+
+    def before(k):
+        return old.get(k, ADDED_SETTINGS.get(k.rsplit(".", 1)[-1], missing))
+
+    return [f"{prefix}{k}: {before(k)!r} -> {new.get(k, missing)!r}" for k in keys if before(k) != new.get(k, missing)]
 
 
 class Trainer:
@@ -376,7 +385,7 @@ class Trainer:
                 for micro in range(self.accum_steps):
                     t_data = time.perf_counter()
                     batch = task.to_device(next(batches), env.device)
-                    sums["data_s"] += time.perf_counter() - t_data  # waiting for the loader: the GPU idles
+                    sums["data_s"] += time.perf_counter() - t_data  # loading + copy to the device: the GPU idles
                     sync = ddp.no_sync() if env.distributed and micro < self.accum_steps - 1 else contextlib.nullcontext()
                     with sync:
                         with self._autocast(env):
@@ -402,7 +411,9 @@ class Trainer:
                 sums["grad_norm"] += float(grad_norm) if torch.isfinite(grad_norm) else 0.0
                 step += 1
                 n_window += 1
-                if env.device.type == "cuda":  # kernels run asynchronously: time the work, not its launch
+                if env.device.type == "cuda" and (step % cfg.log_every == 0 or step == cfg.steps):
+                    # kernels run asynchronously: the window's time is read here, so let its work finish
+                    # (only here: a wait every step would keep the next batch's loading from overlapping)
                     torch.cuda.synchronize(env.device)
                 dt = time.perf_counter() - t0
                 train_time += dt
