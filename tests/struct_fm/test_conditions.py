@@ -218,3 +218,34 @@ def test_a_photo_needs_flows_trained_without_depth():
         check_photo_input(models(StructFMConfig(condition="mixed", height_dropout=0.3), TexFMConfig(condition="rgbd")), "rgb")
     with pytest.raises(ValueError, match="not rgb"):
         GenerationConfig(condition="rgb", large_scenes=["s"])
+
+
+@pytest.mark.timeout(300)
+def test_texfm_with_height_dropout_scores_photos_in_its_preview(tmp_path):
+    """A TexFM on RGBD views with height dropout trains, and its preview scores textures generated
+    from the views without depth (``gen_rgb_psnr``) beside those from the views."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "latents"))
+    from latent_synth import L, save_models, write_tiles
+
+    from earthcrafter.latents.cache import cache_latents
+    from earthcrafter.training.texfm import train_texfm
+
+    manifest = write_tiles(tmp_path / "voxels", ["train"] * 3 + ["val"] * 2)
+    for path in manifest["path"]:
+        tile = read_tile(path)
+        views = _views_of(tile.coords, L, 2.0, [[L + 10.0, L / 2, 4.0 * L], [L / 2, L + 5.0, 3.0 * L]], size=32)
+        write_views(str(path).replace(".parquet", ".views.npz"), views)
+    struct, tex = save_models(tmp_path)
+    table, stats, _, _ = cache_latents(manifest, {"structvae_path": str(struct), "texvae_path": str(tex),
+                                                  "out_dir": str(tmp_path / "latents"), "progress": False,
+                                                  "mlflow": False})  # fmt: skip
+    model = dict(width=32, depth=2, num_heads=2, window=4, layout_grid=2, layout_stride=8, condition="rgbd",
+                 height_dropout=0.5)  # fmt: skip
+    tr = dict(steps=3, batch_size=2, lr=1e-3, progress=False, cpu_threads=1, val_batch_size=2)
+    metrics = train_texfm(table, stats, {"output_dir": str(tmp_path / "fm"), "mlflow": False, "texvae_path": str(tex),
+                                         "preview_tiles": 2, "model": model, "sample": {"steps": 2}, "trainer": tr})  # fmt: skip
+    assert metrics["preview_tiles"] == 2
+    assert np.isfinite(metrics["gen_rgb_psnr"]) and np.isfinite(metrics["gen_psnr"])

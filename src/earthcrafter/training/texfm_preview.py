@@ -37,11 +37,13 @@ def _psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
 def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
     """``gen_psnr`` (generated texture vs photo, on the tile's pixels) and ``recon_psnr`` (the
     TexVAE's reconstruction from the cached latents, the ceiling) over ``preview_tiles`` tiles;
-    writes ``<output_dir>/preview/figure.png`` and logs it."""
+    for a model trained with ``height_dropout`` also ``gen_rgb_psnr`` (generated from the view
+    without its depth); writes ``<output_dir>/preview/figure.png`` and logs it."""
     device = local_device(cfg.device)
     net, texvae = net.to(device), TexVAE.load(cfg.texvae_path).to(device)
     g = torch.Generator(device=device).manual_seed(0)
-    rows, psnr = [], {"gen": [], "recon": []}
+    photos = net.cfg.height_dropout > 0
+    rows, psnr = [], {"gen": [], "recon": [], "gen_rgb": []}
     for i in evenly_spaced(len(val), cfg.preview_tiles):
         s, r = val[int(i)], val.rows.iloc[int(i)]
         views_path = tile_views_path(r["tile_path"], r["tile_id"])
@@ -60,6 +62,10 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
         z = generate_texture(net, structure, layout, cfg.sample.steps, cfg.sample.cfg_strength, generator=g)
         latents = {"gen": z.replace(denormalize(z.feats, stats)),
                    "recon": structure.replace(torch.from_numpy(lt.mean).to(device))}  # fmt: skip
+        if photos:
+            z = generate_texture(net, structure, model_condition(s["layout"][None].to(device), net.cfg.condition, "rgb"),
+                                 cfg.sample.steps, cfg.sample.cfg_strength, generator=g)  # fmt: skip
+            latents["gen_rgb"] = z.replace(denormalize(z.feats, stats))
         h, w = views.rgb.shape[1:3]
         photo = views.rgb[v].astype(np.float32) / 255.0
         mask = views.mask[v]
@@ -71,11 +77,14 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
                                  background=torch.zeros(3, device=device))  # fmt: skip (black, as TexVAE validates)
             img = out.rgb[0].clamp(0, 1).cpu().numpy()
             psnr[kind].append(_psnr(img, photo, mask))
-            images.append(img)
+            if kind != "gen_rgb":  # the figure shows the model's own input
+                images.append(img)
         rows.append((r["tile_id"], images, psnr["recon"][-1], psnr["gen"][-1]))
     metrics = {"gen_psnr": float(np.mean(psnr["gen"])) if psnr["gen"] else float("nan"),
                "recon_psnr": float(np.mean(psnr["recon"])) if psnr["recon"] else float("nan"),
                "preview_tiles": len(rows)}  # fmt: skip
+    if photos:
+        metrics["gen_rgb_psnr"] = float(np.mean(psnr["gen_rgb"])) if psnr["gen_rgb"] else float("nan")
     if rows:
         fig = _figure(rows)
         with atomic_path(Path(cfg.output_dir) / "preview" / "figure.png") as tmp:
