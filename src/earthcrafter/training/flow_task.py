@@ -52,8 +52,7 @@ def flow_loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 class FlowTask(Task):
     """Base of StructFMTask and TexFMTask: ``self.config`` has ``condition``, ``cond_dropout`` and
-    ``height_dropout``,
-    ``self.flow`` is the objective."""
+    ``height_dropout``, ``self.flow`` is the objective."""
 
     flow: RectifiedFlow
 
