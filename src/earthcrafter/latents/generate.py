@@ -138,7 +138,7 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
 
 def check_photo_input(models: Generators, request: str) -> None:
     """``condition: rgb`` needs flows that learned views without depth (``height_dropout > 0``): a
-    model that never saw the unknown height would read it as a height below the ground."""
+    model that never saw the unknown height generates almost nothing from it (docs/structfm.md)."""
     if request != "rgb":
         return
     for name, c in (("StructFM", models.structfm.config), ("TexFM", models.texfm.cfg)):
