@@ -20,8 +20,7 @@ import torch
 
 from earthcrafter.flow.latent_stats import denormalize
 from earthcrafter.io.tiles import read_tile_coords
-from earthcrafter.models.flow_net import RGBD_CHANNELS, RGBD_SEEN
-from earthcrafter.training.conditions import model_condition
+from earthcrafter.training.conditions import model_condition, view_colours
 from earthcrafter.training.structfm import StructFMRunConfig, ablation_config, build_datasets, load_structfm, train_structfm
 from earthcrafter.training.structfm_preview import _render, generate_preview
 from earthcrafter.training.structvae import load_structvae
@@ -58,8 +57,7 @@ def figure(model, cfg, tiles, stats, path: Path, count: int = 3) -> None:
                                   cfg.sample.cfg_strength, generator=torch.Generator().manual_seed(0))  # fmt: skip
             gens.append(vae.decode(z.replace(denormalize(z.feats, stats)), threshold=0.0).coords[:, 1:].numpy())
         top = int(max(gt[:, 2].max(), *(g[:, 2].max() for g in gens if len(g))))
-        view = s["layout"].numpy()[..., -RGBD_CHANNELS:]  # the view's part is last (rgbd, or mixed after the classes)
-        colours = np.where(view[..., RGBD_SEEN:RGBD_SEEN + 1] > 0, view[..., :3], 1.0).transpose(1, 0, 2)[::-1]
+        colours = view_colours(s["layout"].numpy(), kind).transpose(1, 0, 2)[::-1]
         panels = [colours, _render(gt, L, top)] + [_render(g, L, top) for g in gens]
         titles = [f"view colours per column\n{s['tile_id']}", "tile", "generated from the RGBD view",
                   "generated from the colours alone"]  # fmt: skip

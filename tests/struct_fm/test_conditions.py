@@ -25,6 +25,7 @@ from earthcrafter.training.conditions import (
     model_condition,
     nadir_view,
     rgbd_layout,
+    view_colours,
     without_depth,
 )
 
@@ -121,6 +122,8 @@ def test_a_photo_is_the_view_without_its_heights():
     assert drop_depth(rgbd, "rgbd", 0.0) is rgbd and torch.equal(torch.get_rng_state(), state)
     with pytest.raises(ValueError, match="no RGBD view"):
         without_depth(rgbd, "semantic")
+    colours = view_colours(mixed.numpy(), "mixed")  # what a photo shows: colour where seen, white elsewhere
+    assert np.array_equal(colours[seen.numpy()], rgbd[..., :3][seen].numpy()) and (colours[~seen.numpy()] == 1).all()
 
 
 def test_the_training_step_drops_the_views_depth():

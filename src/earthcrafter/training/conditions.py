@@ -153,12 +153,24 @@ def mix_parts(raster: torch.Tensor, kind: str, generator: torch.Generator | None
     return raster * keep
 
 
+def _view_start(kind: str) -> int:
+    """The channel where a ``kind`` raster's RGBD view starts (after the classes when mixed)."""
+    if kind not in VIEW_CONDITIONS:
+        raise ValueError(f"a {kind!r} condition has no RGBD view (condition rgbd or mixed)")
+    return NUM_CLASSES if kind == "mixed" else 0
+
+
+def view_colours(raster: np.ndarray, kind: str) -> np.ndarray:
+    """[..., 3] float in 0-1: the view's mean colour per column of a ``kind`` raster, white where the
+    view sees nothing (what a photo shows of the tile)."""
+    v = _view_start(kind)
+    return np.where(raster[..., v + RGBD_SEEN, None] > 0, raster[..., v : v + 3], 1.0)
+
+
 def without_depth(raster: torch.Tensor, kind: str) -> torch.Tensor:
     """A ``kind`` raster [..., C] whose view has lost its depth: the height of every seen column
     becomes :data:`UNKNOWN_HEIGHT` (colour and coverage stay) — what a model gets from a photo."""
-    if kind not in VIEW_CONDITIONS:
-        raise ValueError(f"a {kind!r} condition has no RGBD view, so no depth to drop (condition rgbd or mixed)")
-    view = NUM_CLASSES if kind == "mixed" else 0  # where the view's channels start
+    view = _view_start(kind)
     h, seen = view + RGBD_HEIGHT, raster[..., view + RGBD_SEEN] > 0
     out = raster.clone()
     out[..., h] = torch.where(seen, torch.full_like(out[..., h], UNKNOWN_HEIGHT), out[..., h])

@@ -8,7 +8,8 @@ datasets and collation, up to the configured voxel budget per sample. What comes
 parameters, the per-rank batch, voxels per sample against the budget, step time (and the part of it
 spent loading data), throughput, peak memory (CUDA: allocated and reserved since the model's start;
 CPU: the process's resident peak so far), the losses, skipped updates, and the weights the last step
-gave no gradient (DDP stops on those). Nothing is written outside a temporary folder, and no MLflow run is opened.
+gave no gradient (DDP stops on those). Nothing is written outside a temporary folder, and no
+MLflow run is opened.
 
 The tiles are :func:`~earthcrafter.training.synthetic.textured_tile` heightfields at each model's
 L (0.5 m voxels, enough of them to fill the paper's 250k budget at L = 360), with their features
@@ -107,9 +108,9 @@ def _trainer_config(
     cfg: TrainerConfig, steps: int, batch: int | None, world: int, accum: int = 1, checkpointing: bool | None = None
 ) -> TrainerConfig:
     """The model's trainer settings with only the run's length, cadence and I/O changed (no data
-    workers: the step time includes loading, which the records give apart). ``batch`` (samples per rank and micro-step) replaces
-    the configured global batch, and ``checkpointing`` the configured activation checkpointing,
-    when given."""
+    workers: the step time includes loading, which the records give apart). ``batch`` (samples per
+    rank and micro-step) replaces the configured global batch, and ``checkpointing`` the configured
+    activation checkpointing, when given."""
     update = dict(steps=steps, warmup_steps=0, log_every=1, val_every=0, ckpt_every=0, resume=False,
                   figures=False, progress=False, num_workers=0)  # fmt: skip
     if batch is not None:

@@ -17,12 +17,11 @@ from earthcrafter.geometry.raycast import MeshRaycaster
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.scene import write_mesh_ply
-from earthcrafter.models.flow_net import RGBD_SEEN
 from earthcrafter.models.struct_fm import StructFM
 from earthcrafter.render import orbit_cameras
-from earthcrafter.semantics import NUM_CLASSES, PALETTE
+from earthcrafter.semantics import PALETTE
 from earthcrafter.sparse.tensor import batched_coords
-from earthcrafter.training.conditions import model_condition
+from earthcrafter.training.conditions import model_condition, view_colours
 from earthcrafter.training.distributed import local_device
 from earthcrafter.training.voxel_data import evenly_spaced
 
@@ -85,9 +84,8 @@ def generate_preview(model: StructFM, val, stats: dict, cfg, given: str | None =
         gen = voxels[:, 1:].numpy()
         write_mesh_ply(out / f"{s['tile_id']}_generated.ply", voxel_mesh(gen, colors=height_colors(gen, L)))
         top = int(max(gt[:, 2].max(), gen[:, 2].max() if len(gen) else 0))
-        if photo:  # what the model was given: the view's colours (white where it sees nothing)
-            view = s["layout"].numpy()[..., NUM_CLASSES if model.config.condition == "mixed" else 0:]
-            first_panel = np.where(view[..., RGBD_SEEN:RGBD_SEEN + 1] > 0, view[..., :3] * 255, 255)
+        if photo:  # what the model was given: the view's colours
+            first_panel = view_colours(s["layout"].numpy(), model.config.condition) * 255
         else:
             first_panel = PALETTE[s["semantic"].argmax(-1).numpy()] * (s["semantic"].sum(-1, keepdim=True).numpy() > 0)
         rows.append((s["tile_id"], first_panel.astype(np.uint8).transpose(1, 0, 2)[::-1], _render(gt, L, top),

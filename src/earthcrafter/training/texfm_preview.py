@@ -58,13 +58,14 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
         lt = read_latent_tile(r["tex_path"])
         coords = torch.from_numpy(lt.coords).to(device)
         structure = SparseTensor.from_list([torch.zeros(len(coords), 1, device=device)], [coords])
-        layout = model_condition(s["layout"][None].to(device), net.cfg.condition)
-        z = generate_texture(net, structure, layout, cfg.sample.steps, cfg.sample.cfg_strength, generator=g)
+        raster = s["layout"][None].to(device)
+        z = generate_texture(net, structure, model_condition(raster, net.cfg.condition), cfg.sample.steps,
+                             cfg.sample.cfg_strength, generator=g)  # fmt: skip
         latents = {"gen": z.replace(denormalize(z.feats, stats)),
                    "recon": structure.replace(torch.from_numpy(lt.mean).to(device))}  # fmt: skip
         if photos:
-            z = generate_texture(net, structure, model_condition(s["layout"][None].to(device), net.cfg.condition, "rgb"),
-                                 cfg.sample.steps, cfg.sample.cfg_strength, generator=g)  # fmt: skip
+            z = generate_texture(net, structure, model_condition(raster, net.cfg.condition, "rgb"), cfg.sample.steps,
+                                 cfg.sample.cfg_strength, generator=g)  # fmt: skip
             latents["gen_rgb"] = z.replace(denormalize(z.feats, stats))
         h, w = views.rgb.shape[1:3]
         photo = views.rgb[v].astype(np.float32) / 255.0
@@ -80,11 +81,9 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
             if kind != "gen_rgb":  # the figure shows the model's own input
                 images.append(img)
         rows.append((r["tile_id"], images, psnr["recon"][-1], psnr["gen"][-1]))
-    metrics = {"gen_psnr": float(np.mean(psnr["gen"])) if psnr["gen"] else float("nan"),
-               "recon_psnr": float(np.mean(psnr["recon"])) if psnr["recon"] else float("nan"),
-               "preview_tiles": len(rows)}  # fmt: skip
-    if photos:
-        metrics["gen_rgb_psnr"] = float(np.mean(psnr["gen_rgb"])) if psnr["gen_rgb"] else float("nan")
+    metrics = {f"{kind}_psnr": float(np.mean(v)) if v else float("nan")
+               for kind, v in psnr.items() if kind != "gen_rgb" or photos}
+    metrics["preview_tiles"] = len(rows)
     if rows:
         fig = _figure(rows)
         with atomic_path(Path(cfg.output_dir) / "preview" / "figure.png") as tmp:

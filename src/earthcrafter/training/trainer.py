@@ -411,7 +411,8 @@ class Trainer:
                 sums["grad_norm"] += float(grad_norm) if torch.isfinite(grad_norm) else 0.0
                 step += 1
                 n_window += 1
-                if env.device.type == "cuda" and (step % cfg.log_every == 0 or step == cfg.steps):
+                log_now = step % cfg.log_every == 0 or step == cfg.steps
+                if env.device.type == "cuda" and log_now:
                     # kernels run asynchronously: the window's time is read here, so let its work finish
                     # (only here: a wait every step would keep the next batch's loading from overlapping)
                     torch.cuda.synchronize(env.device)
@@ -420,7 +421,7 @@ class Trainer:
                 window_time += dt
                 bar.update()
 
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                if log_now:
                     row = self._reduce_logs(env, sums, counts, n_window)
                     for k in list(counts):
                         row[f"{k}_per_s"] = row.pop(k) / max(window_time, 1e-9)
