@@ -1,4 +1,5 @@
-"""Voxel tile dataset: manifest checks, budget crops, flips, seeded determinism."""
+"""Voxel tile dataset: manifest checks, budget crops, flips, quarter turns, sub-cell shifts,
+seeded determinism."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from earthcrafter.training.voxel_data import (  # noqa: E402
     check_manifest,
     crop_to_budget,
     random_window,
+    subcell_shift,
 )
 
 
@@ -87,3 +89,77 @@ def test_draws_are_deterministic_and_augment(tmp_path):
     assert _set(v.coords) == _set(read(man.at[1, "path"]).coords)  # validation: untouched
     coords = v.coords.numpy()
     assert (np.lexsort(coords.T[::-1]) == np.arange(len(coords))).all()  # sorted by (x, y, z)
+
+
+def test_subcell_shift_stays_inside_and_moves_only_where_there_is_room():
+    rng = np.random.default_rng(0)
+    c = np.array([[0, 3, 20], [63, 10, 30]], dtype=np.int64)  # x spans the tile: no room
+    seen = set()
+    for _ in range(200):
+        out = subcell_shift(c, 64, rng)
+        t = out[0] - c[0]
+        assert (out - c == t).all()  # one rigid offset
+        assert t[0] == 0 and -3 <= t[1] <= 7 and -7 <= t[2] <= 7
+        assert out.min() >= 0 and out.max() < 64
+        seen.add(tuple(t[1:] % 8))
+    assert len(seen) > 40  # every residue of y and z shows up in some draw
+
+
+def _dihedral_grids(coords: np.ndarray, L: int) -> list[np.ndarray]:
+    """The 8 images of a tile under quarter turns and flips of x / y, as dense grids (np.rot90 /
+    slicing: a reference independent of GridTransform)."""
+    g = np.zeros((L, L, L), bool)
+    g[tuple(coords.T)] = True
+    out = []
+    for k in range(4):
+        r = np.rot90(g, k, axes=(0, 1))
+        for img in (r, r[::-1], r[:, ::-1], r[::-1, ::-1]):
+            if not any(np.array_equal(img, o) for o in out):
+                out.append(np.ascontiguousarray(img))
+    return out
+
+
+def test_turns_and_shifts_give_shifted_crops_of_the_eight_symmetric_tiles(tmp_path):
+    L = 32
+    man, read = memory_tiles(tmp_path, L, 1, 1)
+    full = np.asarray(read(man.at[0, "path"]).coords, np.int64)
+    images = _dihedral_grids(full, L)
+    assert len(images) == 8
+    offsets = np.stack(np.meshgrid(*[np.arange(-7, 8)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    cfg = VoxelDataConfig(crop_size=16, flip=True, rotate=True, subcell_shift=True)
+    ds = VoxelTileDataset(man, read, split="train", L=L, config=cfg, augment=True)
+    unmoved = cfg.model_copy(update={"rotate": False, "subcell_shift": False})
+    plain = VoxelTileDataset(man, read, split="train", L=L, config=unmoved, augment=True)
+    used_images, residues = set(), set()
+    for k in range(24):
+        s = ds[Draw(0, (0, k))].coords.numpy().astype(np.int64)
+        assert s.min() >= 0 and s.max() < L
+        assert len(s) == len(plain[Draw(0, (0, k))].coords)  # the same crop: no voxel lost to the shift
+        found = []
+        for i, img in enumerate(images):
+            back = s[None] - offsets  # [offsets, N, 3]: the sample moved back by each candidate shift
+            inside = ((back >= 0) & (back < L)).all(-1).all(-1)
+            hit = np.flatnonzero(inside)
+            ok = [j for j in hit if img[tuple(back[j].T)].all()]
+            found += [(i, tuple(offsets[j, 0] % 8)) for j in ok]
+        assert found, f"draw {k} is no shifted crop of a symmetric image of the tile"
+        used_images.update(i for i, _ in found)
+        residues.update(r for _, r in found)
+    assert len(used_images) >= 6 and len(residues) >= 16  # turns beyond the four flips; shifts
+
+
+def test_flips_without_turns_or_shifts_draw_as_before(tmp_path):
+    # Runs configured before `rotate` / `subcell_shift` existed keep their exact samples.
+    L = 32
+    man, read = memory_tiles(tmp_path, L, 1, 1)
+    cfg = VoxelDataConfig(crop_size=16, flip=True)
+    ds = VoxelTileDataset(man, read, split="train", L=L, config=cfg, augment=True)
+    full = np.asarray(read(man.at[0, "path"]).coords, np.int64)
+    for k in range(6):
+        rng = np.random.default_rng([0, k])
+        c = full[random_window(full, 16, L, rng)]
+        c = c[crop_to_budget(c, cfg.max_voxels, rng)]
+        for axis in (0, 1):
+            if rng.random() < 0.5:
+                c[:, axis] = L - 1 - c[:, axis]
+        assert _set(ds[Draw(0, (0, k))].coords) == _set(c)

@@ -102,7 +102,7 @@ class _MicroBatches:
 
 # Settings that later versions added (last key component), with the value every run before them
 # had: a checkpoint that does not record one ran with that value, so it still resumes.
-ADDED_SETTINGS = {"coarse_patch": 1, "height_dropout": 0.0}
+ADDED_SETTINGS = {"coarse_patch": 1, "height_dropout": 0.0, "rotate": False, "subcell_shift": False}
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any], keys=None, prefix: str = "") -> list[str]:

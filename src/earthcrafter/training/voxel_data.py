@@ -1,4 +1,5 @@
-"""Voxel tiles as training samples: manifest checks, random crops under a voxel budget, flips.
+"""Voxel tiles as training samples: manifest checks, random crops under a voxel budget, flips,
+quarter turns and sub-cell shifts.
 
 Tiles are listed by a manifest table (``tile_id, scene_id, num_voxels, split, path``) and
 read with a ``read_tile(path) -> tile`` callable whose result has ``tile_id``, ``coords``
@@ -23,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
+from earthcrafter.geometry.augment import GridTransform
 from earthcrafter.training.sampler import Draw
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,12 @@ class VoxelDataConfig(BaseModel):
         None, ge=8, multiple_of=8, description="random xy crop edge in voxels at training (None: whole tile)"
     )
     flip: bool = Field(True, description="random x / y flips at training")
+    rotate: bool = Field(False, description="random quarter turns about z at training (with flip: all 8 symmetries)")
+    subcell_shift: bool = Field(
+        False,
+        description="random shifts of 0-7 voxels per axis at training, so a tile's content falls on the "
+        "L/8 cell grid at every offset (never moves a voxel out of the tile)",
+    )
     train_split: str = "train"
     val_split: str = "val"
     max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
@@ -141,6 +149,22 @@ def random_window(coords: np.ndarray, size: int, L: int, rng: np.random.Generato
     return inside.all(axis=1)
 
 
+def subcell_shift(coords: np.ndarray, L: int, rng: np.random.Generator, cell: int = 8) -> np.ndarray:
+    """``coords`` moved by a random integer offset of at most ``cell - 1`` per axis that keeps
+    every voxel inside ``[0, L)``.
+
+    Why: crops start on the cell grid, so without this every training sample cuts the world into
+    the same L/8 cells, and a latent sees each cell's content in one placement only (a dataset of
+    a few thousand cell patterns, which a decoder learns by heart). Axes with no room (content
+    touching both faces) are not moved.
+    """
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    down = np.minimum(cell - 1, lo)
+    up = np.minimum(cell - 1, L - 1 - hi)
+    offset = np.array([rng.integers(-d, u + 1) for d, u in zip(down, up)], dtype=coords.dtype)
+    return coords + offset
+
+
 class VoxelTileDataset(Dataset):
     """Map-style dataset over one split of the manifest.
 
@@ -209,10 +233,13 @@ class VoxelTileDataset(Dataset):
         # The budget applies always: a validation tile larger than it is cropped too (seeded).
         sub = sub[crop_to_budget(coords[sub], self.config.max_voxels, rng)]
         coords = coords[sub]
-        if self.augment and self.config.flip:
-            for axis in (0, 1):
-                if rng.random() < 0.5:
-                    coords[:, axis] = self.L - 1 - coords[:, axis]
+        if self.augment and (self.config.flip or self.config.rotate):
+            # flips drawn as x then y, the turn after: configurations without `rotate` keep their draws
+            fx, fy = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if self.config.flip else (False, False)
+            turns = int(rng.integers(4)) if self.config.rotate else 0
+            coords = GridTransform.make(fx, fy, turns).coords(coords, self.L)
+        if self.augment and self.config.subcell_shift:
+            coords = subcell_shift(coords, self.L, rng)
         order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0]))
         sub, coords = sub[order], coords[order]
         feats = semantic = None

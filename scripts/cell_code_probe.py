@@ -1,0 +1,124 @@
+"""How much of one latent cell's occupancy can a 32-number code carry, learnt from these tiles?
+
+A probe of the StructVAE's finest level without its architecture: every occupied L/8 cell of a
+tile (8 x 8 x 8 voxels at L) is encoded on its own by an MLP into ``--channels`` numbers (no KL,
+no neighbours) and decoded by a second MLP that is also given the cell's L/2 occupancy, as the
+StructVAE's last PSS block is. The score is the StructVAE's teacher-forced accuracy at L: correct
+keep / drop decisions over the 8 children of every occupied L/2 voxel, on the validation tiles.
+
+Training cells come from the trainer's own dataset (``VoxelTileDataset`` with the
+``train_structvae.data`` settings: random windows, flips, and with ``--augment all`` quarter
+turns and sub-cell shifts), so the probe sees the cell placements the StructVAE sees.
+
+    python scripts/cell_code_probe.py --augment flips --steps 10000
+    python scripts/cell_code_probe.py --augment all --steps 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from earthcrafter.io.tiles import read_tile
+from earthcrafter.training import Draw
+from earthcrafter.training.voxel_data import VoxelDataConfig, VoxelTileDataset
+
+CELL = 8
+
+
+def cells_of(coords: torch.Tensor, L: int) -> torch.Tensor:
+    """Occupancy [n, 512] (float) of every occupied L/8 cell of one sample."""
+    g = torch.zeros(L, L, L, dtype=torch.bool)
+    c = coords.long()
+    g[c[:, 0], c[:, 1], c[:, 2]] = True
+    n = L // CELL
+    flat = g.view(n, CELL, n, CELL, n, CELL).permute(0, 2, 4, 1, 3, 5).reshape(-1, CELL**3)
+    return flat[flat.any(1)].float()
+
+
+def parent_mask(cells: torch.Tensor) -> torch.Tensor:
+    """1 on the 8 children of every occupied L/2 voxel of each cell: the candidates at L."""
+    h = CELL // 2
+    p = cells.view(-1, h, 2, h, 2, h, 2).amax((2, 4, 6))
+    return p.repeat_interleave(2, 1).repeat_interleave(2, 2).repeat_interleave(2, 3).reshape(-1, CELL**3)
+
+
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    layers = [nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_out)]
+    return nn.Sequential(*layers)
+
+
+class CellCode(nn.Module):
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.encode = mlp(CELL**3, hidden, channels)
+        self.decode = mlp(channels + CELL**3, hidden, CELL**3)
+
+    def forward(self, cells: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        return self.decode(torch.cat([self.encode(cells), parents], 1))
+
+
+@torch.no_grad()
+def candidate_accuracy(model: CellCode, cells: torch.Tensor) -> float:
+    parents = parent_mask(cells)
+    right = ((model(cells, parents) > 0).float() == cells).float()
+    return float((right * parents).sum() / parents.sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=".", help="project root holding data/ and conf/")
+    ap.add_argument("--augment", choices=("flips", "all"), default="all",
+                    help="flips: the base configuration's; all: with quarter turns and sub-cell shifts")  # fmt: skip
+    ap.add_argument("--channels", type=int, default=32, help="code size per cell (the StructVAE's c_s)")
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--cells", type=int, default=256, help="cells per step")
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    root = Path(args.root)
+    params = yaml.safe_load((root / "conf/base/parameters_train_structvae.yml").read_text())["train_structvae"]
+    L = int(params["model"]["L"])
+    data = VoxelDataConfig(**params["data"], root=str(root))
+    data = data.model_copy(update={"rotate": args.augment == "all", "subcell_shift": args.augment == "all"})
+    manifest = pd.read_parquet(root / "data/05_model_input/voxels_manifest.parquet")
+    train = VoxelTileDataset(manifest, read_tile, split=data.train_split, L=L, config=data, augment=True)
+    val = VoxelTileDataset(manifest, read_tile, split=data.val_split, L=L, config=data, augment=False)
+    val_cells = torch.cat([cells_of(val[i].coords, L) for i in range(len(val))])
+    whole = VoxelTileDataset(manifest, read_tile, split=data.train_split, L=L, config=data, augment=False)
+    train_cells = torch.cat([cells_of(whole[i].coords, L) for i in range(len(whole))])  # the fit, un-augmented
+    print(f"{len(train)} training / {len(val)} validation tiles, {len(val_cells)} validation cells, {args.augment}")
+    model = CellCode(args.channels, args.hidden)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(args.seed)
+    pool = torch.empty(0, CELL**3)
+    t0, draw = time.time(), 0
+    print("| step | s | train acc | val acc |\n|--:|--:|--:|--:|")
+    for step in range(1, args.steps + 1):
+        while len(pool) < args.cells:  # refill from freshly augmented samples
+            sample = train[Draw(int(rng.integers(len(train))), (args.seed, draw))]
+            pool, draw = torch.cat([pool, cells_of(sample.coords, L)]), draw + 1
+        pool = pool[torch.randperm(len(pool))]
+        cells, pool = pool[: args.cells], pool[args.cells :]
+        parents = parent_mask(cells)
+        loss = (F.binary_cross_entropy_with_logits(model(cells, parents), cells, reduction="none") * parents).sum()
+        opt.zero_grad()
+        (loss / parents.sum()).backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            tr, va = candidate_accuracy(model, train_cells), candidate_accuracy(model, val_cells)
+            print(f"| {step} | {time.time() - t0:.0f} | {tr:.4f} | {va:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
