@@ -10,8 +10,8 @@ Training cells come from the trainer's own dataset (``VoxelTileDataset`` with th
 ``train_structvae.data`` settings: random windows, flips, and with ``--augment all`` quarter
 turns and sub-cell shifts), so the probe sees the cell placements the StructVAE sees.
 
-    python scripts/cell_code_probe.py --augment flips --steps 10000
-    python scripts/cell_code_probe.py --augment all --steps 10000
+    python scripts/cell_code_probe.py --augment flips --steps 8000
+    python scripts/cell_code_probe.py --augment all --steps 8000
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def test_cells_and_candidates_match_the_library_definition():
     rng = np.random.default_rng(0)
     L = 24
     coords = np.unique(rng.integers(0, L, (400, 3)), axis=0)
-    coords = coords[(coords[:, 2] < 6) | (coords[:, 0] == 5)]  # a ground slab and a wall: cells of every kind
+    coords = coords[(coords[:, 2] < 6) | (coords[:, 0] == 5)]  # points low down and on one x plane: full and sparse cells
     cells = probe.cells_of(torch.from_numpy(coords.astype(np.int32)), L)
     assert cells.shape[1] == 512 and int(cells.sum()) == len(coords)
     occupied_cells = {tuple(c) for c in (coords // 8).tolist()}

@@ -101,8 +101,9 @@ def test_subcell_shift_stays_inside_and_moves_only_where_there_is_room():
         assert (out - c == t).all()  # one rigid offset
         assert t[0] == 0 and -3 <= t[1] <= 7 and -7 <= t[2] <= 7
         assert out.min() >= 0 and out.max() < 64
-        seen.add(tuple(t[1:] % 8))
-    assert len(seen) > 40  # every residue of y and z shows up in some draw
+        seen.add(tuple(t))
+    ys, zs = {t[1] for t in seen}, {t[2] for t in seen}
+    assert ys == set(range(-3, 8)) and zs == set(range(-7, 8))  # every room-limited offset occurs
 
 
 def _dihedral_grids(coords: np.ndarray, L: int) -> list[np.ndarray]:
@@ -119,33 +120,32 @@ def _dihedral_grids(coords: np.ndarray, L: int) -> list[np.ndarray]:
     return out
 
 
-def test_turns_and_shifts_give_shifted_crops_of_the_eight_symmetric_tiles(tmp_path):
+def test_turns_give_crops_of_the_eight_symmetric_tiles_and_shifts_move_them_rigidly(tmp_path):
     L = 32
     man, read = memory_tiles(tmp_path, L, 1, 1)
     full = np.asarray(read(man.at[0, "path"]).coords, np.int64)
     images = _dihedral_grids(full, L)
     assert len(images) == 8
-    offsets = np.stack(np.meshgrid(*[np.arange(-7, 8)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
-    cfg = VoxelDataConfig(crop_size=16, flip=True, rotate=True, subcell_shift=True)
-    ds = VoxelTileDataset(man, read, split="train", L=L, config=cfg, augment=True)
-    unmoved = cfg.model_copy(update={"rotate": False, "subcell_shift": False})
-    plain = VoxelTileDataset(man, read, split="train", L=L, config=unmoved, augment=True)
-    used_images, residues = set(), set()
-    for k in range(24):
-        s = ds[Draw(0, (0, k))].coords.numpy().astype(np.int64)
-        assert s.min() >= 0 and s.max() < L
-        assert len(s) == len(plain[Draw(0, (0, k))].coords)  # the same crop: no voxel lost to the shift
-        found = []
-        for i, img in enumerate(images):
-            back = s[None] - offsets  # [offsets, N, 3]: the sample moved back by each candidate shift
-            inside = ((back >= 0) & (back < L)).all(-1).all(-1)
-            hit = np.flatnonzero(inside)
-            ok = [j for j in hit if img[tuple(back[j].T)].all()]
-            found += [(i, tuple(offsets[j, 0] % 8)) for j in ok]
-        assert found, f"draw {k} is no shifted crop of a symmetric image of the tile"
-        used_images.update(i for i, _ in found)
-        residues.update(r for _, r in found)
-    assert len(used_images) >= 6 and len(residues) >= 16  # turns beyond the four flips; shifts
+    turned_cfg = VoxelDataConfig(crop_size=16, flip=True, rotate=True)
+    turned = VoxelTileDataset(man, read, split="train", L=L, config=turned_cfg, augment=True)
+    shifted_cfg = turned_cfg.model_copy(update={"subcell_shift": True})
+    shifted = VoxelTileDataset(man, read, split="train", L=L, config=shifted_cfg, augment=True)
+    used_images, offsets = set(), []
+    for k in range(32):
+        a = turned[Draw(0, (0, k))].coords.numpy().astype(np.int64)
+        hits = [i for i, img in enumerate(images) if img[tuple(a.T)].all()]
+        assert hits, f"draw {k} is no crop of a symmetric image of the tile"
+        used_images.update(hits)
+        # the shift is drawn last: the same draw with it is the same crop, moved by one offset
+        b = shifted[Draw(0, (0, k))].coords.numpy().astype(np.int64)
+        assert b.shape == a.shape and b.min() >= 0 and b.max() < L  # no voxel lost, none outside
+        t = b - a  # both sorted by (x, y, z), which a rigid shift keeps
+        assert (t == t[0]).all() and (np.abs(t[0]) <= 7).all()
+        offsets.append(t[0])
+    assert len(used_images) >= 6  # turns reach images that flips alone cannot
+    offsets = np.array(offsets)
+    for axis in range(3):
+        assert len(set(offsets[:, axis] % 8)) >= 5, f"axis {axis} offsets {sorted(set(offsets[:, axis]))}"
 
 
 def test_flips_without_turns_or_shifts_draw_as_before(tmp_path):

@@ -43,7 +43,7 @@ class VoxelDataConfig(BaseModel):
     rotate: bool = Field(False, description="random quarter turns about z at training (with flip: all 8 symmetries)")
     subcell_shift: bool = Field(
         False,
-        description="random shifts of 0-7 voxels per axis at training, so a tile's content falls on the "
+        description="random shifts of up to 7 voxels either way per axis at training, so a tile's content falls on the "
         "L/8 cell grid at every offset (never moves a voxel out of the tile)",
     )
     train_split: str = "train"
@@ -135,7 +135,7 @@ def random_window(coords: np.ndarray, size: int, L: int, rng: np.random.Generato
     """Mask of a random xy window of edge ``size`` containing a random occupied voxel.
 
     The window origin is a multiple of 8 (``size`` is one too), so the L/8 cells inside the
-    window stay whole.
+    window stay whole (until ``subcell_shift`` moves the sample).
     """
     if size >= L:
         return np.ones(len(coords), dtype=bool)
