@@ -1,8 +1,5 @@
 """scripts/cell_code_probe.py: its cells and candidates are the StructVAE's (voxel_metrics)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -10,22 +7,13 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.sparse.ops import child_layout
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cell_code_probe.py"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("cell_code_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cells_and_candidates_match_the_library_definition():
-    probe = _load()
+def test_cells_and_candidates_match_the_library_definition(load_script):
+    probe = load_script("cell_code_probe")
     rng = np.random.default_rng(0)
     L = 24
     coords = np.unique(rng.integers(0, L, (400, 3)), axis=0)
-    coords = coords[(coords[:, 2] < 6) | (coords[:, 0] == 5)]  # points low down and on one x plane: full and sparse cells
+    coords = coords[(coords[:, 2] < 6) | (coords[:, 0] == 5)]  # low points, one x plane
     cells = probe.cells_of(torch.from_numpy(coords.astype(np.int32)), L)
     assert cells.shape[1] == 512 and int(cells.sum()) == len(coords)
     occupied_cells = {tuple(c) for c in (coords // 8).tolist()}
@@ -40,8 +28,8 @@ def test_cells_and_candidates_match_the_library_definition():
     assert int((mask * cells).sum()) == int(vm.member(candidates, batched).sum()) == len(coords)
 
 
-def test_a_perfect_decoder_scores_one_and_an_empty_one_the_negative_share():
-    probe = _load()
+def test_a_perfect_decoder_scores_one_and_an_empty_one_the_negative_share(load_script):
+    probe = load_script("cell_code_probe")
     cells = (torch.rand(50, 512) < 0.3).float()
 
     class Echo(torch.nn.Module):  # predicts the cell itself

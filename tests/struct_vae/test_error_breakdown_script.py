@@ -1,25 +1,13 @@
 """scripts/structvae_errors.py: each L candidate is attributed to its L/2 parent's class."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from earthcrafter.semantics import CLASS_NAMES
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "structvae_errors.py"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("structvae_errors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_parent_classes_follow_the_first_voxel_of_each_parent_and_flag_false_parents():
-    parent_classes = _load().parent_classes
+def test_parent_classes_follow_the_first_voxel_of_each_parent_and_flag_false_parents(load_script):
+    parent_classes = load_script("structvae_errors").parent_classes
     # two L/2 parents: (0,0,0) holds a facade voxel then a roof voxel; (2,0,0) holds a tree voxel
     coords = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [0, 4, 0, 0]], dtype=torch.int32)
     facade, roof, tree = (CLASS_NAMES.index(n) for n in ("building_facade", "building_roof", "tree"))
