@@ -6,8 +6,8 @@ no neighbours) and decoded by a second MLP that is also given the cell's L/2 occ
 StructVAE's last PSS block is. The score is the StructVAE's teacher-forced accuracy at L: correct
 keep / drop decisions over the 8 children of every occupied L/2 voxel, on the validation tiles.
 
-Training cells come from the trainer's own dataset (``VoxelTileDataset`` with the
-``train_structvae.data`` settings: random windows, flips, and with ``--augment all`` quarter
+Training cells come from the trainer's own datasets (``build_datasets`` with the project's
+``train_structvae`` parameters: random windows, flips, and with ``--augment all`` quarter
 turns and sub-cell shifts), so the probe sees the cell placements the StructVAE sees.
 
     python scripts/cell_code_probe.py --augment flips --steps 8000
@@ -25,11 +25,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
-from earthcrafter.io.tiles import read_tile
 from earthcrafter.training import Draw
-from earthcrafter.training.voxel_data import VoxelDataConfig, VoxelTileDataset
+from earthcrafter.training.structvae import StructVAERunConfig, build_datasets, read_tile_occupancy
+from earthcrafter.training.voxel_data import VoxelTileDataset
 
 CELL = 8
 
@@ -73,9 +72,21 @@ def candidate_accuracy(model: CellCode, cells: torch.Tensor) -> float:
     return float((right * parents).sum() / parents.sum())
 
 
+def load_project(root: Path, env: str | None) -> tuple[StructVAERunConfig, pd.DataFrame]:
+    """The project's ``train_structvae`` parameters (conf/base, then ``env``) and voxel manifest."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env) as session:
+        ctx = session.load_context()
+        return StructVAERunConfig.model_validate(ctx.params["train_structvae"]), ctx.catalog.load("voxel_manifest")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=".", help="project root holding data/ and conf/")
+    ap.add_argument("--env", default=None, help="Kedro environment over conf/base")
     ap.add_argument("--augment", choices=("flips", "all"), default="all",
                     help="flips: the base configuration's; all: with quarter turns and sub-cell shifts")  # fmt: skip
     ap.add_argument("--channels", type=int, default=32, help="code size per cell (the StructVAE's c_s)")
@@ -86,17 +97,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    root = Path(args.root)
-    params = yaml.safe_load((root / "conf/base/parameters_train_structvae.yml").read_text())["train_structvae"]
-    L = int(params["model"]["L"])
-    data = VoxelDataConfig(**params["data"], root=str(root))
-    data = data.model_copy(update={"rotate": args.augment == "all", "subcell_shift": args.augment == "all"})
-    manifest = pd.read_parquet(root / "data/05_model_input/voxels_manifest.parquet")
-    train = VoxelTileDataset(manifest, read_tile, split=data.train_split, L=L, config=data, augment=True)
-    val = VoxelTileDataset(manifest, read_tile, split=data.val_split, L=L, config=data, augment=False)
+    root = Path(args.root).resolve()
+    config, manifest = load_project(root, args.env)
+    moves = args.augment == "all"
+    data = config.data.model_copy(update={"rotate": moves, "subcell_shift": moves, "root": str(root)})
+    config = config.model_copy(update={"data": data})
+    L = config.model.L
+    train, val = build_datasets(manifest, config)
+    whole = VoxelTileDataset(manifest, read_tile_occupancy, split=data.train_split, L=L, config=data)  # un-augmented
     val_cells = torch.cat([cells_of(val[i].coords, L) for i in range(len(val))])
-    whole = VoxelTileDataset(manifest, read_tile, split=data.train_split, L=L, config=data, augment=False)
-    train_cells = torch.cat([cells_of(whole[i].coords, L) for i in range(len(whole))])  # the fit, un-augmented
+    train_cells = torch.cat([cells_of(whole[i].coords, L) for i in range(len(whole))])  # the fit
     print(f"{len(train)} training / {len(val)} validation tiles, {len(val_cells)} validation cells, {args.augment}")
     model = CellCode(args.channels, args.hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
