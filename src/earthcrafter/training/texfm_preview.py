@@ -42,8 +42,9 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
     device = local_device(cfg.device)
     net, texvae = net.to(device), TexVAE.load(cfg.texvae_path).to(device)
     g = torch.Generator(device=device).manual_seed(0)
-    photos = net.cfg.height_dropout > 0
-    rows, psnr = [], {"gen": [], "recon": [], "gen_rgb": []}
+    # generated from the model's own input; a model trained with height dropout also from photos
+    inputs = {"gen": None, "gen_rgb": "rgb"} if net.cfg.height_dropout > 0 else {"gen": None}
+    rows, psnr = [], {kind: [] for kind in (*inputs, "recon")}
     for i in evenly_spaced(len(val), cfg.preview_tiles):
         s, r = val[int(i)], val.rows.iloc[int(i)]
         views_path = tile_views_path(r["tile_path"], r["tile_id"])
@@ -59,14 +60,12 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
         coords = torch.from_numpy(lt.coords).to(device)
         structure = SparseTensor.from_list([torch.zeros(len(coords), 1, device=device)], [coords])
         raster = s["layout"][None].to(device)
-        z = generate_texture(net, structure, model_condition(raster, net.cfg.condition), cfg.sample.steps,
-                             cfg.sample.cfg_strength, generator=g)  # fmt: skip
-        latents = {"gen": z.replace(denormalize(z.feats, stats)),
-                   "recon": structure.replace(torch.from_numpy(lt.mean).to(device))}  # fmt: skip
-        if photos:
-            z = generate_texture(net, structure, model_condition(raster, net.cfg.condition, "rgb"), cfg.sample.steps,
+        latents = {}
+        for kind, part in inputs.items():
+            z = generate_texture(net, structure, model_condition(raster, net.cfg.condition, part), cfg.sample.steps,
                                  cfg.sample.cfg_strength, generator=g)  # fmt: skip
-            latents["gen_rgb"] = z.replace(denormalize(z.feats, stats))
+            latents[kind] = z.replace(denormalize(z.feats, stats))
+        latents["recon"] = structure.replace(torch.from_numpy(lt.mean).to(device))
         h, w = views.rgb.shape[1:3]
         photo = views.rgb[v].astype(np.float32) / 255.0
         mask = views.mask[v]
@@ -81,8 +80,7 @@ def texture_preview(net, val, stats: dict, cfg) -> dict[str, Any]:
             if kind != "gen_rgb":  # the figure shows the model's own input
                 images.append(img)
         rows.append((r["tile_id"], images, psnr["recon"][-1], psnr["gen"][-1]))
-    metrics = {f"{kind}_psnr": float(np.mean(v)) if v else float("nan")
-               for kind, v in psnr.items() if kind != "gen_rgb" or photos}
+    metrics = {f"{kind}_psnr": float(np.mean(v)) if v else float("nan") for kind, v in psnr.items()}
     metrics["preview_tiles"] = len(rows)
     if rows:
         fig = _figure(rows)
