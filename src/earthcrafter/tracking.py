@@ -31,13 +31,30 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str 
         mlflow.log_metrics(clean, step=step)
 
 
-def log_params(params: dict[str, Any], prefix: str = "") -> None:
-    """Log params in batches (MLflow caps a batch at 100 and a value at 6000 chars)."""
+def log_params(params: dict[str, Any], prefix: str = "", changed_prefix: str = "") -> list[str]:
+    """Log params in batches (MLflow caps a batch at 100 and a value at 6000 chars).
+
+    MLflow never changes a logged value. Keys the active run already holds with the same value
+    are skipped; one with another value (a resumed run on more GPUs, at another logging cadence)
+    is logged again under ``changed_prefix + key``, or raises without a ``changed_prefix``.
+    Returns the changed keys."""
     if not active():
-        return
-    items = [(_param_key(f"{prefix}{k}"), str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        mlflow.log_params(dict(items[i : i + 100]))
+        return []
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    items, changed = {}, []
+    for k, v in params.items():
+        key, value = _param_key(f"{prefix}{k}"), str(v)[:6000]
+        if key not in held:
+            items[key] = value
+        elif held[key] != value:
+            if not changed_prefix:
+                raise ValueError(f"MLflow param {key!r} is {held[key]!r} in this run; cannot log {value!r}")
+            changed.append(key)
+            items[_param_key(f"{changed_prefix}{key}")] = value
+    pairs = [(k, v) for k, v in items.items() if held.get(k, v) == v]  # a repeated resume at the same step
+    for i in range(0, len(pairs), 100):
+        mlflow.log_params(dict(pairs[i : i + 100]))
+    return changed
 
 
 def _param_key(key: str) -> str:

@@ -238,3 +238,22 @@ def test_large_scenes_need_a_semantic_map_condition():
     with pytest.raises(ValueError, match="condition must be layout or none, not rgbd"):
         GenerationConfig(large_scenes=["s"], condition="rgbd")
     assert GenerationConfig(large_scenes=[], condition="rgbd").condition == "rgbd"
+
+
+def test_load_generators_refuses_a_texfm_whose_layout_stride_misses_l(monkeypatch):
+    """TexFM's condition tokens must tile the StructVAE's L (layout_grid x layout_stride = L)."""
+    from earthcrafter.latents import generate
+    from earthcrafter.models.tex_fm import TexFMConfig, build_texfm
+
+    models = _generators()  # L = 32, grid 4, TexFM layout 4 x 8
+    monkeypatch.setattr(generate, "load_structfm", lambda path: models.structfm)
+    monkeypatch.setattr(generate, "load_structvae", lambda path: models.structvae)
+    monkeypatch.setattr(generate.TexVAE, "load", lambda path: models.texvae)
+    cfg = generate.GenerationConfig(texfm_dir="runs/texfm")
+    monkeypatch.setattr(generate, "load_texfm", lambda path: models.texfm)
+    assert generate.load_generators(cfg, models.stats).texfm is models.texfm
+    bad = build_texfm(TexFMConfig(width=32, depth=1, num_heads=2, window=4, layout_grid=4, layout_stride=4,
+                                  latent_channels=8))  # fmt: skip
+    monkeypatch.setattr(generate, "load_texfm", lambda path: bad)
+    with pytest.raises(ValueError, match=r"runs/texfm: TexFM layout_grid 4 x layout_stride 4 = 16 voxels, .* L = 32"):
+        generate.load_generators(cfg, models.stats)

@@ -290,3 +290,44 @@ def test_patched_coarse_stage_overfits_one_tile():
     occupancy, _ = model.eval().generate(sample["layout"][None], steps=20, cfg_strength=0.0,
                                          generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert {tuple(r) for r in occupancy.coords[:, 1:].tolist()} == {tuple(r) for r in sample["cells"].tolist()}
+
+
+class _FlowToMinusOne(torch.nn.Module):
+    """A coarse stage whose flow ends at -1 on every cell: nothing comes out occupied."""
+
+    def forward(self, x, t, c=None):
+        return x.replace((x.feats + 1.0) / t.clamp_min(1e-3)[x.batch_idx][:, None])
+
+
+def test_outpainting_never_empty_guard_picks_a_free_cell():
+    """With no positive cell, the never-empty guard keeps the strongest *free* cell: a cell of a
+    known (and known empty) column stays empty, and nothing is pinned to a missing known latent.
+    With every cell known empty the sample stays empty (nothing is invented where the scene is known)."""
+    from earthcrafter.models.struct_fm import KnownCells
+
+    G = 4
+    model = StructFM(StructFMConfig(grid=G, latent_channels=8, width=32, depth=1, num_heads=2, condition="none"))
+    model = model.eval()
+    model.coarse = _FlowToMinusOne()
+    empty = SparseTensor(torch.zeros(0, 8), torch.zeros(0, 4, dtype=torch.int32), 1)
+    columns = torch.zeros(1, G, G, dtype=torch.bool)
+    columns[0, :3] = True  # x < 3 decided, and empty
+    gen = torch.Generator().manual_seed(0)
+    cells, z = model.generate(None, 1, steps=4, known=KnownCells(columns, empty), generator=gen)
+    assert len(cells) == 1 and len(z) == 1 and int(cells.coords[0, 1]) == 3  # the one free column
+    # a known occupied cell elsewhere: the sample is not empty, no guard cell is added, the cell keeps its latent
+    one = SparseTensor(torch.full((1, 8), 0.8), torch.tensor([[0, 1, 2, 0]], dtype=torch.int32), 1)
+    cells, z = model.generate(None, 1, steps=4, known=KnownCells(columns, one), generator=gen)
+    assert cells.coords.tolist() == [[0, 1, 2, 0]] and torch.equal(z.feats, one.feats)
+    everything = torch.ones(1, G, G, dtype=torch.bool)
+    cells, z = model.generate(None, 1, steps=4, known=KnownCells(everything, empty), generator=gen)
+    assert len(cells) == 0 and len(z) == 0
+
+
+def test_fine_unet_levels_alternate_regular_and_shifted_windows():
+    """Each window level above the middle alternates regular / shifted windows from its way down
+    into its way up: a level of one block per side has one of each."""
+    net = stage_net(StructFMConfig(**TINY, latent_channels=8, **FINE_UNET), "fine")
+    half = net.cfg.window // 2
+    for down, up in zip(net.down, net.up):
+        assert [b.attn.shift for b in down] + [b.attn.shift for b in up] == [0, half]

@@ -67,6 +67,8 @@ def test_train_texfm_saves_and_reloads(tmp_path):
 
     with pytest.raises(ValueError, match="no 'tex' entry"):
         train_texfm(table, {"struct": stats["struct"]}, cfg)
+    with pytest.raises(ValueError, match=r"layout_grid 2 x layout_stride 4 = 8 voxels, but the tiles have L = 16"):
+        train_texfm(table, stats, {**cfg, "model": {**TINY, "layout_stride": 4}})  # refused before training
     with pytest.raises(FileNotFoundError, match="TexFM not found"):
         load_texfm(tmp_path)
 
@@ -163,3 +165,28 @@ def test_unet_starts_at_zero_velocity_and_trains_every_weight():
 def test_unet_config_is_checked(bad, message):
     with pytest.raises(ValueError, match=message):
         TexFMConfig(**{**UNET, **bad})
+
+
+def test_layout_stride_must_tile_the_tiles():
+    """The condition tokens sit at the centres of layout_stride-voxel columns: layout_grid columns of
+    layout_stride voxels must make up L, or the tokens land in the wrong columns."""
+    from earthcrafter.models.tex_fm import check_layout_stride
+
+    check_layout_stride(TexFMConfig(layout_grid=8, layout_stride=8), 64)
+    check_layout_stride(TexFMConfig(layout_grid=45, layout_stride=8), 360)
+    check_layout_stride(TexFMConfig(layout_grid=4, layout_stride=8, condition="none"), 64)  # no tokens to place
+    with pytest.raises(ValueError, match=r"layout_grid 4 x layout_stride 8 = 32 voxels, .* L = 64.*layout_stride 16"):
+        check_layout_stride(TexFMConfig(layout_grid=4), 64)
+    with pytest.raises(ValueError, match=r"x\.pt: TexFM layout_grid 7 .*a layout_grid that divides L"):
+        check_layout_stride(TexFMConfig(layout_grid=7), 64, "x.pt: ")
+
+
+def test_unet_levels_alternate_regular_and_shifted_windows():
+    """The default U-Net (one block per side at 1/1, 1/2, 1/4): each window level has a regular
+    block on the way down and a shifted one on the way up; deeper levels keep alternating."""
+    net = build_texfm(TexFMConfig(arch="unet", window=8))
+    assert [[b.attn.shift for b in d] + [b.attn.shift for b in u] for d, u in zip(net.down, net.up)] == [[0, 4]] * 3
+    net = build_texfm(TexFMConfig(**{**UNET, "unet_depths": [3, 2, 1]}))
+    shifts = [[b.attn.shift for b in d] + [b.attn.shift for b in u] for d, u in zip(net.down, net.up)]
+    assert shifts == [[0, 2, 0, 2, 0, 2], [0, 2, 0, 2]]
+    assert all(b.attn.shift == 0 and b.attn.attn_mode == "full" for b in net.middle)

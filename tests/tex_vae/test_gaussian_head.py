@@ -116,3 +116,24 @@ def test_bad_head_settings_are_named():
 def test_softplus_bias_inverts():
     head = _head(init_scale=0.25)
     assert math.isclose(math.log1p(math.exp(head.scale_bias)), 0.25, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("layout", [GaussianLayout(), GaussianLayout(gaussians_per_voxel=3, scale_dims=2,
+                                                                     rotation="quat", sh_degree=2)])  # fmt: skip
+def test_zero_voxels_give_zero_surfels(layout):
+    head = GaussianHead(8, layout)
+    for vs in (torch.tensor(0.5), torch.zeros(0)):
+        g = head(torch.zeros(0, 8), torch.zeros(0, 3, dtype=torch.int32), vs)
+        assert len(g) == 0 and g.means.shape == (0, 3) and g.quats.shape == (0, 4)
+        assert g.scales.shape == (0, layout.scale_dims) and g.sh.shape == (0, (layout.sh_degree + 1) ** 2, 3)
+
+
+def test_positions_stay_float32_under_bf16_autocast():
+    """Autocast cannot reach the position arithmetic: a voxel centre at index ~350 is exact to float32."""
+    head = _head()
+    coords = torch.tensor([[357, 5, 3], [300, 301, 302]])
+    vs = torch.full((2,), 200.0 / 360)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = head.activate(torch.zeros(2, 1, head.layout.per_gaussian, dtype=torch.bfloat16), coords, vs)
+    assert g.means.dtype == torch.float32
+    torch.testing.assert_close(g.means, (coords.float() + 0.5) * vs[:, None])

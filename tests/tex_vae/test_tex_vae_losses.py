@@ -37,3 +37,24 @@ def test_lpips_pair_reports_why_it_is_off():
         assert pair.status == "disabled: the 'lpips' package is not installed"
     elif not pair.available:
         assert pair.status.startswith("disabled: vgg: backbone vgg16")
+
+
+def test_ssim_map_is_float32_under_bf16_autocast():
+    """In bf16 the variances blur(x^2) - mu^2 cancel (SSIM > 1, near-random gradients): the map is
+    computed in float32 whatever the autocast, and so are its gradients."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    base = F.interpolate(torch.rand(4, 3, 8, 8), size=(64, 64), mode="bilinear", align_corners=False)
+    target = (0.3 + 0.4 * base).permute(0, 2, 3, 1).contiguous()  # smooth, photo-like
+    pred = (target + 0.02 * torch.randn_like(target)).clamp(0, 1)
+    p32, p16 = pred.clone().requires_grad_(True), pred.clone().requires_grad_(True)
+    ref = ssim_map(p32, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = ssim_map(p16, target)
+    assert low.dtype == torch.float32 and float(low.detach().max()) <= 1.0 + 1e-6
+    torch.testing.assert_close(low, ref, atol=1e-6, rtol=0)
+    g32, = torch.autograd.grad(ref.mean(), p32)
+    g16, = torch.autograd.grad(low.mean(), p16)
+    torch.testing.assert_close(g16, g32, atol=1e-8, rtol=1e-5)
+    assert ssim_map(pred.bfloat16(), target.bfloat16()).dtype == torch.float32  # low-precision inputs too

@@ -198,3 +198,39 @@ def test_surfels_stay_float32_and_exact_under_bf16_autocast():
     centres = far.coords[:, 1:].float() + 0.5
     assert ((low[0].means - centres).abs() <= 0.75 + 1e-4).all()
     assert (low[0].means - ref[0].means).abs().max() < 0.1  # bf16 trunk noise only, no 2-voxel rounding
+
+
+def test_voxel_size_stays_float32_under_bf16_autocast():
+    """200/360 m in bf16 is 0.5547 m: surfel centres (ijk + 0.5) * vs would drift by ~0.3 m at the
+    far edge of an L = 360 tile. The voxel size and the position arithmetic stay float32."""
+    model, vs = _model(), 200.0 / 360
+    xyz = torch.tensor([[x, 5, 3] for x in range(0, 360, 7)])
+    z = SparseTensor.from_list([torch.randn(len(xyz), 8, generator=torch.Generator().manual_seed(0))], [xyz])
+    with torch.no_grad():
+        ref = model.decode_batch(z, torch.tensor([vs]))[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.decode_batch(z, torch.tensor([vs]))[0]
+    assert low.means.dtype == low.scales.dtype == torch.float32
+    # bf16 trunk noise moves a surfel by ~0.02 voxel here; a bf16 voxel size moves the far ones by 0.55 voxel
+    assert (low.means - ref.means).abs().max() < 0.1 * vs
+    centres = (xyz.float() + 0.5) * vs
+    assert ((low.means - centres).abs() <= 0.75 * vs + 1e-4).all()
+
+
+def test_decoding_zero_voxels_gives_zero_surfels():
+    model = _model()
+    z = SparseTensor(torch.zeros(0, 8), torch.zeros(0, 4, dtype=torch.int32), 1)
+    with torch.no_grad():
+        g = model.decode(z, voxel_size=0.5)
+    assert len(g) == 0 and g.means.shape == (0, 3) and g.sh.shape == (0, 1, 3) and g.scales.shape == (0, 3)
+
+
+def test_unet2_levels_alternate_regular_and_shifted_windows():
+    """Table 2's TexF (unet2, one block per side at each level): every level has one regular and
+    one shifted window block; the tube's blocks alternate as before."""
+    unet2 = TexVAE(TexVAEConfig(arch="unet2", width=16, num_heads=2, enc_depth=2, dec_depth=2, window=4), in_channels=6)
+    shifts = lambda blocks: [b.attn.shift for b in blocks]  # noqa: E731
+    assert shifts(unet2.enc_fine) + shifts(unet2.dec_fine) == [0, 2]
+    assert shifts(unet2.enc_coarse) + shifts(unet2.dec_coarse) == [2, 0]
+    tube = TexVAE(TexVAEConfig(width=16, num_heads=2, enc_depth=3, dec_depth=3, window=4), in_channels=6)
+    assert shifts(tube.enc_fine) == shifts(tube.dec_fine) == [0, 2, 0] and not len(tube.enc_coarse)

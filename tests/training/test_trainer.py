@@ -297,3 +297,39 @@ def test_loading_time_is_logged_apart(tmp_path):
         for row in t.history["train"]:
             step_s = 8 / row["samples_per_s"]  # batch_size 8
             assert 8 * 0.005 <= row["data_s"] < step_s  # 8 samples loaded per step, inside the step's time
+
+
+def test_resuming_a_tracked_run_with_changed_settings(tmp_path, mlflow_uri, caplog):
+    """MLflow never changes a logged param: a run resumed at another cadence (or on more GPUs) keeps
+    the first values and logs the new ones beside them, named after the step they took effect."""
+    import mlflow
+
+    def _trainer_tracked(**kw) -> Trainer:  # the pipelines log their whole section, trainer settings included
+        cfg = _config(**kw)
+        return Trainer(ToyTask(), cfg, ToyData(), ToyData(16, seed=1), out_dir=tmp_path, run_name="toy/resumed",
+                       params={"trainer": cfg.model_dump(mode="json")})
+
+    killed = _trainer_tracked(log_every=3)
+    killed.fit(stop_after=7)
+    resumed = _trainer_tracked(log_every=2)
+    with caplog.at_level("WARNING"):
+        resumed.fit()
+    assert resumed.run_id == killed.run_id  # one run, continued
+    params = mlflow.get_run(resumed.run_id).data.params
+    assert params["trainer.log_every"] == "3" and params["resume_6.trainer.log_every"] == "2"
+    assert "resume_6.trainer.steps" not in params  # unchanged settings are not repeated
+    assert "changed settings" in caplog.text and "trainer.log_every" in caplog.text
+    assert mlflow.get_run(resumed.run_id).info.status == "FINISHED"
+
+
+def test_skipped_step_count_survives_a_resume(tmp_path):
+    class NaNTask(ToyTask):
+        def training_step(self, model, batch):
+            loss, logs = super().training_step(model, batch)
+            return loss * float("nan"), logs
+
+    cfg = dict(steps=6, ckpt_every=3, val_every=0, log_every=3, warmup_steps=0)
+    Trainer(NaNTask(), _config(**cfg), ToyData(), out_dir=tmp_path, mlflow=False).fit(stop_after=4)
+    resumed = Trainer(NaNTask(), _config(**cfg), ToyData(), out_dir=tmp_path, mlflow=False)
+    resumed.fit()
+    assert resumed.history["train"][-1]["skipped_steps"] == 6  # 3 before the checkpoint + 3 after it

@@ -4,9 +4,10 @@ Time runs from data (t = 0) to noise (t = 1):
 
     x_t = (1 - t) x_0 + (σ_min + (1 - σ_min) t) ε,      v = dx_t/dt = (1 - σ_min) ε - x_0,
 
-and the model regresses v with a mean-squared error over all elements (over the feats of a
-sparse batch). Training times are drawn logit-normal (t = sigmoid(N(m, s)), m = 1, s = 1: median
-0.73, more time near the noise end). Models take 1000·t as their timestep input (TRELLIS).
+and the model regresses v with a mean-squared error, over each sample's elements (a sparse
+sample's feats) and then over the samples. Training times are drawn logit-normal
+(t = sigmoid(N(m, s)), m = 1, s = 1: median 0.73, more time near the noise end). Models take
+1000·t as their timestep input (TRELLIS).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from earthcrafter.sparse import SparseTensor
+from earthcrafter.sparse import SparseTensor, per_sample_mean
 
 Latents = torch.Tensor | SparseTensor
 
@@ -60,8 +61,13 @@ class RectifiedFlow:
         return with_values(x0, (1 - self.sigma_min) * values_of(noise) - values_of(x0))
 
     def loss(self, pred: Latents, x0: Latents, noise: Latents) -> torch.Tensor:
-        """Mean squared error of the predicted velocity over all elements."""
-        return torch.nn.functional.mse_loss(values_of(pred).float(), values_of(self.target(x0, noise)).float())
+        """Mean squared error of the predicted velocity: over each sample's elements, then over
+        the samples. Every sample weighs the same whatever its voxel count, so the mean of W
+        ranks' losses (what DDP's gradient averaging optimises) is the loss of the global batch."""
+        err = (values_of(pred).float() - values_of(self.target(x0, noise)).float()).pow(2)
+        if not isinstance(x0, SparseTensor):
+            return err.flatten(1).mean(1).mean()
+        return per_sample_mean(err.flatten(1).mean(1), x0.batch_idx, x0.batch_size).mean()
 
     def predict_x0(self, x_t: Latents, v: Latents, t: torch.Tensor) -> Latents:
         """The data estimate implied by velocity ``v`` at x_t (for previews during sampling)."""

@@ -54,7 +54,7 @@ from earthcrafter.latents.large_scene import (
     scene_voxels_from_tiles,
     write_large_scene,
 )
-from earthcrafter.models.tex_fm import generate_texture
+from earthcrafter.models.tex_fm import check_layout_stride, generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.render import render_orbit, save_frames, save_ply
 from earthcrafter.render.html_view import write_scene_view, write_view
@@ -121,6 +121,7 @@ def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | s
     L = models.structvae.config.L
     if models.grid * 8 != L:
         raise ValueError(f"StructFM grid {models.grid} does not fit the StructVAE's L = {L} (L/8 = {L // 8})")
+    check_layout_stride(models.texfm.cfg, L, f"{cfg.texfm_dir}: ")
     return models
 
 

@@ -61,12 +61,16 @@ class LayoutEncoder(nn.Module):
         return tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
 
 
-def transformer_blocks(width: int, n: int, cfg, attn: str, context: int | None, cond: int) -> nn.ModuleList:
+def transformer_blocks(
+    width: int, n: int, cfg, attn: str, context: int | None, cond: int, start: int = 0
+) -> nn.ModuleList:
     """``n`` AdaLN transformer blocks (``cfg``: num_heads, mlp_ratio, window); in ``window`` mode
-    every second block shifts its windows by half a window (Swin)."""
+    every second block shifts its windows by half a window (Swin): block i is shifted when
+    ``start + i`` is odd (``start``: the blocks before these in the same alternation, e.g. a U-Net
+    level's way down before its way up)."""
     return nn.ModuleList(
         SparseTransformerBlock(width, cfg.num_heads, cfg.mlp_ratio, attn, cfg.window,
-                               shift=(cfg.window // 2) * (i % 2) if attn == "window" else 0,
+                               shift=(cfg.window // 2) * ((start + i) % 2) if attn == "window" else 0,
                                qk_norm=True, context_channels=context, cond_channels=cond)
         for i in range(n)
     )  # fmt: skip

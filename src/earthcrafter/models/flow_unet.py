@@ -48,7 +48,8 @@ class SparseFlowUNet(nn.Module):
     shifted windows of ``window``), ``width`` (the timestep embedding), ``num_heads``,
     ``mlp_ratio``, ``window`` and ``condition``. ``layout_scale``: voxels of the finest level per
     condition column. Level l above the middle has ``unet_depths[l]`` blocks on the way down and as
-    many on the way up.
+    many on the way up; its blocks alternate regular and shifted windows, counting on from the way
+    down to the way up (depth 1: a regular block down, a shifted one up).
     """
 
     def __init__(self, cfg, in_channels: int, out_channels: int, layout_scale: float = 1.0):
@@ -69,7 +70,10 @@ class SparseFlowUNet(nn.Module):
         last = len(widths) - 1
         self.down = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
         self.middle = transformer_blocks(widths[-1], depths[-1], cfg, "full", ctx(widths[-1]), cfg.width)
-        self.up = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
+        # the way up continues each level's regular / shifted alternation from its way down, so a
+        # level of one block per side still has one regular and one shifted block
+        self.up = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width, start=d)
+                                for w, d in zip(widths[:-1], depths[:-1]))  # fmt: skip
         self.pool = nn.ModuleList(nn.Linear(widths[lvl], widths[lvl + 1]) for lvl in range(last))
         self.unpool = nn.ModuleList(nn.Linear(widths[lvl + 1], widths[lvl]) for lvl in range(last))
         self.fuse = nn.ModuleList(nn.Linear(2 * widths[lvl], widths[lvl]) for lvl in range(last))

@@ -199,8 +199,14 @@ class GaussianHead(nn.Module):
             raw: [N, K, per_gaussian].
             voxel_coords: [N, 3] integer voxel indices (x, y, z).
             voxel_size: [N] or scalar voxel edge in metres.
-        Returns surfels ordered voxel-major: surfel ``n * K + k`` is voxel n's k-th surfel.
+        Returns surfels ordered voxel-major: surfel ``n * K + k`` is voxel n's k-th surfel; zero
+        voxels give zero surfels. Computed in float32 with autocast off (positions reach hundreds of
+        voxels; see :meth:`raw`).
         """
+        with torch.autocast(device_type=raw.device.type, enabled=False):
+            return self._activate(raw, voxel_coords, voxel_size)
+
+    def _activate(self, raw: Tensor, voxel_coords: Tensor, voxel_size: Tensor) -> Gaussians2D:
         s = self.layout.slices
         raw = raw.float()
         n, k = raw.shape[:2]
@@ -217,13 +223,13 @@ class GaussianHead(nn.Module):
             quats = matrix_to_quaternion(rotation_6d_to_matrix(rot + identity))
         else:
             quats = F.normalize(rot + torch.tensor([1.0, 0, 0, 0], dtype=raw.dtype, device=raw.device), dim=-1)
-        sh = raw[..., s["sh"]].reshape(n, k, -1, 3)
+        n_sh, n_scale = num_sh_bases(self.layout.sh_degree), self.layout.scale_dims  # explicit: n may be 0
         return Gaussians2D(
             means=means.reshape(n * k, 3),
             quats=quats.reshape(n * k, 4),
-            scales=scales.reshape(n * k, -1),
+            scales=scales.reshape(n * k, n_scale),
             opacities=opacity.reshape(n * k),
-            sh=sh.reshape(n * k, -1, 3),
+            sh=raw[..., s["sh"]].reshape(n * k, n_sh, 3),
             sh_degree=self.layout.sh_degree,
         )
 

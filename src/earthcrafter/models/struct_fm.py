@@ -184,7 +184,9 @@ class StructFM(nn.Module):
         stage) and latents (fine stage) while the rest is sampled around them (replacement,
         :func:`~earthcrafter.flow.euler_sample`, ``resample`` times resampled per step); they come
         back unchanged. Two-stage only.
-        No result is empty: a sample without a positive cell keeps its strongest one.
+        No result is empty: a sample without a positive cell keeps its strongest one — among its free
+        cells, as known cells keep their known occupancy. The one exception: a sample whose every cell
+        is known and known empty stays empty (the known scene is empty there; nothing is invented).
         """
         from earthcrafter.flow import euler_sample
 
@@ -219,15 +221,17 @@ class StructFM(nn.Module):
             on = occupancy.feats[:, 0] > 0
             if known is not None:  # exactly the known cells there (the pinned values end at ±1 ± σ_min)
                 on = torch.where(fixed, row >= 0, on)
-            for b in range(batch):  # never empty
+            free = ~fixed if known is not None else torch.ones_like(on)
+            for b in range(batch):  # never empty: the strongest free cell (known cells stay as known)
                 rows = occupancy.batch_idx == b
-                if not on[rows].any():
-                    idx = torch.nonzero(rows)[:, 0]
+                if not on[rows].any() and (rows & free).any():
+                    idx = torch.nonzero(rows & free)[:, 0]
                     on[idx[occupancy.feats[idx, 0].argmax()]] = True
             cells = SparseTensor(occupancy.feats[on], occupancy.coords[on], batch)
         pinned = None
         if known is not None:
             fixed, row = known.rows(cells.coords)
+            fixed = fixed & (row >= 0)  # pinned: the known occupied cells (a known column's others are empty)
             x0 = torch.zeros(len(cells), cfg.latent_channels, device=device)
             x0[fixed] = known.cells.feats.to(device)[row[fixed]]
             pinned = (fixed, x0)

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from earthcrafter.evaluation.voxel_metrics import coarsen, member
+from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import (
     LayerNorm32,
     SinusoidalPosEmbed3D,
@@ -48,6 +49,7 @@ from earthcrafter.sparse import (
     SparseTransformerBlock,
     SubMConv3d,
     pixel_shuffle,
+    per_sample_mean,
     prune,
     upsample_nearest,
 )
@@ -335,12 +337,7 @@ class StructVAE(nn.Module):
         if seeds is None:
             eps = torch.randn_like(mean.feats)
         else:
-            off = mean.offsets_host()
-            eps = torch.empty_like(mean.feats)
-            for b in range(mean.batch_size):
-                g = torch.Generator(device=mean.device).manual_seed(int(seeds[b]))
-                n = off[b + 1] - off[b]
-                eps[off[b] : off[b + 1]] = torch.randn(n, mean.feats.shape[1], generator=g, device=mean.device)
+            eps = randn_per_sample(mean, sample_generators(seeds, mean.device))
         return mean.replace(mean.feats + torch.exp(0.5 * logvar) * eps)
 
     # ------------------------------------------------------------------ decoder
@@ -402,13 +399,6 @@ class StructVAE(nn.Module):
 
 # --------------------------------------------------------------------------- objective
 
-def _per_sample_mean(values: torch.Tensor, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """[B] mean of ``values`` [M] per sample (0 for a sample without rows)."""
-    sums = values.new_zeros(batch_size).index_add(0, batch, values)
-    counts = torch.bincount(batch, minlength=batch_size).clamp(min=1).to(values.dtype)
-    return sums / counts
-
-
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", gamma: float = 2.0) -> torch.Tensor:
     """Element-wise loss [M] of occupancy logits against bool targets."""
     t = targets.float()
@@ -423,7 +413,7 @@ def kl_per_sample(mean: SparseTensor, logvar: torch.Tensor) -> torch.Tensor:
     """[B] KL(q(z|x) || N(0, I)) summed over channels, averaged over the latent voxels."""
     mu = mean.feats.float()
     kl = -0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(-1)
-    return _per_sample_mean(kl, mean.batch_idx, mean.batch_size)
+    return per_sample_mean(kl, mean.batch_idx, mean.batch_size)
 
 
 def struct_vae_loss(out: StructVAEOutput, cfg: StructVAEConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -434,7 +424,7 @@ def struct_vae_loss(out: StructVAEOutput, cfg: StructVAEConfig) -> tuple[torch.T
     for lvl in out.levels:
         cand_batch = lvl.candidates[:, 0].long()
         per = classification_loss(lvl.logits, lvl.targets, cfg.cls_loss, cfg.focal_gamma)
-        level_loss = _per_sample_mean(per, cand_batch, batch_size).mean()
+        level_loss = per_sample_mean(per, cand_batch, batch_size).mean()
         total = total + cfg.cls_weight * level_loss
         logs[f"cls_s{lvl.stride}"] = level_loss.detach()
         logs[f"tf_acc_s{lvl.stride}"] = ((lvl.logits > 0) == lvl.targets).float().mean().detach()

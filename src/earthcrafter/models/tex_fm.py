@@ -52,6 +52,18 @@ class TexFMConfig(BaseModel):
         return self
 
 
+def check_layout_stride(cfg: TexFMConfig, L: int, where: str = "") -> None:
+    """Raise unless a conditioned TexFM's condition columns tile the ``L``-voxel tiles it runs on:
+    ``layout_grid * layout_stride == L`` (the tokens sit at the centres of ``layout_stride``-voxel
+    columns, the raster has ``layout_grid`` of them per edge). An unconditioned TexFM has no tokens."""
+    if cfg.condition == "none" or cfg.layout_grid * cfg.layout_stride == L:
+        return
+    fix = f"layout_stride {L // cfg.layout_grid}" if L % cfg.layout_grid == 0 else "a layout_grid that divides L"
+    raise ValueError(f"{where}TexFM layout_grid {cfg.layout_grid} x layout_stride {cfg.layout_stride} = "
+                     f"{cfg.layout_grid * cfg.layout_stride} voxels, but the tiles have L = {L}: its condition "
+                     f"tokens would sit in the wrong columns (use {fix})")  # fmt: skip
+
+
 def build_texfm(cfg: TexFMConfig) -> SparseFlowNet | SparseFlowUNet:
     net = SparseFlowUNet if cfg.arch == "unet" else SparseFlowNet
     return net(cfg, cfg.latent_channels, cfg.latent_channels, layout_scale=cfg.layout_stride)

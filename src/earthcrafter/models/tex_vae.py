@@ -35,10 +35,12 @@ from torch import Tensor, nn
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.models.gaussian_head import GaussianHead, GaussianLayout
 from earthcrafter.render.gaussians import Gaussians2D
+from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import (
     LayerNorm32,
     SparseTensor,
     SparseTransformerBlock,
+    per_sample_mean,
     pixel_shuffle,
     pixel_unshuffle,
     sinusoidal_embedding_3d,
@@ -122,11 +124,14 @@ def feature_index(features: FeatureSet, layout: dict[str, slice]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model
 
-def _swin_blocks(cfg: TexVAEConfig, depth: int) -> nn.ModuleList:
+def _swin_blocks(cfg: TexVAEConfig, depth: int, start: int = 0) -> nn.ModuleList:
+    """``depth`` window-attention blocks, regular and shifted windows alternating from block
+    number ``start`` (a level's decoder blocks continue its encoder's count, so a level with one
+    block on each side still has one of each)."""
     return nn.ModuleList(
         SparseTransformerBlock(
             cfg.width, cfg.num_heads, cfg.mlp_ratio, attn_mode="window", window_size=cfg.window,
-            shift=(cfg.window // 2) * (i % 2), qk_norm=cfg.qk_norm,
+            shift=(cfg.window // 2) * ((start + i) % 2), qk_norm=cfg.qk_norm,
         )
         for i in range(depth)
     )  # fmt: skip
@@ -174,7 +179,7 @@ class TexVAE(nn.Module):
         dec_fine = c.dec_depth // 2 if c.arch == "unet2" else c.dec_depth
         self.enc_in = nn.Linear(self.in_channels, w)
         self.enc_fine = _swin_blocks(c, enc_fine)
-        self.enc_coarse = _swin_blocks(c, c.enc_depth - enc_fine)
+        self.enc_coarse = _swin_blocks(c, c.enc_depth - enc_fine, start=enc_fine)
         self.enc_norm = LayerNorm32(w, eps=1e-6)
         self.enc_out = nn.Linear(w, 2 * c.latent_channels)
         # At sigma = 1 the posterior noise drowns an untrained encoder's signal (c_t = 8 channels
@@ -185,7 +190,7 @@ class TexVAE(nn.Module):
             self.enc_out.bias[c.latent_channels :].fill_(c.logvar_init)
         self.dec_in = nn.Linear(c.latent_channels, w)
         self.dec_coarse = _swin_blocks(c, c.dec_depth - dec_fine)
-        self.dec_fine = _swin_blocks(c, dec_fine)
+        self.dec_fine = _swin_blocks(c, dec_fine, start=c.dec_depth - dec_fine)
         if c.arch == "unet2":
             self.down = nn.Linear(8 * w, w)  # pixel unshuffle (2^3 children -> channels) then mix
             self.up = nn.Linear(w, 8 * w)  # mix then pixel shuffle (channels -> 2^3 children)
@@ -257,7 +262,7 @@ class TexVAE(nn.Module):
         ``voxel_size``: scalar or [B] voxel edge in metres (1.0: voxel units).
         """
         h = self.decode_features(latents, structure)
-        vs = torch.as_tensor(voxel_size, dtype=h.feats.dtype, device=h.device).reshape(-1)
+        vs = torch.as_tensor(voxel_size, dtype=torch.float32, device=h.device).reshape(-1)  # fp32 even under autocast
         if vs.numel() == 1:
             vs = vs.expand(h.batch_size)
         if vs.numel() != h.batch_size:
@@ -276,13 +281,17 @@ class TexVAE(nn.Module):
     # ------------------------------------------------------------------ training forward
 
     def forward(
-        self, x: SparseTensor, voxel_size: Tensor | float = 1.0, sample: bool = True
+        self, x: SparseTensor, voxel_size: Tensor | float = 1.0, sample: bool = True, seeds: Tensor | None = None
     ) -> tuple[list[Gaussians2D], SparseTensor, SparseTensor]:
-        """Encode, sample the posterior (``sample``), decode: (Gaussians per sample, mean, logvar)."""
+        """Encode, sample the posterior (``sample``), decode: (Gaussians per sample, mean, logvar).
+        With per-sample ``seeds`` [B] sample b's posterior noise depends on seeds[b] alone (the
+        same under any split of the batch over ranks)."""
         mean, logvar = self.encode_posterior(x)
         z = mean
         if sample:
-            z = mean.replace(mean.feats + torch.exp(0.5 * logvar.feats) * torch.randn_like(mean.feats))
+            gens = None if seeds is None else sample_generators(seeds, mean.device)
+            eps = torch.randn_like(mean.feats) if gens is None else randn_per_sample(mean, gens)
+            z = mean.replace(mean.feats + torch.exp(0.5 * logvar.feats) * eps)
         return self.decode_batch(z, voxel_size, structure=x.coords), mean, logvar
 
     # ------------------------------------------------------------------ persistence
@@ -350,6 +359,8 @@ def encode_tile(model: TexVAE, tile, sample: bool = False) -> SparseTensor:
     return model.encode(tile_to_sparse(tile, model.config.features, device), sample=sample)
 
 
-def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over channels, averaged over voxels."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+def kl_divergence(mean: Tensor, logvar: Tensor, batch_idx: Tensor | None = None, batch_size: int = 1) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over channels, averaged over voxels; with the
+    rows' ``batch_idx``, averaged over each sample's voxels and then over the samples."""
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    return kl.mean() if batch_idx is None else per_sample_mean(kl, batch_idx, batch_size).mean()

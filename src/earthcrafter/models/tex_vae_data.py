@@ -48,7 +48,13 @@ from earthcrafter.io.tiles import TileViews, read_tile, read_views, tile_views_p
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.sampler import Draw
-from earthcrafter.training.voxel_data import VoxelDataConfig, check_manifest, random_window, rows_fingerprint
+from earthcrafter.training.voxel_data import (
+    VoxelDataConfig,
+    check_manifest,
+    evenly_spaced,
+    random_window,
+    rows_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +144,7 @@ class TexSample:
     feats: torch.Tensor  # float32 [N, C] selected channels
     voxel_size: float
     views: ViewSet
+    seed: int = 0  # the draw's seed for the model's own randomness (posterior noise)
 
 
 @dataclass
@@ -155,6 +162,7 @@ class TexBatch:
     views: list[ViewSet]
     tile_ids: list[str]
     skipped: list[SkippedSample] = field(default_factory=list)
+    seeds: torch.Tensor | None = None  # int64 [B]: each sample's draw seed
 
     def __len__(self) -> int:
         return len(self.tile_ids)
@@ -166,6 +174,7 @@ class TexBatch:
             [v.to(device) for v in self.views],
             list(self.tile_ids),
             list(self.skipped),
+            self.seeds,
         )
 
 
@@ -184,7 +193,8 @@ def collate_tex(samples: list[TexSample | SkippedSample]) -> TexBatch:
         return TexBatch(None, torch.zeros(0), [], [], skipped)
     voxels = SparseTensor.from_list([s.feats for s in good], [s.coords for s in good])
     vs = torch.tensor([s.voxel_size for s in good], dtype=torch.float32)
-    return TexBatch(voxels, vs, [s.views for s in good], [s.tile_id for s in good], skipped)
+    seeds = torch.tensor([s.seed for s in good], dtype=torch.int64)
+    return TexBatch(voxels, vs, [s.views for s in good], [s.tile_id for s in good], skipped, seeds)
 
 
 # --------------------------------------------------------------------------- tile transforms
@@ -267,8 +277,10 @@ class TexVAEDataset(Dataset):
     ):
         self.config = config or TexVAEDataConfig()
         self.rows = check_manifest(manifest, split, self.config.root)
-        if split == self.config.val_split and self.config.max_val_tiles:
-            self.rows = self.rows.iloc[: self.config.max_val_tiles].reset_index(drop=True)
+        k = self.config.max_val_tiles
+        if split == self.config.val_split and 0 < k < len(self.rows):
+            # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
+            self.rows = self.rows.iloc[evenly_spaced(len(self.rows), k)].reset_index(drop=True)
         self.split, self.features, self.augment = split, features, augment
         self.read_tile_fn, self.read_views_fn = read_tile_fn, read_views_fn
         self._cache: dict[int, _Tile] = {}
@@ -366,6 +378,7 @@ class TexVAEDataset(Dataset):
             torch.from_numpy(np.ascontiguousarray(feats[order])),
             t.voxel_size,
             vset,
+            int(np.random.SeedSequence(list(seed)).generate_state(1)[0]),
         )
 
     def _crop(self, t: _Tile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, TileViews]:

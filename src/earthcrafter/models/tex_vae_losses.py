@@ -27,9 +27,18 @@ def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5)
     Gaussian window (11, sigma 1.5) as in Wang et al. 2004, constants (0.01, 0.03)^2, borders
     zero-padded with the statistics renormalised by the window mass inside the image, so the
     map is defined (and comparable) at every pixel of small images.
+
+    Computed and returned in float32 (float64 inputs stay float64) with autocast off: the variances
+    ``blur(x^2) - mu^2`` cancel catastrophically in bf16/fp16 (values > 1, near-random gradients).
     """
     if pred.shape != target.shape or pred.dim() != 4 or pred.shape[-1] != 3:
         raise ValueError(f"ssim_map: expected two [V, H, W, 3] images, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        return _ssim_map(pred.to(dtype), target.to(dtype), window, sigma)
+
+
+def _ssim_map(pred: Tensor, target: Tensor, window: int, sigma: float) -> Tensor:
     x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
     c = x.shape[1]
     g = gaussian_window(window, sigma, x.dtype).to(x.device)

@@ -144,7 +144,7 @@ class TexVAETask(Task):
         if batch.voxels is None:  # every sample skipped: a zero loss that still touches all weights (DDP)
             zero = sum(p.sum() for p in model.parameters()) * 0.0
             return zero, {"skipped": float(len(batch.skipped))}
-        gaussians, mean, logvar = model(batch.voxels, batch.voxel_size, sample=True)
+        gaussians, mean, logvar = model(batch.voxels, batch.voxel_size, sample=True, seeds=batch.seeds)
         terms: dict[str, Tensor] = {}
         psnr = []
         for g, views in zip(gaussians, batch.views):
@@ -155,7 +155,7 @@ class TexVAETask(Task):
             with torch.no_grad():
                 s = masked_view_stats(pred.clamp(0, 1), target, views.mask())
                 psnr.append(psnr_from_mse(s["sq"] / s["px"].clamp_min(1)).mean())
-        kl = kl_divergence(mean.feats.float(), logvar.feats.float())
+        kl = kl_divergence(mean.feats.float(), logvar.feats.float(), mean.batch_idx, mean.batch_size)
         loss = self.loss.l1 * terms["l1"] + self.loss.kl * kl
         if "ssim" in terms:
             loss = loss + self.loss.ssim * (1.0 - terms["ssim"])

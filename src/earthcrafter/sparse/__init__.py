@@ -54,7 +54,7 @@ from .ops import (
     upsample_like,
     upsample_nearest,
 )
-from .tensor import SparseTensor, broadcast_per_sample, cat, sparse_to_dense
+from .tensor import SparseTensor, broadcast_per_sample, cat, per_sample_mean, sparse_to_dense
 
 __all__ = [
     "ATTN_BACKENDS",
@@ -83,6 +83,7 @@ __all__ = [
     "broadcast_per_sample",
     "cached_window_partition",
     "cat",
+    "per_sample_mean",
     "cross_attention",
     "downsample",
     "downsample_inverse",

@@ -304,3 +304,13 @@ def cat(tensors: Sequence[SparseTensor], dim: int = -1) -> SparseTensor:
 def broadcast_per_sample(x: SparseTensor, per_sample: torch.Tensor) -> torch.Tensor:
     """[B, ...] -> [N, ...]: each voxel gets its batch element's row (AdaLN modulation)."""
     return x.broadcast(per_sample)
+
+
+def per_sample_mean(values: torch.Tensor, batch_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """[B] mean of ``values`` [M] over the rows of each sample (0 for a sample without rows).
+
+    Losses are means per sample, then over samples: every sample weighs the same whatever its
+    voxel count, so averaging W ranks' losses (DDP) gives the loss of the global batch."""
+    sums = values.new_zeros(batch_size).index_add(0, batch_idx, values)
+    counts = torch.bincount(batch_idx, minlength=batch_size).clamp(min=1).to(values.dtype)
+    return sums / counts

@@ -8,8 +8,10 @@ renamed into place, so a crash mid-write leaves the previous checkpoint untouche
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,29 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
-    """Write ``state`` atomically, then delete all but the newest ``keep_last`` checkpoints."""
+    """Write ``state`` atomically, then delete all but the newest ``keep_last`` checkpoints.
+
+    The file's data reaches the disk before its name does (fsync, then rename, then fsync of the
+    folder): after a power cut or a node crash the newest name holds a whole checkpoint, not an
+    empty file. Temporaries of a writer killed mid-write are removed."""
     path = checkpoint_path(directory, step)
+    for leftover in Path(directory).glob(".step_*.pt.*.tmp"):  # one writer (rank 0): nothing else is writing
+        shutil.rmtree(leftover, ignore_errors=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        _fsync(tmp)
+    _fsync(path.parent)
     for _, old in list_checkpoints(directory)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

@@ -39,7 +39,6 @@ class TrainerConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     val_every: int = Field(0, ge=0, description="validate every k steps (0: only at the end)")
     val_batch_size: int = Field(4, ge=1, description="validation samples per rank per batch")
-    val_max_batches: int = Field(0, ge=0, description="cap on validation batches per rank (0: all)")
     ckpt_every: int = Field(0, ge=0, description="checkpoint every k steps (0: only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
     resume: bool = Field(True, description="continue from the newest checkpoint in the run folder")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from earthcrafter.flow import RectifiedFlow, drop_condition, sample_timesteps
+from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.conditions import drop_depth, mix_parts, model_condition
 from earthcrafter.training.task import Task
@@ -17,24 +18,35 @@ VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
 
 def flow_training_step(
     flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float,
-    condition: str = "semantic", height_dropout: float = 0.0,
+    condition: str = "semantic", height_dropout: float = 0.0, seeds: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the
     condition raster (for a ``mixed`` condition, each sample first keeps one of its parts; with
-    ``height_dropout``, a sample's view then loses its depth with that probability)."""
-    t = sample_timesteps(x0.batch_size, device=x0.device)
-    noise = x0.replace(torch.randn_like(x0.feats))
+    ``height_dropout``, a sample's view then loses its depth with that probability).
+
+    With per-sample ``seeds`` (the training batches' draw seeds) every draw of sample b comes from
+    its own generator, so W ranks sharing a global batch draw what one process draws; without,
+    from the process's generator."""
+    if seeds is None:
+        gens = [None]
+        t = sample_timesteps(x0.batch_size, device=x0.device)
+        noise = x0.replace(torch.randn_like(x0.feats))
+    else:
+        gens = sample_generators(seeds, x0.device)
+        t = torch.cat([sample_timesteps(1, generator=g, device=x0.device) for g in gens])
+        noise = x0.replace(randn_per_sample(x0, gens))
     if layout is not None:
-        layout = drop_condition(drop_depth(mix_parts(layout, condition), condition, height_dropout), cond_dropout)
+        parts = layout.split(1) if seeds is not None else [layout]
+        layout = torch.cat([drop_condition(drop_depth(mix_parts(part, condition, g), condition, height_dropout, g),
+                                           cond_dropout, g) for part, g in zip(parts, gens)])
     loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
     return loss, {"loss": float(loss.detach())}
 
 
 def flow_loss_stats(
-    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, g: torch.Generator
+    flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, noise: SparseTensor
 ) -> dict[str, torch.Tensor]:
-    """Summed squared velocity errors at the fixed ``VAL_TIMES``, noise from ``g`` (additive stats)."""
-    noise = x0.replace(torch.randn(x0.feats.shape, generator=g, device=x0.device))
+    """Summed squared velocity errors at the fixed ``VAL_TIMES`` for the given ``noise`` (additive stats)."""
     stats = {"elements": torch.tensor(float(x0.feats.numel()), dtype=torch.float64)}
     for t in VAL_TIMES:
         tb = torch.full((x0.batch_size,), t, device=x0.device)
@@ -66,4 +78,4 @@ class FlowTask(Task):
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         layout = batch["layout"] if self.config.condition != "none" else None
         return flow_training_step(self.flow, model, batch["x0"], layout, self.config.cond_dropout, self.config.condition,
-                                  self.config.height_dropout)
+                                  self.config.height_dropout, batch["seeds"])

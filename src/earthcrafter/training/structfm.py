@@ -34,6 +34,7 @@ from earthcrafter.models.struct_fm import (
     stage_net,
     unpatchify_grid,
 )
+from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
@@ -200,11 +201,11 @@ class StructFMTask(FlowTask):
         x0: SparseTensor = batch["x0"]
         B, dev = x0.batch_size, x0.device
         layout = self._layout(batch)
-        g = torch.Generator(device=dev).manual_seed(int(batch["seeds"].sum()))
-        stats = flow_loss_stats(self.flow, model, x0, layout, g)
-        # sample the stage as generation does (noise continues from g) and score its cells
+        gens = sample_generators(batch["seeds"], dev)  # a tile's noise is its own, at any batch size
+        stats = flow_loss_stats(self.flow, model, x0, layout, x0.replace(randn_per_sample(x0, gens)))
+        # sample the stage as generation does (noise continues from each tile's generator) and score its cells
         uncond = torch.zeros_like(layout) if layout is not None else None
-        start = x0.replace(torch.randn(x0.feats.shape, generator=g, device=dev))
+        start = x0.replace(randn_per_sample(x0, gens))
         velocity = lambda z, tt, c: model(z, tt, c)  # noqa: E731
         out = euler_sample(velocity, start, self.sample.steps, layout, uncond,
                            self.sample.cfg_strength if layout is not None else 0.0)  # fmt: skip

@@ -15,7 +15,8 @@ from torch import nn
 
 from earthcrafter.flow import RectifiedFlow
 from earthcrafter.io.latents import read_latent_tile
-from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, generate_texture
+from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, check_layout_stride, generate_texture
+from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.config import TrainerConfig
@@ -77,8 +78,9 @@ class TexFMTask(FlowTask):
 
     @torch.no_grad()
     def validation_stats(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        g = torch.Generator(device=batch["x0"].device).manual_seed(int(batch["seeds"].sum()))
-        return flow_loss_stats(self.flow, model, batch["x0"], self._layout(batch), g)
+        x0 = batch["x0"]
+        noise = x0.replace(randn_per_sample(x0, sample_generators(batch["seeds"], x0.device)))
+        return flow_loss_stats(self.flow, model, x0, self._layout(batch), noise)
 
     def metrics_from_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
         return flow_loss_metrics(stats)
@@ -107,7 +109,9 @@ def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | di
     if "tex_path" in manifest.columns and (manifest["tex_path"] == "").any():
         raise ValueError("latent manifest has tiles without texture latents: run cache_latents with a TexVAE")
     train, val = build_datasets(manifest, stats["tex"], cfg)
-    stride = read_latent_tile(train.rows["tex_path"].iloc[0]).stride
+    first = read_latent_tile(train.rows["tex_path"].iloc[0])
+    check_layout_stride(cfg.model, int(first.meta["L"]), "model: ")
+    stride = first.stride
     if stride != 1:
         raise ValueError(f"TexFM generates a latent per voxel; the cached texture latents have stride {stride} "
                          f"(a unet2 TexVAE): cache them with a tube TexVAE")  # fmt: skip

@@ -200,7 +200,7 @@ class Trainer:
                 state = None
         if state is None:
             self._clear_stale_checkpoints(env)
-            return {"step": 0, "train_time_s": 0.0, "mlflow_run_id": None}
+            return {"step": 0, "train_time_s": 0.0, "skipped_steps": 0, "mlflow_run_id": None}
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -219,7 +219,8 @@ class Trainer:
             log.warning("checkpoint from %d rank(s), now %d: RNG streams reseeded", len(rngs), env.world_size)
             _seed_all(self.config.seed + 1000 * state["step"] + env.rank)
         log.info("resumed from step %d (%s)", state["step"], self.checkpoint_dir)
-        return {"step": state["step"], "train_time_s": state["train_time_s"], "mlflow_run_id": state.get("mlflow_run_id")}
+        return {"step": state["step"], "train_time_s": state["train_time_s"],
+                "skipped_steps": state.get("skipped_steps", 0), "mlflow_run_id": state.get("mlflow_run_id")}
 
     # Trainer settings that change the optimisation itself; the others (logging, validation and
     # checkpoint cadence, workers, threads) may change between a run and its resumption.
@@ -269,7 +270,7 @@ class Trainer:
             log.warning("starting %s from scratch: removed %d checkpoint(s) of an earlier run", self.checkpoint_dir, len(stale))
         dist.barrier(env)
 
-    def _save(self, env, step, model, opt, sched, ema, train_time_s, run_id) -> Path | None:
+    def _save(self, env, step, model, opt, sched, ema, train_time_s, skipped_steps, run_id) -> Path | None:
         rngs = dist.all_gather_object(ckpt.rng_state(), env)
         if not env.is_main:
             return None
@@ -283,6 +284,7 @@ class Trainer:
             "data": GlobalBatchSampler(len(self.train_set), self.config.batch_size, seed=self.config.seed).state(step),
             "history": self.history,
             "train_time_s": train_time_s,
+            "skipped_steps": skipped_steps,
             "mlflow_run_id": run_id,
             "trainer_config": self.config.model_dump(mode="json"),
             "task_config": self.task.export_config(),
@@ -295,9 +297,8 @@ class Trainer:
         if self.val_set is None or len(self.val_set) == 0:
             return {}
         cfg = self.config
+        # the whole set, on any number of ranks (a subset is the dataset's own, e.g. max_val_tiles)
         batches = shard_indices(len(self.val_set), env.rank, env.world_size, cfg.val_batch_size)
-        if cfg.val_max_batches:
-            batches = batches[: cfg.val_max_batches]
         loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.task.collate, num_workers=cfg.num_workers)
         total: dict[str, torch.Tensor] = {}
         model.eval()
@@ -317,14 +318,19 @@ class Trainer:
         flat = dist.all_reduce_sum(flat.to(env.device) if env.device.type == "cuda" else flat, env).cpu()
         return self.task.metrics_from_stats(dict(zip(keys, flat.unbind())))
 
-    def _log_params(self, env, num_params: int) -> None:
+    def _log_params(self, env, num_params: int, step: int) -> None:
         if not ec_tracking.active():
             return
         flat = ec_config.flatten(self.params)
         flat.update({"trainer.world_size": env.world_size, "trainer.device": env.device.type,
                      "trainer.accum_steps": self.accum_steps, "model.num_params": num_params})
         flat.update(ec_config.flatten(_backend_report(), "backend."))
-        ec_tracking.log_params(flat)
+        # A resumed run may run on other devices or at another cadence: MLflow keeps the first
+        # value of a param, so a changed one is logged beside it, named after the step it took effect.
+        changed = ec_tracking.log_params(flat, changed_prefix=f"resume_{step}.")
+        if changed:
+            log.warning("resumed at step %d with changed settings (logged as resume_%d.*): %s",
+                        step, step, ", ".join(changed[:8]))
         ec_tracking.set_tags({"git_commit": ec_tracking.git_commit(Path(__file__).parent)})
 
     def _reduce_logs(self, env, sums: dict[str, float], counts: dict[str, float], n: int) -> dict[str, float]:
@@ -370,12 +376,12 @@ class Trainer:
         with training_run(self.run_name, self.tags, enabled=self.use_mlflow and env.is_main,
                           resume_run_id=resumed["mlflow_run_id"]) as run_id:
             self.run_id = run_id
-            self._log_params(env, num_params)
+            self._log_params(env, num_params, step)
             log.info("%s: %d parameters, world size %d on %s, steps %d -> %d",
                      self.run_name, num_params, env.world_size, env.device, step, cfg.steps)
             bar = tqdm(total=cfg.steps, initial=step, desc=self.run_name, disable=not (env.is_main and cfg.progress))
             sums, counts, n_window, window_time = defaultdict(float), defaultdict(float), 0, 0.0
-            skipped = 0
+            skipped = resumed["skipped_steps"]  # non-finite steps so far, across resumptions
             batches = iter(loader)
             last_ckpt, last_ckpt_step = None, None
             while step < cfg.steps:
@@ -439,7 +445,7 @@ class Trainer:
                     self.history["val"].append({"step": step, **val})
 
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                    last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, run_id)
+                    last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, skipped, run_id)
                     last_ckpt_step = step
 
                 if stop_after is not None and step >= stop_after:
@@ -447,7 +453,7 @@ class Trainer:
                     return {}
             bar.close()
             if last_ckpt_step != step:  # decided identically on every rank (the save gathers RNG states)
-                last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, run_id)
+                last_ckpt = self._save(env, step, model, opt, sched, ema, train_time, skipped, run_id)
 
             metrics = self._validate(env, ema.model)
             if metrics:
