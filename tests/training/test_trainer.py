@@ -333,3 +333,15 @@ def test_skipped_step_count_survives_a_resume(tmp_path):
     resumed = Trainer(NaNTask(), _config(**cfg), ToyData(), out_dir=tmp_path, mlflow=False)
     resumed.fit()
     assert resumed.history["train"][-1]["skipped_steps"] == 6  # 3 before the checkpoint + 3 after it
+
+
+def test_resuming_a_checkpoint_of_other_code_warns(tmp_path, caplog):
+    """Code is not part of a run's identity (a bug fix must not throw a long run away), but a
+    finished run handed back after a code change must not pass unnoticed."""
+    _trainer(tmp_path).fit(stop_after=7)
+    again = _trainer(tmp_path)
+    again.__dict__["_git_commit"] = "0123456789abcdef-other"
+    with caplog.at_level("WARNING"):
+        again.fit()
+    assert "written by the code at commit" in caplog.text and "trainer.resume=false" in caplog.text
+    assert again.history["train"][0]["step"] == 3  # it did continue the run

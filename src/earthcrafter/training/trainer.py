@@ -219,6 +219,10 @@ class Trainer:
             log.warning("checkpoint from %d rank(s), now %d: RNG streams reseeded", len(rngs), env.world_size)
             _seed_all(self.config.seed + 1000 * state["step"] + env.rank)
         log.info("resumed from step %d (%s)", state["step"], self.checkpoint_dir)
+        if state.get("git_commit", self._git_commit) != self._git_commit:  # code is not part of a run's identity
+            log.warning("the checkpoint in %s was written by the code at commit %.12s, this is %.12s: continuing "
+                        "it; trainer.resume=false trains again with this code", self.checkpoint_dir,
+                        state["git_commit"], self._git_commit)
         return {"step": state["step"], "train_time_s": state["train_time_s"],
                 "skipped_steps": state.get("skipped_steps", 0), "mlflow_run_id": state.get("mlflow_run_id")}
 
@@ -256,6 +260,10 @@ class Trainer:
         return diff
 
     @functools.cached_property
+    def _git_commit(self) -> str:
+        return ec_tracking.git_commit(Path(__file__).parent)
+
+    @functools.cached_property
     def _train_data(self) -> str:
         """The training set's identity: its ``fingerprint()`` (tile ids and file sizes) or its size."""
         fingerprint = getattr(self.train_set, "fingerprint", None)
@@ -290,6 +298,7 @@ class Trainer:
             "task_config": self.task.export_config(),
             "run_params": self._run_params(),
             "train_data": self._train_data,
+            "git_commit": self._git_commit,
         }
         return ckpt.save_checkpoint(self.checkpoint_dir, step, state, self.config.keep_last)
 
@@ -331,7 +340,7 @@ class Trainer:
         if changed:
             log.warning("resumed at step %d with changed settings (logged as resume_%d.*): %s",
                         step, step, ", ".join(changed[:8]))
-        ec_tracking.set_tags({"git_commit": ec_tracking.git_commit(Path(__file__).parent)})
+        ec_tracking.set_tags({"git_commit": self._git_commit})
 
     def _reduce_logs(self, env, sums: dict[str, float], counts: dict[str, float], n: int) -> dict[str, float]:
         """Average loss logs over the window and ranks; sum work counts over ranks."""
