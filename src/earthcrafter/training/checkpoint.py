@@ -66,9 +66,17 @@ def _fsync(path: Path) -> None:
 
 def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
     """The newest checkpoint that loads, or None. Unreadable files are skipped with a warning."""
+    found = load_latest_with_path(directory, map_location)
+    return found[1] if found else None
+
+
+def load_latest_with_path(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint that loads, or None."""
     for step, path in reversed(list_checkpoints(directory)):
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return path, torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # a damaged file must not block resuming from an older one
             log.warning("checkpoint %s (step %d) is unreadable, trying an older one: %s", path, step, e)
     return None

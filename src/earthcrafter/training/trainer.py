@@ -188,10 +188,7 @@ class Trainer:
                               enabled=uses_bf16(self.config.precision, env.device))
 
     def _restore(self, env, model, opt, sched, ema) -> dict[str, Any]:
-        state = None
-        if self.config.resume:
-            state = ckpt.load_latest(self.checkpoint_dir) if env.is_main else None
-            state = dist.broadcast_object(state, env)
+        state = self._load_checkpoint(env) if self.config.resume else None
         if state is not None:
             differs = self._differences(state)
             if differs:  # same decision on every rank: the state was broadcast
@@ -225,6 +222,18 @@ class Trainer:
                         state["git_commit"], self._git_commit)
         return {"step": state["step"], "train_time_s": state["train_time_s"],
                 "skipped_steps": state.get("skipped_steps", 0), "mlflow_run_id": state.get("mlflow_run_id")}
+
+    def _load_checkpoint(self, env) -> dict[str, Any] | None:
+        """Rank 0 picks the newest readable checkpoint; every rank that sees the file (a shared
+        filesystem) reads it itself. Only where some rank cannot is the state sent from rank 0:
+        a pickled multi-GB state through the process group (staged in GPU memory under NCCL)."""
+        found = ckpt.load_latest_with_path(self.checkpoint_dir) if env.is_main else None
+        path = dist.broadcast_object(str(found[0]) if found else None, env)
+        if path is None or not env.distributed:
+            return found[1] if found else None
+        if all(dist.all_gather_object(Path(path).is_file(), env)):
+            return found[1] if env.is_main else torch.load(path, map_location="cpu", weights_only=True)
+        return dist.broadcast_object(found[1] if env.is_main else None, env)
 
     # Trainer settings that change the optimisation itself; the others (logging, validation and
     # checkpoint cadence, workers, threads) may change between a run and its resumption.
