@@ -172,6 +172,66 @@ def test_bad_parameter_fails_before_running(project, monkeypatch):
         _run(project, monkeypatch, "acquisition", env="bad")
 
 
+def test_bad_import_fails_before_generating_and_keeps_the_scenes(project, monkeypatch):
+    """A missing import file or a scene id that is no folder name stops the run before any site
+    is generated, and the scenes folder keeps its last complete output."""
+    scenes = project / "data" / "01_raw" / "scenes"
+    before = {sid: (scenes / sid / "metadata.json").stat().st_mtime_ns for sid in list_scenes(scenes)}
+    assert before, "runs after the acquisition test"
+    env = project / "conf" / "badimport"
+    env.mkdir(exist_ok=True)
+    good = TINY["acquisition"]["imports"][0]
+    for imports, error, match in [
+        ([good, {"kind": "las", "path": "data/00_external/autzen/gone.las"}], Exception,
+         r"acquisition\.imports\[1\] \(las data/00_external/autzen/gone\.las\): .*LAS/LAZ file not found"),
+        ([{**good, "scene_id": "survey/2024"}], ConfigError, r"parameters\.acquisition\.imports\.0\.scene_id"),
+        ([{**good, "options": {"orthofoto": "x.jpg"}}], ConfigError,
+         r"parameters\.acquisition\.imports\.0: .*autzen_trim\.las: unknown option\(s\) 'orthofoto'"),
+    ]:
+        (env / "parameters_acquisition.yml").write_text(
+            yaml.safe_dump({"acquisition": {**TINY["acquisition"], "imports": imports}})
+        )
+        with pytest.raises(error, match=match):
+            _run(project, monkeypatch, "acquisition", env="badimport")
+        after = {sid: (scenes / sid / "metadata.json").stat().st_mtime_ns for sid in list_scenes(scenes)}
+        assert after == before
+
+
+def _params(conf: Path, env: str | None, monkeypatch) -> dict:
+    monkeypatch.chdir(conf.parent)
+    bootstrap_project(conf.parent)
+    with KedroSession.create(project_path=conf.parent, env=env) as session:
+        return session.load_context().config_loader["parameters"]
+
+
+def test_local_overrides_base_key_by_key_and_paper_replaces_sections(tmp_path, monkeypatch):
+    """conf/local (the README's own-data example) overrides one key and keeps the rest of base;
+    a named env such as paper replaces each section it names whole, as it is written."""
+    from kedro.config import OmegaConfigLoader
+
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "src").mkdir()
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    base = _params(tmp_path / "conf", None, monkeypatch)
+    mine = [{"kind": "mesh", "path": "/data/block7.glb"}]
+    (tmp_path / "conf" / "local" / "parameters_acquisition.yml").write_text(
+        yaml.safe_dump({"acquisition": {"imports": mine}})
+    )
+    (tmp_path / "conf" / "local" / "parameters_meshing.yml").write_text(
+        yaml.safe_dump({"meshing": {"dsm": {"cell_size": 0.25}}})
+    )
+    local = _params(tmp_path / "conf", None, monkeypatch)
+    assert local["acquisition"] == {**base["acquisition"], "imports": mine}  # a list replaces the base list
+    assert local["meshing"]["dsm"] == {**base["meshing"]["dsm"], "cell_size": 0.25}
+    local["meshing"]["dsm"] = base["meshing"]["dsm"]
+    assert {k: v for k, v in local.items() if k != "acquisition"} == {k: v for k, v in base.items() if k != "acquisition"}
+    paper = _params(tmp_path / "conf", "paper", monkeypatch)
+    whole_sections = OmegaConfigLoader(str(tmp_path / "conf"), env="paper", base_env="base", default_run_env="local")
+    assert paper == whole_sections["parameters"]
+    assert paper["acquisition"]["imports"] == [] and paper["acquisition"]["synthetic"]["num_sites"] == 50000
+
+
 def test_cache_latents_stage_on_the_tiles(project, monkeypatch):
     """cache_latents through Kedro on the tiles of the data pipeline test, with randomly
     initialised VAEs of the real architectures in place of the trained ones."""

@@ -29,8 +29,10 @@ class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[st
     ``load`` returns ``{scene_id: loader}`` where ``loader()`` reads the scene, so nodes
     map over scenes without holding them all in memory. ``save`` takes
     ``{scene_id: Scene | callable returning Scene}`` (callables are evaluated one at a
-    time, writing as they go); scene folders not in the saved mapping are removed, so
-    the folder always equals the latest output.
+    time, writing as they go) into a new folder beside ``path`` that replaces it only once
+    every scene is written, so the folder always equals the latest output: a failure on any
+    scene leaves the previous folder whole. Scene ids must be plain folder names (no path
+    separator, no leading dot) and a save needs at least one scene.
     """
 
     def __init__(self, path: str, load_frames: bool = True, metadata: dict | None = None):
@@ -45,24 +47,43 @@ class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[st
         return {sid: (lambda sid=sid: read_scene(self._path / sid, self._load_frames)) for sid in ids}
 
     def save(self, data: dict[str, Any]) -> None:
-        self._path.mkdir(parents=True, exist_ok=True)
-        for sid, item in data.items():
-            scene = item() if callable(item) else item
-            if scene is None:  # the producer skipped it and logged why
-                continue
-            if scene.scene_id != sid:
-                raise DatasetError(f"scene id mismatch: key {sid!r} holds scene {scene.scene_id!r}")
-            write_imported_scene(self._path, scene)  # keeps an orthophoto crop when the scene has one
-        keep = set(data)
-        for stale in set(list_scenes(self._path)) - keep:
-            log.info("removing stale scene %s from %s", stale, self._path)
-            shutil.rmtree(self._path / stale)
+        if not data:
+            raise DatasetError(f"no scenes to save to {self._path}; refusing to replace it with an empty folder")
+        bad = [sid for sid in data if not _is_folder_name(sid)]
+        if bad:
+            raise DatasetError(f"scene ids {bad} are not plain folder names; {self._path} would not list them")
+        written, skipped = [], []
+        with atomic_path(self._path) as staging:
+            staging.mkdir()
+            for sid, item in data.items():
+                scene = item() if callable(item) else item
+                if scene is None:  # the producer skipped it and logged why
+                    skipped.append(sid)
+                    continue
+                if scene.scene_id != sid:
+                    raise DatasetError(f"scene id mismatch: key {sid!r} holds scene {scene.scene_id!r}")
+                write_imported_scene(staging, scene)  # keeps an orthophoto crop when the scene has one
+                written.append(sid)
+            if not written:
+                raise DatasetError(f"every scene was skipped; {self._path} is unchanged")
+            missing = sorted(set(written) - set(list_scenes(staging)))
+            if missing:
+                raise DatasetError(f"scenes {missing} were written but are not listed; {self._path} is unchanged")
+        if skipped:
+            log.warning("saved %d scenes to %s; skipped %d: %s", len(written), self._path, len(skipped), skipped)
+        else:
+            log.info("saved %d scenes to %s", len(written), self._path)
 
     def _exists(self) -> bool:
         return bool(list_scenes(self._path))
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_frames": self._load_frames}
+
+
+def _is_folder_name(name: str) -> bool:
+    """One path component that ``list_scenes`` lists: not empty, no separator, no leading dot."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
 class FileDataset(AbstractDataset):

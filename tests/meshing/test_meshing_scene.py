@@ -81,3 +81,11 @@ def test_config_is_strict_and_names_the_bad_key():
     assert cfg.dsm.jump_mode == "drop" and cfg.tsdf.voxel_size is None
     with pytest.raises(TypeError, match="MeshingConfig"):
         mesh_scene(Scene("x"), {"method": "dsm"})
+
+
+def test_meshing_stage_refuses_zero_input_scenes():
+    """An empty output would replace every mesh already made: no input is an error instead."""
+    from earthcrafter.pipelines.meshing.nodes import mesh_scenes
+
+    with pytest.raises(ValueError, match="no input scenes"):
+        mesh_scenes({}, {})

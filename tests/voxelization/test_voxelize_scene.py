@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import numpy as np
 import open3d as o3d
@@ -220,3 +221,10 @@ def test_report_is_plain_json(vox_result):
     assert set(rep["timings"]) == {"sample_and_voxelize_s", "aggregate_s", "tiles_and_views_s"}
     assert rep["aggregation"][0]["frames_used"] == 9
     assert all(t["num_views"] == 8 and sum(t["class_hist"].values()) == t["num_voxels"] for t in rep["tiles"])
+
+
+def test_imported_scenes_are_tiled_with_the_biome_real(vox_scene):
+    """Real data (no biome in its metadata) is one biome, "real", as in the acquisition summary."""
+    scene = dataclasses.replace(vox_scene, scene_id="survey", metadata={"source": "lidar"})
+    out = voxelize_scene(scene, PoolExtractor(), toy_config(L=16))
+    assert out.tiles and {tile.meta["biome"] for tile in out.tiles} == {"real"}

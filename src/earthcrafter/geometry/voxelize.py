@@ -46,7 +46,7 @@ from earthcrafter.features.base import ImageFeatureExtractor, frame_features
 from earthcrafter.features.layout import FEATURE_LAYOUT, layout_channels, layout_to_json
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.crops import CropConfig, TileSpec, bounds_xy, central_crop, faces_in_box_xy, plan_tiles
-from earthcrafter.io.scene import Frame, Mesh, Scene
+from earthcrafter.io.scene import Frame, Mesh, Scene, scene_biome
 from earthcrafter.io.tiles import TileViews, VoxelTile, class_histogram
 from earthcrafter.semantics import NUM_CLASSES
 
@@ -406,7 +406,7 @@ def _make_tile(
     }
     meta = {
         "scene_id": scene.scene_id,
-        "biome": str(scene.metadata.get("biome", "unknown")),
+        "biome": scene_biome(scene.metadata),
         "L": cfg.L,
         "voxel_size_m": cfg.voxel_size,
         "origin_m": [float(v) for v in plan.origin],

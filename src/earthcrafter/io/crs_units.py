@@ -10,6 +10,8 @@ Two sources exist in a LAS header and both are read:
   User-defined CRSs (``ProjectedCSTypeGeoKey`` = 32767) are only described this way.
 
 If the two disagree the file is ambiguous and import fails (pass ``units=`` to decide).
+A geographic CRS (degrees) is refused whatever the arguments: a metric scene needs projected
+coordinates.
 A horizontal unit but no vertical one is common (2D CRS); z is then taken in the
 horizontal unit, which is the LAS convention in practice, and the choice is recorded.
 """
@@ -21,6 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
+GT_MODEL_TYPE_KEY = 1024
+MODEL_TYPE_GEOGRAPHIC = 2
 PROJ_LINEAR_UNITS_KEY = 3076
 PROJ_LINEAR_UNIT_SIZE_KEY = 3077
 VERTICAL_UNITS_KEY = 4099
@@ -79,12 +83,30 @@ def units_from_crs(crs) -> tuple[LinearUnit | None, LinearUnit | None, str | Non
     return horizontal, vertical, None
 
 
+def geographic_crs(crs, header) -> str | None:
+    """Why the coordinates are angular (a geographic CRS), or None: read from the parsed CRS and
+    from ``GTModelTypeGeoKey`` (2 = geographic) of the raw GeoKeys."""
+    parts = [] if crs is None else (crs.sub_crs_list if crs.is_compound else [crs])
+    for part in parts:
+        if part.is_geographic and not part.is_projected:
+            return f"CRS {part.name!r} is geographic (angular units, degrees)"
+    keys = _geokeys(header)
+    model = keys.get(GT_MODEL_TYPE_KEY)
+    if model is not None and model.tiff_tag_location == 0 and model.value_offset == MODEL_TYPE_GEOGRAPHIC:
+        return "the GeoKeys say the CRS is geographic (GTModelTypeGeoKey = 2: angular units, degrees)"
+    return None
+
+
+def _geokeys(header) -> dict:
+    directories = header.vlrs.get("GeoKeyDirectoryVlr")
+    return {k.id: k for k in directories[0].geo_keys} if directories else {}
+
+
 def units_from_geokeys(header) -> tuple[LinearUnit | None, LinearUnit | None]:
     """(horizontal, vertical) units from the raw GeoKey directory of a laspy header, if any."""
-    directories = header.vlrs.get("GeoKeyDirectoryVlr")
-    if not directories:
+    keys = _geokeys(header)
+    if not keys:
         return None, None
-    keys = {k.id: k for k in directories[0].geo_keys}
     doubles = header.vlrs.get("GeoDoubleParamsVlr")
     doubles = list(doubles[0].doubles) if doubles else []
 
@@ -106,19 +128,3 @@ def units_from_geokeys(header) -> tuple[LinearUnit | None, LinearUnit | None]:
 
 def same_unit(a: LinearUnit, b: LinearUnit) -> bool:
     return bool(np.isclose(a.metres, b.metres, rtol=1e-9, atol=0))
-
-
-def resolve_units(
-    crs_units: tuple[LinearUnit | None, LinearUnit | None],
-    geokey_units: tuple[LinearUnit | None, LinearUnit | None],
-) -> tuple[LinearUnit | None, LinearUnit | None, str | None]:
-    """Merge the two readings: (horizontal, vertical, conflict message or None)."""
-    resolved = []
-    for axis, a, b in zip(("horizontal", "vertical"), crs_units, geokey_units):
-        if a is not None and b is not None and not same_unit(a, b):
-            return None, None, (
-                f"{axis} unit disagrees between the CRS ({a.name}, {a.metres} m) "
-                f"and the GeoKeys ({b.name}, {b.metres} m)"
-            )
-        resolved.append(a if a is not None else b)
-    return resolved[0], resolved[1], None

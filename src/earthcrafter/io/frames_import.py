@@ -21,6 +21,7 @@ from earthcrafter.geometry.cameras import Camera
 from earthcrafter.io.import_common import (
     DataImportError,
     check_coordinates,
+    check_scene_size,
     class_histogram,
     extent_metadata,
     import_error,
@@ -57,20 +58,7 @@ def import_frames(
         unknown_class: semantic pixel values >= 25: "unlabeled" (class 0, counted) or "error".
     """
     folder = Path(folder)
-    if unknown_class not in UNKNOWN_CLASS_POLICIES:
-        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
-    spec_path = folder / cameras_file
-    if not folder.is_dir():
-        raise import_error(folder, "frames folder not found")
-    if not spec_path.is_file():
-        raise import_error(spec_path, "cameras file not found")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise import_error(spec_path, f"invalid JSON ({err})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("frames"), list) or not spec["frames"]:
-        raise import_error(spec_path, "expected an object with a non-empty list 'frames'")
-
+    spec_path, spec = _read_spec(folder, cameras_file, unknown_class)
     world = _world_transform(spec_path, spec)
     frames, unknown_pixels, without_semantic = [], 0, 0
     records = spec["frames"]
@@ -90,6 +78,9 @@ def import_frames(
     if len(points):
         check_coordinates(spec_path, points, "depth points")
     extent_points, extent_source = (points, "depth") if len(points) else (centres, "camera_centres")
+    size = extent_metadata(extent_points)["size_m"]
+    if len(frames) > 1 or len(points):
+        check_scene_size(spec_path, size, "scene" if len(points) else "camera positions")
     labels = [fr.semantic.ravel() for fr in frames if fr.semantic is not None]
     if unknown_pixels:
         log.warning("%s: %d semantic pixels outside 0..%d set to unlabeled", spec_path, unknown_pixels, NUM_CLASSES - 1)
@@ -110,6 +101,54 @@ def import_frames(
     }
     log.info("%s: imported %d frames (%d without semantic maps)", spec_path, len(frames), without_semantic)
     return Scene(scene_id or scene_id_from_path(folder), metadata, frames=frames)
+
+
+def check_frames(
+    folder: str | Path, *, cameras_file: str = CAMERAS_FILE, unknown_class: str = "unlabeled", **_other
+) -> None:
+    """What ``import_frames`` can find wrong without reading the images: the options, the folder,
+    ``cameras.json`` (JSON, world frame, every camera, names) and that every file it names exists."""
+    folder = Path(folder)
+    spec_path, spec = _read_spec(folder, cameras_file, unknown_class)
+    _world_transform(spec_path, spec)
+    names = []
+    for i, record in enumerate(spec["frames"]):
+        where = f"{spec_path}: frame #{i}"
+        if not isinstance(record, dict):
+            raise DataImportError(f"{where}: expected an object, got {type(record).__name__}")
+        _frame_camera(where, record, spec)
+        if "rgb" not in record:
+            raise DataImportError(f"{where}: missing field 'rgb' (image file name)")
+        name = str(record.get("name", Path(str(record["rgb"])).stem))
+        if not FRAME_NAME.match(name):
+            raise DataImportError(f"{where} ({name!r}): frame name must match {FRAME_NAME.pattern}")
+        if record.get("depth_type", "z") not in ("z", "ray"):
+            raise DataImportError(f"{where} ({name!r}): depth_type must be 'z' or 'ray', got {record['depth_type']!r}")
+        for key, what in (("rgb", "image"), ("depth", "depth"), ("semantic", "image")):
+            if record.get(key) is not None and not (folder / str(record[key])).is_file():
+                raise import_error(folder / str(record[key]), f"{what} file not found")
+        names.append(name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise import_error(spec_path, f"frame names repeat: {repeated}")
+
+
+def _read_spec(folder: Path, cameras_file: str, unknown_class: str) -> tuple[Path, dict]:
+    """(path, parsed object) of the cameras file, with its top-level shape checked."""
+    if unknown_class not in UNKNOWN_CLASS_POLICIES:
+        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+    spec_path = folder / cameras_file
+    if not folder.is_dir():
+        raise import_error(folder, "frames folder not found")
+    if not spec_path.is_file():
+        raise import_error(spec_path, "cameras file not found")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise import_error(spec_path, f"invalid JSON ({err})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("frames"), list) or not spec["frames"]:
+        raise import_error(spec_path, "expected an object with a non-empty list 'frames'")
+    return spec_path, spec
 
 
 # --------------------------------------------------------------------------- cameras
@@ -201,16 +240,19 @@ def _to_local(camera: Camera, world: dict) -> Camera:
 # --------------------------------------------------------------------------- images
 
 
-def _read_frame(folder: Path, where: str, record: dict, spec: dict, world: dict, policy: str) -> tuple[Frame, int]:
+def _frame_camera(where: str, record: dict, spec: dict) -> Camera:
     try:
-        camera = camera_from_record(
+        return camera_from_record(
             record,
             record.get("convention", spec.get("convention", "opencv")),
             record.get("pixel_centers", spec.get("pixel_centers", "half")),
         )
     except ValueError as err:
         raise DataImportError(f"{where}: {err}") from None
-    camera = _to_local(camera, world)
+
+
+def _read_frame(folder: Path, where: str, record: dict, spec: dict, world: dict, policy: str) -> tuple[Frame, int]:
+    camera = _to_local(_frame_camera(where, record, spec), world)
     if "rgb" not in record:
         raise DataImportError(f"{where}: missing field 'rgb' (image file name)")
     rgb_path = folder / str(record["rgb"])

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # A scene wider than this is taken for a unit or CRS mistake, not for real data.
 MAX_EXTENT_M = 100_000.0
+# A scene narrower than this is suspicious (coordinates in the wrong unit?): warned about.
+MIN_PLAUSIBLE_SIZE_M = 1.0
+# Scene ids: lower-case letters, digits, "_" and "-", starting with a letter or digit.
+SCENE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 # Linear units a caller may name. The two feet differ by 2 ppm: 6 mm over 3 km.
 INTERNATIONAL_FOOT_M = 0.3048
@@ -31,18 +35,26 @@ US_SURVEY_FOOT_M = 1200.0 / 3937.0
 UNIT_METRES: dict[str, float] = {
     "m": 1.0,
     "metre": 1.0,
+    "metres": 1.0,
     "meter": 1.0,
+    "meters": 1.0,
     "cm": 0.01,
     "mm": 0.001,
     "km": 1000.0,
     "ft": INTERNATIONAL_FOOT_M,
     "foot": INTERNATIONAL_FOOT_M,
+    "feet": INTERNATIONAL_FOOT_M,
     "international_foot": INTERNATIONAL_FOOT_M,
+    "international_feet": INTERNATIONAL_FOOT_M,
     "us_ft": US_SURVEY_FOOT_M,
     "us-ft": US_SURVEY_FOOT_M,
     "ftus": US_SURVEY_FOOT_M,
+    "us_foot": US_SURVEY_FOOT_M,
+    "us_feet": US_SURVEY_FOOT_M,
     "us_survey_foot": US_SURVEY_FOOT_M,
+    "us_survey_feet": US_SURVEY_FOOT_M,
     "us survey foot": US_SURVEY_FOOT_M,
+    "us survey feet": US_SURVEY_FOOT_M,
 }
 
 
@@ -160,6 +172,25 @@ def extent_metadata(xyz_local: np.ndarray | None = None, lo: np.ndarray | None =
         lo, hi = column_bounds(xy) if len(xy) else (np.zeros(2), np.zeros(2))
     extent = (np.asarray(hi)[:2] - np.asarray(lo)[:2]).tolist()
     return {"size_m": float(max(extent)), "extent_m": extent}
+
+
+def check_scene_id(scene_id: str) -> str:
+    """``scene_id`` if it matches ``SCENE_ID_PATTERN`` (it names a folder), else ``ValueError``."""
+    if not isinstance(scene_id, str) or not re.fullmatch(SCENE_ID_PATTERN, scene_id):
+        raise ValueError(
+            f"scene_id={scene_id!r}: expected lower-case letters, digits, '_' and '-', "
+            f"starting with a letter or digit ({SCENE_ID_PATTERN})"
+        )
+    return scene_id
+
+
+def check_scene_size(path: str | Path, size_m: float, what: str = "scene") -> None:
+    """Warn when an imported scene spans less than ``MIN_PLAUSIBLE_SIZE_M`` across (units mistake?)."""
+    if size_m < MIN_PLAUSIBLE_SIZE_M:
+        log.warning(
+            "%s: the %s spans only %.3g m across (under %g m): are the coordinates in the unit you said?",
+            path, what, size_m, MIN_PLAUSIBLE_SIZE_M,
+        )
 
 
 def scene_id_from_path(path: str | Path) -> str:

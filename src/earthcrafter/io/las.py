@@ -12,16 +12,19 @@ by the points kept, not by the file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import laspy
 import numpy as np
 from tqdm.auto import tqdm
 
-from earthcrafter.io.crs_units import LinearUnit, resolve_units, units_from_crs, units_from_geokeys
+from earthcrafter.io.crs_units import LinearUnit, geographic_crs, same_unit, units_from_crs, units_from_geokeys
 from earthcrafter.io.import_common import (
     check_extent,
+    check_scene_size,
     class_histogram,
     column_bounds,
     extent_metadata,
@@ -32,7 +35,7 @@ from earthcrafter.io.import_common import (
     scene_id_from_path,
 )
 from earthcrafter.io.imported_scene import ImportedScene
-from earthcrafter.io.orthophoto import Orthophoto, read_orthophoto
+from earthcrafter.io.orthophoto import Orthophoto, check_orthophoto, read_orthophoto
 from earthcrafter.io.scene import Points
 from earthcrafter.semantics import ASPRS_NOISE, ASPRS_TO_CLASS
 
@@ -62,6 +65,7 @@ def import_las(
     unknown_class: str = "unlabeled",
     units: str | float | None = None,
     vertical_units: str | float | None = None,
+    force_units: bool = False,
     drop_withheld: bool = True,
     scene_id: str | None = None,
     chunk_size: int = 1_000_000,
@@ -79,24 +83,21 @@ def import_las(
             not all zero, else the orthophoto).
         unknown_class: ASPRS codes absent from ``ASPRS_TO_CLASS``: "unlabeled" (class 0),
             "drop", or "error". Counted in ``metadata["unknown_classes"]`` in every case.
-        units / vertical_units: override the linear units read from the CRS records
-            ("m", "ft", "us_ft", ... or metres per unit). ``units`` alone sets both.
+        units / vertical_units: the horizontal / vertical linear unit ("m", "ft", "us_ft", ... or
+            metres per unit) for files whose CRS records give none (or disagree). z follows
+            ``vertical_units``, else the CRS's vertical unit, else the horizontal unit. A value that
+            contradicts the CRS records is an error unless ``force_units=True`` (records known wrong).
+            A geographic (degree) CRS is always refused.
     """
     path = Path(path)
-    if color_source not in COLOR_SOURCES:
-        raise ValueError(f"color_source={color_source!r}: expected one of {COLOR_SOURCES}")
-    if unknown_class not in UNKNOWN_CLASS_POLICIES:
-        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
-    if max_points is not None and max_points <= 0:
-        raise ValueError(f"max_points={max_points}: must be positive")
-    crop = _check_crop(crop)
+    crop = _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
     if not path.is_file():
         raise import_error(path, "LAS/LAZ file not found")
 
-    with _open_las(path) as reader:
+    with _laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
-        horizontal, vertical = _linear_units(path, header, units, vertical_units)
+        horizontal, vertical = _linear_units(path, header, units, vertical_units, force_units)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         stream = _read_points(path, reader, has_rgb, crop, drop_withheld, unknown_class, max_points, chunk_size, seed)
 
@@ -131,6 +132,7 @@ def import_las(
     local = (xyz - origin) * f
     lo_m, hi_m = (lo - origin) * f, (hi - origin) * f
     log_drops(path, dropped, len(local), "points")
+    check_scene_size(path, float(max(hi_m[:2] - lo_m[:2])), "point cloud")
 
     ortho_crop = None
     if ortho is not None:
@@ -163,7 +165,82 @@ def import_las(
     )
 
 
+def check_las(
+    path: str | Path,
+    *,
+    orthophoto: str | Path | Orthophoto | None = None,
+    world_file: str | Path | None = None,
+    max_points: int | None = None,
+    crop: tuple[float, float, float, float] | None = None,
+    color_source: str = "auto",
+    unknown_class: str = "unlabeled",
+    units: str | float | None = None,
+    vertical_units: str | float | None = None,
+    force_units: bool = False,
+    chunk_size: int = 1_000_000,
+    **_other,
+) -> None:
+    """What ``import_las`` can find wrong without reading the points, in a fraction of a second:
+    option values, the file and its header, the units, the orthophoto's image header and world
+    file, and whether the orthophoto covers the header's bounds. Raises like ``import_las``."""
+    path = Path(path)
+    _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
+    if not path.is_file():
+        raise import_error(path, "LAS/LAZ file not found")
+    with _laspy_log_folded(path), _open_las(path) as reader:
+        header = reader.header
+        _check_header(path, header)
+        _linear_units(path, header, units, vertical_units, force_units, quiet=True)
+        has_rgb = header.point_format.id in RGB_POINT_FORMATS
+        bounds = np.concatenate([np.asarray(header.mins)[:2], np.asarray(header.maxs)[:2]])
+    if color_source == "las" and not has_rgb:
+        raise import_error(path, f"color_source='las' but point format {header.point_format.id} has no RGB")
+    if orthophoto is None:
+        if color_source == "orthophoto" or (color_source == "auto" and not has_rgb):
+            raise import_error(
+                path, "no colour: the point format has no RGB and no orthophoto was given (orthophoto=...)"
+            )
+    elif not isinstance(orthophoto, Orthophoto):
+        check_orthophoto(orthophoto, world_file, bounds=bounds)
+
+
+def _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size):
+    """Plain ``ValueError`` for option values ``import_las`` cannot take; returns the crop box."""
+    if color_source not in COLOR_SOURCES:
+        raise ValueError(f"color_source={color_source!r}: expected one of {COLOR_SOURCES}")
+    if unknown_class not in UNKNOWN_CLASS_POLICIES:
+        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+    if max_points is not None and max_points <= 0:
+        raise ValueError(f"max_points={max_points}: must be positive")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size={chunk_size}: must be positive")
+    for name, value in (("units", units), ("vertical_units", vertical_units)):
+        if value is not None:
+            metres_per_unit(value, name)
+    return _check_crop(crop)
+
+
 # --------------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def _laspy_log_folded(path: Path) -> Iterator[None]:
+    """Hold back laspy's own ERROR log lines (a LAZ backend that fails logs one per backend tried,
+    then raises): the error we raise carries the message. They are re-logged at DEBUG level."""
+    logger = logging.getLogger("laspy.lasreader")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
+        for record in held:
+            log.debug("%s: laspy: %s", path, record.getMessage())
 
 
 def _open_las(path: Path) -> laspy.LasReader:
@@ -317,33 +394,76 @@ def _in_box(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def _linear_units(
-    path: Path, header: laspy.LasHeader, units: str | float | None, vertical_units: str | float | None
+    path: Path,
+    header: laspy.LasHeader,
+    units: str | float | None,
+    vertical_units: str | float | None,
+    force_units: bool = False,
+    quiet: bool = False,
 ) -> tuple[LinearUnit, LinearUnit]:
-    """(horizontal, vertical) units: arguments win, else the CRS records, else a clear error."""
+    """(horizontal, vertical) units from the CRS records, or from the arguments where the records
+    give none or disagree; an argument that contradicts the records needs ``force_units``."""
     crs = _parse_crs(path, header)
+    geographic = geographic_crs(crs, header)
+    if geographic:
+        raise import_error(path, f"{geographic}; reproject to a projected CRS first (units= cannot replace that)")
     h_crs, v_crs, problem = units_from_crs(crs)
-    horizontal, vertical, conflict = resolve_units((h_crs, v_crs), units_from_geokeys(header))
-    if units is not None:
-        horizontal = LinearUnit(str(units), metres_per_unit(units, "units"), "argument")
-        vertical = horizontal if vertical_units is None else vertical
-    if vertical_units is not None:
-        vertical = LinearUnit(str(vertical_units), metres_per_unit(vertical_units, "vertical_units"), "argument")
-    if units is None:
+    h_geo, v_geo = units_from_geokeys(header)
+    horizontal = _choose_unit(path, "units", units, (h_crs, h_geo), force_units)
+    if horizontal is None:
         if problem:
-            raise import_error(path, problem)
-        if conflict:
-            raise import_error(path, f"{conflict}; pass units= to choose")
-        if horizontal is None:
-            raise import_error(
-                path,
-                "the header's CRS records (GeoKey / WKT VLRs) give no linear unit; "
-                "pass units= (e.g. 'm', 'ft', 'us_ft') to say what the coordinates are in",
-            )
+            raise import_error(path, f"{problem}; pass units= to say what the coordinates are in")
+        raise import_error(
+            path,
+            "the header's CRS records (GeoKey / WKT VLRs) give no linear unit; "
+            "pass units= (e.g. 'm', 'ft', 'us_ft') to say what the coordinates are in",
+        )
+    vertical = _choose_unit(path, "vertical_units", vertical_units, (v_crs, v_geo), force_units)
+    if vertical is None and units is not None:
+        vertical = LinearUnit(horizontal.name, horizontal.metres, "argument: units= (the CRS gives no vertical unit)")
     if vertical is None:
         vertical = LinearUnit(horizontal.name, horizontal.metres, "assumed: no vertical unit in the CRS, z in the horizontal unit")
-        log.info("%s: CRS gives no vertical unit; taking z in %s (%g m), pass vertical_units= to override",
-                 path, horizontal.name, horizontal.metres)
+        if not quiet:
+            log.info("%s: CRS gives no vertical unit; taking z in %s (%g m), pass vertical_units= to override",
+                     path, horizontal.name, horizontal.metres)
     return horizontal, vertical
+
+
+def _choose_unit(
+    path: Path, name: str, given: str | float | None, recorded: tuple[LinearUnit | None, ...], force: bool
+) -> LinearUnit | None:
+    """One axis's unit: the records' (which must agree), or ``given`` (which must agree with them)."""
+    records = [u for u in recorded if u is not None]
+    said = _describe_units(records)
+    if given is None:
+        if len(records) == 2 and not same_unit(*records):
+            axis = "vertical" if name.startswith("vertical") else "horizontal"
+            a, b = records
+            raise import_error(
+                path, f"{axis} unit disagrees between the CRS ({a.name}, {a.metres:.10g} m) and the GeoKeys "
+                f"({b.name}, {b.metres:.10g} m); pass {name}= to choose"
+            )
+        return records[0] if records else None
+    unit = LinearUnit(str(given), metres_per_unit(given, name), "argument")
+    if records and not any(same_unit(unit, u) for u in records):
+        if not force:
+            raise import_error(
+                path,
+                f"{name}={given!r} ({unit.metres:.10g} m) contradicts the file's CRS records: {said}. "
+                f"Drop {name}= to use the records, or pass force_units=True if the records are wrong",
+            )
+        log.warning("%s: %s=%r overrides the CRS records (%s) because force_units=True", path, name, given, said)
+        unit = LinearUnit(str(given), unit.metres, f"argument, overriding the CRS records ({said})")
+    return unit
+
+
+def _describe_units(records: list[LinearUnit]) -> str:
+    """``foot (0.3048 m, in the CRS and the GeoKeys)`` for messages."""
+    where = {"crs": "CRS", "geokeys": "GeoKeys"}
+    if len(records) == 2 and same_unit(*records):
+        u = records[0]
+        return f"{u.name} ({u.metres:.10g} m, in the CRS and the GeoKeys)"
+    return " and ".join(f"{u.name} ({u.metres:.10g} m, in the {where.get(u.source, u.source)})" for u in records)
 
 
 def _parse_crs(path: Path, header: laspy.LasHeader):

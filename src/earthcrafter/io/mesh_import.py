@@ -31,6 +31,7 @@ from plyfile import PlyData
 
 from earthcrafter.io.import_common import (
     check_coordinates,
+    check_scene_size,
     class_histogram,
     column_bounds,
     extent_metadata,
@@ -87,12 +88,7 @@ def import_mesh(
         texels_per_edge / max_faces: texture sampling density and subdivision budget.
     """
     path = Path(path)
-    if unknown_class not in UNKNOWN_CLASS_POLICIES:
-        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
-    if up_axis == "auto":
-        up_axis = "y" if path.suffix.lower() in (".glb", ".gltf") else "z"
-    R = up_axis_rotation(up_axis)
-    f = metres_per_unit(units, "units")
+    up_axis, R, f = _check_mesh_options(path, units, up_axis, unknown_class, texels_per_edge, max_faces)
     if not path.is_file():
         raise import_error(path, "mesh file not found")
 
@@ -112,6 +108,7 @@ def import_mesh(
     origin_src = R.T @ origin_rot
     local = (rotated - origin_rot) * f
     log_drops(path, dropped, len(faces), "faces")
+    check_scene_size(path, float(max(np.ptp(local[:, 0]), np.ptp(local[:, 1]))), "mesh")
 
     metadata = {
         "source": "mesh",
@@ -128,6 +125,49 @@ def import_mesh(
         "texture_sampling": sampling,
     }
     return Scene(scene_id or scene_id_from_path(path), metadata, mesh=Mesh(local, faces, colors, semantic))
+
+
+def check_mesh(
+    path: str | Path,
+    *,
+    units: str | float = "m",
+    up_axis: str = "auto",
+    unknown_class: str = "unlabeled",
+    texels_per_edge: float = 2.0,
+    max_faces: int = 2_000_000,
+    **_other,
+) -> None:
+    """What ``import_mesh`` can find wrong without reading the mesh: option values, the file, its
+    format and first bytes (PLY / GLB magic), glTF node transforms. Raises like ``import_mesh``."""
+    path = Path(path)
+    _check_mesh_options(path, units, up_axis, unknown_class, texels_per_edge, max_faces)
+    if not path.is_file():
+        raise import_error(path, "mesh file not found")
+    suffix = path.suffix.lower()
+    if suffix != ".ply" and suffix not in OPEN3D_SUFFIXES:
+        raise import_error(path, f"unsupported mesh format {path.suffix!r} (use .ply, {', '.join(OPEN3D_SUFFIXES)})")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise import_error(path, f"cannot read the file ({err})") from None
+    if suffix == ".ply" and not head.startswith(b"ply"):
+        raise import_error(path, "not a PLY file (it does not start with 'ply')")
+    if suffix in (".glb", ".gltf"):
+        _check_gltf_transforms(path)
+
+
+def _check_mesh_options(path: Path, units, up_axis, unknown_class, texels_per_edge, max_faces):
+    """Plain ``ValueError`` for option values ``import_mesh`` cannot take; returns (up_axis, R, metres per unit)."""
+    if unknown_class not in UNKNOWN_CLASS_POLICIES:
+        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+    if not texels_per_edge > 0:
+        raise ValueError(f"texels_per_edge={texels_per_edge!r}: must be positive")
+    if max_faces <= 0:
+        raise ValueError(f"max_faces={max_faces!r}: must be positive")
+    if up_axis == "auto":
+        up_axis = "y" if path.suffix.lower() in (".glb", ".gltf") else "z"
+    return up_axis, up_axis_rotation(up_axis), metres_per_unit(units, "units")
 
 
 # --------------------------------------------------------------------------- PLY

@@ -192,3 +192,38 @@ def read_orthophoto(image_path: str | Path, world_file: str | Path | None = None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return Orthophoto(image, affine, str(image_path))
+
+
+def check_orthophoto(
+    image_path: str | Path, world_file: str | Path | None = None, bounds: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """What ``read_orthophoto`` can find wrong without decoding the image: the files, the world file,
+    the image header. With ``bounds`` (xmin, ymin, xmax, ymax, same CRS), also that the image's
+    footprint overlaps them. Returns (affine [2, 3], (width, height))."""
+    image_path = Path(image_path)
+    if not image_path.is_file():
+        raise import_error(image_path, "orthophoto image not found")
+    affine = read_world_file(world_file if world_file is not None else find_world_file(image_path))
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_ORTHOPHOTO_PIXELS
+    try:
+        with Image.open(image_path) as im:
+            size = im.size
+    except Exception as err:  # PIL raises many types for unreadable images
+        raise import_error(image_path, f"not a readable image ({err})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if bounds is not None:
+        w, h = size[0] - 0.5, size[1] - 0.5
+        corners = np.array([[-0.5, -0.5], [w, -0.5], [w, h], [-0.5, h]]) @ affine[:, :2].T + affine[:, 2]
+        lo, hi = corners.min(axis=0), corners.max(axis=0)
+        b = np.asarray(bounds, dtype=np.float64)
+        if (hi < b[:2]).any() or (lo > b[2:]).any():
+            raise import_error(
+                image_path,
+                f"the image covers x {lo[0]:.1f}..{hi[0]:.1f}, y {lo[1]:.1f}..{hi[1]:.1f}, which misses the "
+                f"data's x {b[0]:.1f}..{b[2]:.1f}, y {b[1]:.1f}..{b[3]:.1f}: world file in another CRS or unit, "
+                "or another area?",
+            )
+    return affine, size
+

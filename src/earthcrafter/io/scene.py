@@ -207,6 +207,18 @@ def write_scene(root: str | Path, scene: Scene) -> Path:
     return out
 
 
+# metadata["source"] of scenes imported from real data (earthcrafter.io.sources)
+IMPORTED_SOURCES = ("lidar", "mesh", "frames")
+
+
+def scene_biome(metadata: dict) -> str:
+    """A scene's biome: ``metadata["biome"]`` (synthetic sites), ``"real"`` for imported data,
+    else ``"unknown"``. The one rule every stage uses (summaries, tile manifests, splits)."""
+    if metadata.get("biome"):
+        return str(metadata["biome"])
+    return "real" if metadata.get("source") in IMPORTED_SOURCES else "unknown"
+
+
 def list_scenes(root: str | Path) -> list[str]:
     """Scene ids under ``root`` (folders holding a metadata.json), sorted."""
     root = Path(root)

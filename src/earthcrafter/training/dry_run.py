@@ -44,9 +44,10 @@ SECTIONS = {"structvae": "train_structvae", "texvae": "train_texvae", "structfm_
 
 def load_parameters(conf_dir: str | Path, env: str) -> dict[str, Any]:
     """The parameters ``kedro run --env=<env>`` would see: conf/base, then ``env``'s files over it."""
-    from kedro.config import OmegaConfigLoader
+    from earthcrafter.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
-    return dict(OmegaConfigLoader(str(conf_dir), base_env="base", default_run_env=env)["parameters"])
+    args = {**CONFIG_LOADER_ARGS, "default_run_env": env}
+    return dict(CONFIG_LOADER_CLASS(str(conf_dir), **args)["parameters"])
 
 
 # --------------------------------------------------------------------------- synthetic tiles

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
+from functools import partial
 
 import matplotlib
 
@@ -15,7 +15,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from earthcrafter import config, tracking
-from earthcrafter.io import import_source
+from earthcrafter.io.scene import scene_biome
+from earthcrafter.io.sources import check_sources, import_source
 from earthcrafter.semantics import colorize
 from earthcrafter.world import generate_site, scene_id
 
@@ -23,32 +24,31 @@ log = logging.getLogger(__name__)
 
 
 def acquire_scenes(params: dict) -> dict:
-    """Plan every scene of the stage; scenes are produced lazily as the dataset writes them."""
+    """Plan every scene of the stage; scenes are produced lazily as the dataset writes them.
+
+    Every import is checked first (files, headers, world files, units), so a bad source fails
+    before anything is generated; imports then come first in the plan, synthetic sites after.
+    """
     cfg = config.validate("acquisition", params)
     syn = cfg.synthetic
-    bar = tqdm(total=syn.num_sites + len(cfg.imports), desc="acquisition", unit="scene")
+    specs = [src.spec() for src in cfg.imports]
+    if not specs and not syn.num_sites:
+        raise ValueError("acquisition: nothing to acquire (synthetic.num_sites is 0 and imports is empty)")
+    check_sources(specs, what="acquisition.imports")
+    bar = tqdm(total=syn.num_sites + len(specs), desc="acquisition", unit="scene")
 
-    def synthetic(index: int):
-        scene = generate_site(syn.world, index)
+    def produce(make, *args, **kwargs):
+        scene = make(*args, **kwargs)
         bar.update()
         return scene
 
-    def imported(src):
-        scene = import_source(src.kind, src.path, **{**src.options, "scene_id": src.scene_id})
-        bar.update()
-        return scene
-
-    plan = {}
+    plan = {spec["scene_id"]: partial(produce, import_source, **spec) for spec in specs}
     for i in range(syn.first_index, syn.first_index + syn.num_sites):
         sid = scene_id(syn.world, i)
-        plan[sid] = lambda i=i: synthetic(i)
-    for src in cfg.imports:
-        sid = src.scene_id or Path(src.path).stem
-        src = src.model_copy(update={"scene_id": sid})
-        plan[sid] = lambda src=src: imported(src)
-    if len(set(plan)) != syn.num_sites + len(cfg.imports):
-        raise ValueError("acquisition: two sources map to the same scene_id; set `scene_id` on the imports")
-    log.info("acquisition: %d synthetic site(s), %d import(s)", syn.num_sites, len(cfg.imports))
+        if sid in plan:
+            raise ValueError(f"acquisition: import scene_id {sid!r} is also a synthetic site's id; choose another")
+        plan[sid] = partial(produce, generate_site, syn.world, i)
+    log.info("acquisition: %d import(s), %d synthetic site(s)", len(specs), syn.num_sites)
     return plan
 
 
@@ -65,7 +65,7 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
             {
                 "scene_id": sid,
                 "source": meta.get("source", "unknown"),
-                "biome": meta.get("biome", "real" if meta.get("source") != "synthetic" else "unknown"),
+                "biome": scene_biome(meta),
                 "size_m": float(meta.get("size_m", np.nan)),
                 "num_frames": len(scene.frames),
                 "num_faces": 0 if scene.mesh is None else len(scene.mesh.faces),
@@ -76,7 +76,7 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
         if scene.frames and len(sheet) < 8:
             fr = scene.frames[0]
             sem = colorize(fr.semantic) if fr.semantic is not None else np.zeros_like(fr.rgb)
-            sheet.append((sid, meta.get("biome", ""), fr.rgb, sem))
+            sheet.append((sid, scene_biome(meta), fr.rgb, sem))
     df = pd.DataFrame(rows)
     tracking.log_metrics(
         {

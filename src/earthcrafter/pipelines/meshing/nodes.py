@@ -41,8 +41,13 @@ def mesh_one(scene: Scene, cfg) -> Scene:
 
 
 def mesh_scenes(raw_scenes: dict, params: dict) -> dict:
-    """Lazily mesh every scene; the dataset writes each as soon as it is made."""
+    """Lazily mesh every scene; the dataset writes each as soon as it is made.
+
+    No input scenes is an error: an empty output would replace every mesh already made.
+    """
     cfg = config.validate("meshing", params)
+    if not raw_scenes:
+        raise ValueError("meshing: no input scenes (raw_scenes is empty); run the acquisition stage first")
     bar = tqdm(total=len(raw_scenes), desc="meshing", unit="scene")
 
     def run(load):
