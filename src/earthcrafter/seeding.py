@@ -11,14 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from earthcrafter.sparse import SparseTensor
 
 
+def draw_seed(seed: Sequence[int]) -> int:
+    """The seed a sample hands the model, from its draw's ``(base seed, draw number)``
+    (:class:`~earthcrafter.training.sampler.Draw`; validation tiles use ``(0, index)``)."""
+    return int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+
+
 def sample_generators(seeds: torch.Tensor | Sequence[int], device: torch.device | str) -> list[torch.Generator]:
     """One generator per sample on ``device``, seeded by that sample's seed."""
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    values = seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds  # one host copy, not one sync per sample
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in values]
 
 
 def randn_per_sample(x: SparseTensor | torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:

@@ -46,6 +46,7 @@ from earthcrafter.geometry.augment import GridTransform, crop_views, random_voxe
 from earthcrafter.geometry.visibility import hidden_tile_pixels
 from earthcrafter.io.tiles import TileViews, read_tile, read_views, tile_views_path
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
+from earthcrafter.seeding import draw_seed
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.sampler import Draw
 from earthcrafter.training.voxel_data import (
@@ -378,7 +379,7 @@ class TexVAEDataset(Dataset):
             torch.from_numpy(np.ascontiguousarray(feats[order])),
             t.voxel_size,
             vset,
-            int(np.random.SeedSequence(list(seed)).generate_state(1)[0]),
+            draw_seed(seed),
         )
 
     def _crop(self, t: _Tile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, TileViews]:

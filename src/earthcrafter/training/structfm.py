@@ -34,7 +34,7 @@ from earthcrafter.models.struct_fm import (
     stage_net,
     unpatchify_grid,
 )
-from earthcrafter.seeding import randn_per_sample, sample_generators
+from earthcrafter.seeding import draw_seed, randn_per_sample, sample_generators
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
@@ -135,7 +135,7 @@ class LatentTileDataset(Dataset):
 
     def __getitem__(self, item: int | Draw) -> dict:
         index, seed = (item.index, item.seed) if isinstance(item, Draw) else (int(item), (0, int(item)))
-        return {**self._load(index), "seed": int(np.random.default_rng(list(seed)).integers(2**31))}
+        return {**self._load(index), "seed": draw_seed(seed)}
 
 
 # --------------------------------------------------------------------------- task

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
 from earthcrafter.geometry.augment import GridTransform
+from earthcrafter.seeding import draw_seed
 from earthcrafter.training.sampler import Draw
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class VoxelTileDataset(Dataset):
             tile_id=str(tile.tile_id),
             coords=torch.from_numpy(coords.astype(np.int32)),
             L=self.L,
-            seed=int(np.random.SeedSequence(list(seed)).generate_state(1)[0]),
+            seed=draw_seed(seed),
             feats=feats,
             semantic=semantic,
         )
