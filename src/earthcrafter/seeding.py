@@ -43,3 +43,14 @@ def randn_per_sample(x: SparseTensor | torch.Tensor, generators: Sequence[torch.
     if len(generators) != x.shape[0]:
         raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]} samples")
     return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device) for g in generators]).to(x.dtype)
+
+
+def rand_per_row(batch_idx: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Uniform [0, 1) values, one per row of a batch whose rows belong to samples ``batch_idx``
+    (in any order); sample b's rows, in their order, take ``generators[b]``'s draws."""
+    order = torch.argsort(batch_idx, stable=True)
+    counts = torch.bincount(batch_idx, minlength=len(generators)).tolist()
+    draws = [torch.rand(n, generator=g, device=batch_idx.device) for n, g in zip(counts, generators)]
+    out = torch.empty(len(batch_idx), device=batch_idx.device)
+    out[order] = torch.cat(draws) if draws else out[:0]
+    return out

@@ -100,3 +100,34 @@ def test_texvae_posterior_noise_is_per_sample():
         torch.testing.assert_close(w.means, a.means, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(w.sh, a.sh, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(whole[1].sh, mean_only[1].sh)  # the noise does reach the decoder
+
+
+def test_rows_of_a_sample_draw_from_its_generator_in_any_order():
+    from earthcrafter.seeding import rand_per_row
+
+    batch_idx = torch.tensor([1, 0, 1, 2, 0, 1])
+    u = rand_per_row(batch_idx, sample_generators([7, 8, 9], "cpu"))
+    assert torch.equal(u[batch_idx == 1], torch.rand(3, generator=torch.Generator().manual_seed(8)))
+    alone = rand_per_row(torch.zeros(3, dtype=torch.long), sample_generators([8], "cpu"))
+    assert torch.equal(u[batch_idx == 1], alone)
+
+
+def test_structvae_mixed_pruning_draws_per_sample():
+    """train_prune: mixed keeps extra predicted children at random: the same ones for a sample
+    whether it trains alone or in a batch."""
+    from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig
+    from earthcrafter.training.synthetic import scene_coords
+
+    torch.manual_seed(0)
+    model = StructVAE(StructVAEConfig(L=32, widths=(16, 16, 32, 32), head_dim=16, enc_depths=(1, 1, 1),
+                                      dec_depths=(1, 1, 1), bottleneck_depth=1, cblock_every=1, pe_channels=24,
+                                      train_prune="mixed", mix_prob=0.5)).train()  # fmt: skip
+    coords = [torch.from_numpy(scene_coords(32, s)).int() for s in (1, 2)]
+    ones = [torch.ones(len(c), 1) for c in coords]
+    seeds = torch.tensor([21, 22])
+    both = model(SparseTensor.from_list(ones, coords), seeds=seeds)
+    first = model(SparseTensor.from_list(ones[:1], coords[:1]), seeds=seeds[:1])
+    for lb, l1 in zip(both.levels, first.levels):
+        rows = lb.candidates[:, 0] == 0
+        assert torch.equal(lb.candidates[rows], l1.candidates) and torch.equal(lb.keep[rows], l1.keep)
+        assert (l1.keep & ~l1.targets).any() or lb is both.levels[0]  # predictions were mixed in

@@ -182,3 +182,21 @@ def test_skipped_sources_are_counted_with_their_reasons(tmp_path, caplog):
     summary = caplog.records[-1].getMessage()
     assert "imported 1 of 3 sources; skipped 2" in summary
     assert "gone.las: LAS/LAZ file not found" in summary and "dark.las: no colour" in summary
+
+
+def test_forced_units_set_z_too(tmp_path, monkeypatch):
+    """Records declared wrong by force_units do not decide z either: ``units`` sets both axes
+    unless ``vertical_units`` is given. (A file whose CRS records give metres on both axes: laspy
+    cannot write a compound CRS, so the records are what the CRS parser returns.)"""
+    from earthcrafter.io import las
+    from earthcrafter.io.crs_units import LinearUnit
+
+    metre = LinearUnit("metre", 1.0, "crs")
+    monkeypatch.setattr(las, "units_from_crs", lambda crs: (metre, metre, None))
+    xyz = grid_points(size=40.0)
+    path = write_las(tmp_path / "metres.las", xyz, rgb=np.full((len(xyz), 3), 60))
+    forced = import_las(path, units="ft", force_units=True)
+    units = forced.metadata["origin"]["units"]
+    assert units["horizontal"]["metres"] == units["vertical"]["metres"] == INTERNATIONAL_FOOT_M
+    kept = import_las(path, units="ft", vertical_units="m", force_units=True)
+    assert kept.metadata["origin"]["units"]["vertical"]["metres"] == 1.0

@@ -45,3 +45,26 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for key, value in ddp["local"].items():
         assert ddp["trainer"][key] == pytest.approx(value, abs=1e-12), key
     assert {"acc", "iou", "precision", "recall", "acc_s2", "iou_s4"} <= ddp["local"].keys()
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_killed_and_resumed_end_as_an_uninterrupted_run(tmp_path):
+    """Each rank reads the checkpoint itself (a shared folder) and restores its own RNG streams."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+
+    def torchrun(out, stop_after):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(HERE / "resume_worker.py"), str(out), str(stop_after)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    torchrun(tmp_path / "straight", 0)
+    torchrun(tmp_path / "resumed", 8)  # killed after step 8: the step-6 checkpoint remains
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step_00000006.pt"]
+    torchrun(tmp_path / "resumed", 0)
+    for rank in (0, 1):
+        a = torch.load(tmp_path / "straight" / f"rank{rank}.pt", weights_only=True)
+        b = torch.load(tmp_path / "resumed" / f"rank{rank}.pt", weights_only=True)
+        for name, value in a.items():
+            assert torch.equal(value, b[name]), f"rank {rank}: {name}"

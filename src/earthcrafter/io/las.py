@@ -86,8 +86,9 @@ def import_las(
         units / vertical_units: the horizontal / vertical linear unit ("m", "ft", "us_ft", ... or
             metres per unit) for files whose CRS records give none (or disagree). z follows
             ``vertical_units``, else the CRS's vertical unit, else the horizontal unit. A value that
-            contradicts the CRS records is an error unless ``force_units=True`` (records known wrong).
-            A geographic (degree) CRS is always refused.
+            contradicts the CRS records is an error unless ``force_units=True`` (records known wrong;
+            then ``units`` sets z too, unless ``vertical_units`` is given). A geographic (degree) CRS
+            is always refused.
     """
     path = Path(path)
     crop = _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
@@ -418,6 +419,8 @@ def _linear_units(
             "the header's CRS records (GeoKey / WKT VLRs) give no linear unit; "
             "pass units= (e.g. 'm', 'ft', 'us_ft') to say what the coordinates are in",
         )
+    if force_units and units is not None and vertical_units is None:
+        vertical_units = units  # records declared wrong do not decide z either
     vertical = _choose_unit(path, "vertical_units", vertical_units, (v_crs, v_geo), force_units)
     if vertical is None and units is not None:
         vertical = LinearUnit(horizontal.name, horizontal.metres, "argument: units= (the CRS gives no vertical unit)")

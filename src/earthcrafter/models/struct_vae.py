@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from earthcrafter.evaluation.voxel_metrics import coarsen, member
-from earthcrafter.seeding import randn_per_sample, sample_generators
+from earthcrafter.seeding import rand_per_row, randn_per_sample, sample_generators
 from earthcrafter.sparse import (
     LayerNorm32,
     SinusoidalPosEmbed3D,
@@ -58,6 +58,9 @@ from earthcrafter.sparse.keys import SortedKeys, pack, pack_coords
 NUM_LEVELS = 3  # L -> L/2 -> L/4 -> L/8
 log = logging.getLogger(__name__)
 
+
+# Mixed pruning draws from per-sample generators seeded apart from the posterior noise's.
+MIX_SEED_OFFSET = 0x9E3779B9
 
 class StructVAEConfig(BaseModel):
     """StructVAE hyper-parameters and the Table 3 ablation switches."""
@@ -347,11 +350,13 @@ class StructVAE(nn.Module):
         threshold: float = 0.0,
         gt: SparseTensor | torch.Tensor | None = None,
         return_levels: bool = False,
+        mix_generators: list[torch.Generator] | None = None,
     ) -> SparseTensor | tuple[SparseTensor, list[LevelOutput]]:
         """Latents at L/8 -> occupied voxels at L (feats: logits [N, 1]).
 
         ``gt`` (coords at L) switches on teacher forcing: each level keeps exactly the
-        ground-truth children (mixed with predictions if ``train_prune='mixed'`` in training).
+        ground-truth children (mixed with predictions if ``train_prune='mixed'`` in training,
+        drawn from ``mix_generators``, one per sample, when given).
         Otherwise a child is kept when its logit > ``threshold``.
         """
         gt_coords = gt.coords if isinstance(gt, SparseTensor) else gt
@@ -361,18 +366,22 @@ class StructVAE(nn.Module):
             stride = 2 ** (NUM_LEVELS - 1 - i)
             h, logits = pss(x, latents)
             targets = member(h.coords, coarsen(gt_coords, stride)) if gt_coords is not None else None
-            keep = self._decide(h, logits, targets, threshold)
+            keep = self._decide(h, logits, targets, threshold, mix_generators)
             levels.append(LevelOutput(stride, h.coords, logits, keep, targets))
             x = prune(h, keep)
         out = x.replace(levels[-1].logits[levels[-1].keep][:, None])
         return (out, levels) if return_levels else out
 
-    def _decide(self, h: SparseTensor, logits: torch.Tensor, targets: torch.Tensor | None, threshold: float) -> torch.Tensor:
+    def _decide(
+        self, h: SparseTensor, logits: torch.Tensor, targets: torch.Tensor | None, threshold: float,
+        mix_generators: list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
         cfg = self.config
         if targets is not None:
             keep = targets
             if self.training and cfg.train_prune == "mixed" and cfg.mix_prob > 0:
-                extra = (logits.detach() > threshold) & (torch.rand_like(logits) < cfg.mix_prob)
+                u = torch.rand_like(logits) if mix_generators is None else rand_per_row(h.batch_idx, mix_generators)
+                extra = (logits.detach() > threshold) & (u < cfg.mix_prob)
                 keep = keep | extra
             return keep
         keep = logits > threshold
@@ -383,7 +392,9 @@ class StructVAE(nn.Module):
         """Training pass: posterior sample, teacher-forced decoding against ``voxels``."""
         mean, logvar = self.encode_posterior(voxels)
         z = self.reparameterize(mean, logvar, seeds)
-        out, levels = self.decode(z, gt=voxels.coords, return_levels=True)
+        # mixed pruning's draws: per sample too, from generators of their own (offset seeds)
+        mix = None if seeds is None else sample_generators([int(s) + MIX_SEED_OFFSET for s in seeds.tolist()], z.device)
+        out, levels = self.decode(z, gt=voxels.coords, return_levels=True, mix_generators=mix)
         return StructVAEOutput(mean, logvar, levels, out)
 
     @torch.no_grad()

@@ -76,6 +76,11 @@ def _backend_report() -> dict[str, Any]:
     return dict(backend_report())
 
 
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -228,10 +233,11 @@ class Trainer:
         filesystem) reads it itself. Only where some rank cannot is the state sent from rank 0:
         a pickled multi-GB state through the process group (staged in GPU memory under NCCL)."""
         found = ckpt.load_latest_with_path(self.checkpoint_dir) if env.is_main else None
-        path = dist.broadcast_object(str(found[0]) if found else None, env)
-        if path is None or not env.distributed:
+        ident = dist.broadcast_object(_file_identity(found[0]) if found else None, env)
+        if ident is None or not env.distributed:
             return found[1] if found else None
-        if all(dist.all_gather_object(Path(path).is_file(), env)):
+        path = ident[0]  # seen by a rank as the same file (size, mtime), not a node-local namesake
+        if all(dist.all_gather_object(Path(path).is_file() and _file_identity(Path(path)) == ident, env)):
             return found[1] if env.is_main else torch.load(path, map_location="cpu", weights_only=True)
         return dist.broadcast_object(found[1] if env.is_main else None, env)
 
