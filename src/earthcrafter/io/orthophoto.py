@@ -178,20 +178,29 @@ def find_world_file(image_path: str | Path) -> Path:
 
 def read_orthophoto(image_path: str | Path, world_file: str | Path | None = None) -> Orthophoto:
     """Read an RGB image and its world file (found next to the image when not given)."""
+    image_path, affine = _image_and_world_file(image_path, world_file)
+    image = _read_image(image_path, lambda im: np.asarray(im.convert("RGB")))
+    return Orthophoto(image, affine, str(image_path))
+
+
+def _image_and_world_file(image_path: str | Path, world_file: str | Path | None) -> tuple[Path, np.ndarray]:
     image_path = Path(image_path)
     if not image_path.is_file():
         raise import_error(image_path, "orthophoto image not found")
-    affine = read_world_file(world_file if world_file is not None else find_world_file(image_path))
+    return image_path, read_world_file(world_file if world_file is not None else find_world_file(image_path))
+
+
+def _read_image(image_path: Path, read):
+    """``read(PIL image)`` under the orthophoto pixel limit; unreadable images raise naming the file."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_ORTHOPHOTO_PIXELS
     try:
         with Image.open(image_path) as im:
-            image = np.asarray(im.convert("RGB"))
+            return read(im)
     except Exception as err:  # PIL raises many types for unreadable images
         raise import_error(image_path, f"not a readable image ({err})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
-    return Orthophoto(image, affine, str(image_path))
 
 
 def check_orthophoto(
@@ -200,19 +209,8 @@ def check_orthophoto(
     """What ``read_orthophoto`` can find wrong without decoding the image: the files, the world file,
     the image header. With ``bounds`` (xmin, ymin, xmax, ymax, same CRS), also that the image's
     footprint overlaps them. Returns (affine [2, 3], (width, height))."""
-    image_path = Path(image_path)
-    if not image_path.is_file():
-        raise import_error(image_path, "orthophoto image not found")
-    affine = read_world_file(world_file if world_file is not None else find_world_file(image_path))
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_ORTHOPHOTO_PIXELS
-    try:
-        with Image.open(image_path) as im:
-            size = im.size
-    except Exception as err:  # PIL raises many types for unreadable images
-        raise import_error(image_path, f"not a readable image ({err})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    image_path, affine = _image_and_world_file(image_path, world_file)
+    size = _read_image(image_path, lambda im: im.size)
     if bounds is not None:
         w, h = size[0] - 0.5, size[1] - 0.5
         corners = np.array([[-0.5, -0.5], [w, -0.5], [w, h], [-0.5, h]]) @ affine[:, :2].T + affine[:, 2]
