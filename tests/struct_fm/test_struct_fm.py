@@ -143,6 +143,13 @@ def test_training_run_saves_and_reloads(tmp_path, tiles32, fine):
     assert type(model.fine) is type(fine_net) and type(fine_net).__name__ == ("SparseFlowUNet" if fine else "SparseFlowNet")
     z = x.replace(torch.randn(len(x), 32))
     torch.testing.assert_close(model.fine(z, torch.tensor([0.6]), layout).feats, fine_net(z, torch.tensor([0.6]), layout).feats)
+    if fine:  # a U-Net fine stage exported before its levels' window shifts ran across both paths is refused
+        path = tmp_path / "fm" / "fine" / "model.pt"
+        blob = torch.load(path, weights_only=True)
+        del blob["config"]["window_shifts"]
+        torch.save(blob, path)
+        with pytest.raises(ValueError, match="train it again"):
+            load_structfm(tmp_path / "fm")
 
 
 def test_bad_inputs(tmp_path, tiles32):

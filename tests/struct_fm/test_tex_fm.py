@@ -190,3 +190,23 @@ def test_unet_levels_alternate_regular_and_shifted_windows():
     shifts = [[b.attn.shift for b in d] + [b.attn.shift for b in u] for d, u in zip(net.down, net.up)]
     assert shifts == [[0, 2, 0, 2, 0, 2], [0, 2, 0, 2]]
     assert all(b.attn.shift == 0 and b.attn.attn_mode == "full" for b in net.middle)
+
+
+def test_a_unet_export_from_before_the_shift_scheme_is_refused(tmp_path):
+    """Its one-block levels would load and run with other windows than it was trained with."""
+    from earthcrafter.models.flow_net import WINDOW_SHIFTS
+    from earthcrafter.training.texfm import TexFMTask, load_texfm
+
+    for cfg in (TexFMConfig(**UNET), TexFMConfig(arch="transformer")):
+        exported = TexFMTask(cfg, None).export_config()
+        blob = {"model": "texfm", "config": exported, "state_dict": build_texfm(cfg).state_dict()}
+        torch.save(blob, tmp_path / "model.pt")
+        load_texfm(tmp_path)  # today's export loads
+        if cfg.arch == "unet":
+            assert exported["window_shifts"] == WINDOW_SHIFTS
+            del blob["config"]["window_shifts"]
+            torch.save(blob, tmp_path / "model.pt")
+            with pytest.raises(ValueError, match="window shifts.*train it again"):
+                load_texfm(tmp_path)
+        else:
+            assert "window_shifts" not in exported  # transformer exports are unchanged

@@ -234,3 +234,16 @@ def test_unet2_levels_alternate_regular_and_shifted_windows():
     assert shifts(unet2.enc_coarse) + shifts(unet2.dec_coarse) == [2, 0]
     tube = TexVAE(TexVAEConfig(width=16, num_heads=2, enc_depth=3, dec_depth=3, window=4), in_channels=6)
     assert shifts(tube.enc_fine) == shifts(tube.dec_fine) == [0, 2, 0] and not len(tube.enc_coarse)
+
+
+def test_a_unet2_export_from_before_the_shift_scheme_is_refused(tmp_path):
+    cfg = TexVAEConfig(arch="unet2", width=16, num_heads=2, enc_depth=2, dec_depth=2, window=4)
+    path = TexVAE(cfg, in_channels=6).save(tmp_path / "unet2.pt")
+    TexVAE.load(path)  # today's export loads
+    blob = torch.load(path, weights_only=True)
+    del blob["config"]["window_shifts"]
+    torch.save(blob, path)
+    with pytest.raises(ValueError, match="train it again"):
+        TexVAE.load(path)
+    tube = TexVAE(TexVAEConfig(width=16, num_heads=2, enc_depth=1, dec_depth=1, window=4), in_channels=6)
+    assert "window_shifts" not in tube.export_config()  # tube exports are unchanged

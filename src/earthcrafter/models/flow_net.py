@@ -61,6 +61,21 @@ class LayoutEncoder(nn.Module):
         return tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
 
 
+# How window blocks alternate in a U-Net level: its up blocks continue its down blocks' count
+# (before, each path started again at "regular", so a level of one block per side never shifted).
+# Exports of U-Net models record it; one without it would load and run with other windows.
+WINDOW_SHIFTS = "per_level"
+
+
+def check_window_shifts(exported: dict, uses_unet: bool, where: str) -> None:
+    """Refuse a U-Net export made before ``WINDOW_SHIFTS``: its weights would load, and run wrong."""
+    if uses_unet and exported.get("window_shifts") != WINDOW_SHIFTS:
+        raise ValueError(f"{where}: a U-Net exported before its levels' window shifts ran across the down and up "
+                         f"blocks (window_shifts={exported.get('window_shifts')!r}, now {WINDOW_SHIFTS!r}); its "
+                         "levels of one block per side would run with other windows than it was trained with: "
+                         "train it again")
+
+
 def transformer_blocks(
     width: int, n: int, cfg, attn: str, context: int | None, cond: int, start: int = 0
 ) -> nn.ModuleList:

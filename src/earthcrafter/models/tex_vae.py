@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from earthcrafter.io.atomic import atomic_path
+from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.gaussian_head import GaussianHead, GaussianLayout
 from earthcrafter.render.gaussians import Gaussians2D
 from earthcrafter.seeding import randn_per_sample, sample_generators
@@ -297,13 +298,15 @@ class TexVAE(nn.Module):
     # ------------------------------------------------------------------ persistence
 
     def export_config(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.model_dump(mode="json"), "in_channels": self.in_channels}
+        return export_config(self.config, self.in_channels)
 
     @classmethod
     def from_export(cls, exported: dict[str, Any]) -> TexVAE:
         if exported.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a TexVAE export (format {exported.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-        return cls(TexVAEConfig.model_validate(exported["config"]), int(exported["in_channels"]))
+        config = TexVAEConfig.model_validate(exported["config"])
+        check_window_shifts(exported, config.arch == "unet2", "TexVAE export")
+        return cls(config, int(exported["in_channels"]))
 
     def save(self, path: str | Path) -> Path:
         """Write ``{"model": "texvae", "config": ..., "state_dict": ...}`` atomically (the trainer's export format)."""
@@ -357,6 +360,13 @@ def encode_tile(model: TexVAE, tile, sample: bool = False) -> SparseTensor:
     """``encode(tile) -> latents``: the tile's T_La on its voxels (tube) or the coarse grid (unet2)."""
     device = next(model.parameters()).device
     return model.encode(tile_to_sparse(tile, model.config.features, device), sample=sample)
+
+
+def export_config(config: TexVAEConfig, in_channels: int) -> dict[str, Any]:
+    """What rebuilds a TexVAE from exported weights (the trainer's export and :meth:`TexVAE.save`)."""
+    unet = {"window_shifts": WINDOW_SHIFTS} if config.arch == "unet2" else {}
+    return {"format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "in_channels": int(in_channels),
+            **unet}
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor, batch_idx: Tensor | None = None, batch_size: int = 1) -> Tensor:

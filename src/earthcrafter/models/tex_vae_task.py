@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from earthcrafter.models.tex_vae import CHECKPOINT_FORMAT, TexVAE, TexVAEConfig, kl_divergence
+from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig, export_config, kl_divergence
 from earthcrafter.models.tex_vae_data import TexBatch, ViewSet, collate_tex
 from earthcrafter.models.tex_vae_losses import LpipsPair, ssim_map
 from earthcrafter.render.gaussians import Gaussians2D
@@ -128,8 +128,7 @@ class TexVAETask(Task):
         }
 
     def export_config(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": self.model_config.model_dump(mode="json"),
-                "in_channels": self.in_channels}  # fmt: skip
+        return export_config(self.model_config, self.in_channels)
 
     # ------------------------------------------------------------------ training
 

@@ -25,6 +25,7 @@ from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
+from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.struct_fm import (
     StructFM,
     StructFMConfig,
@@ -170,7 +171,8 @@ class StructFMTask(FlowTask):
         return stage_net(self.config, self.stage)
 
     def export_config(self) -> dict[str, Any]:
-        return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage}
+        unet = {"window_shifts": WINDOW_SHIFTS} if self.stage == "fine" and self.config.fine_arch == "unet" else {}
+        return {"struct_fm": self.config.model_dump(mode="json"), "stage": self.stage, **unet}
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         G, C, p, feats, coords = self.config.grid, self.config.latent_channels, self.config.coarse_patch, [], []
@@ -241,6 +243,8 @@ def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu")
         blob = load_export(path, "structfm", "train_structfm", f"StructFM {stage} stage", map_location)
         if blob["config"].get("stage") != stage:
             raise ValueError(f"{path}: holds the StructFM {blob['config'].get('stage')!r} stage, not {stage!r}")
+        fine_arch = blob["config"]["struct_fm"].get("fine_arch", "transformer")
+        check_window_shifts(blob["config"], stage == "fine" and fine_arch == "unet", str(path))
         blobs[stage] = blob
     model = StructFM(StructFMConfig.model_validate(blobs[stages[0]]["config"]["struct_fm"]), variant)
     for stage, blob in blobs.items():

@@ -15,6 +15,7 @@ from torch import nn
 
 from earthcrafter.flow import RectifiedFlow
 from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, check_layout_stride, generate_texture
 from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import SparseTensor
@@ -64,7 +65,8 @@ class TexFMTask(FlowTask):
         return build_texfm(self.config)
 
     def export_config(self) -> dict[str, Any]:
-        return {"tex_fm": self.config.model_dump(mode="json")}
+        unet = {"window_shifts": WINDOW_SHIFTS} if self.config.arch == "unet" else {}
+        return {"tex_fm": self.config.model_dump(mode="json"), **unet}
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         coords, feats = [], []
@@ -88,7 +90,9 @@ class TexFMTask(FlowTask):
 
 def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     blob = load_export(Path(out_dir) / "model.pt", "texfm", "train_texfm", "TexFM", map_location)
-    net = build_texfm(TexFMConfig.model_validate(blob["config"]["tex_fm"]))
+    cfg = TexFMConfig.model_validate(blob["config"]["tex_fm"])
+    check_window_shifts(blob["config"], cfg.arch == "unet", str(Path(out_dir) / "model.pt"))
+    net = build_texfm(cfg)
     net.load_state_dict(blob["state_dict"])
     return net.eval()
 
