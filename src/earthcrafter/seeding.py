@@ -45,6 +45,14 @@ def randn_per_sample(x: SparseTensor | torch.Tensor, generators: Sequence[torch.
     return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device) for g in generators]).to(x.dtype)
 
 
+def noise_like(x: SparseTensor, seeds: torch.Tensor | Sequence[int] | None) -> torch.Tensor:
+    """Standard normal values like ``x.feats``: per sample from ``seeds`` (:func:`randn_per_sample`),
+    or from the process's generator without seeds (inference-time sampling)."""
+    if seeds is None:
+        return torch.randn_like(x.feats)
+    return randn_per_sample(x, sample_generators(seeds, x.feats.device))
+
+
 def rand_per_row(batch_idx: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Uniform [0, 1) values, one per row of a batch whose rows belong to samples ``batch_idx``
     (in any order); sample b's rows, in their order, take ``generators[b]``'s draws."""

@@ -67,9 +67,9 @@ def test_a_flow_step_split_over_ranks_draws_what_one_process_draws():
     x0, seeds = _batch(), torch.tensor([5, 6, 7, 8])
     layout = torch.rand(4, 3, 3, 2) + 0.1
     flow = RectifiedFlow()
-    whole, _ = flow_training_step(flow, Spy(), x0, layout, 0.5, "semantic", 0.0, seeds)
+    whole, _ = flow_training_step(flow, Spy(), x0, layout, 0.5, "semantic", 0.0, seeds=seeds)
     parts = [[0, 1], [2, 3]]
-    losses = [flow_training_step(flow, Spy(), part, layout[p], 0.5, "semantic", 0.0, seeds[p])[0]
+    losses = [flow_training_step(flow, Spy(), part, layout[p], 0.5, "semantic", 0.0, seeds=seeds[p])[0]
               for part, p in zip(_split(x0, parts), parts)]
     (xw, tw, cw), (x1, t1, c1), (x2, t2, c2) = seen
     assert torch.equal(xw, torch.cat([x1, x2])) and torch.equal(tw, torch.cat([t1, t2]))
@@ -77,7 +77,7 @@ def test_a_flow_step_split_over_ranks_draws_what_one_process_draws():
     assert 0 < int((cw.flatten(1).abs().sum(1) == 0).sum()) < 4  # p = 0.5 did drop some, not all
     torch.testing.assert_close(whole, torch.stack(losses).mean())
     # other seeds, other draws
-    flow_training_step(flow, Spy(), x0, layout, 0.5, "semantic", 0.0, seeds + 100)
+    flow_training_step(flow, Spy(), x0, layout, 0.5, "semantic", 0.0, seeds=seeds + 100)
     assert not torch.equal(seen[-1][1], tw)
 
 

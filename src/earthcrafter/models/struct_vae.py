@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from earthcrafter.evaluation.voxel_metrics import coarsen, member
-from earthcrafter.seeding import rand_per_row, randn_per_sample, sample_generators
+from earthcrafter.seeding import noise_like, rand_per_row, sample_generators
 from earthcrafter.sparse import (
     LayerNorm32,
     SinusoidalPosEmbed3D,
@@ -337,10 +337,7 @@ class StructVAE(nn.Module):
     def reparameterize(mean: SparseTensor, logvar: torch.Tensor, seeds: torch.Tensor | None = None) -> SparseTensor:
         """mean + σ·ε. With per-sample ``seeds`` [B] the noise of sample b depends only on
         seeds[b], so a batch split over ranks draws exactly the single-process noise."""
-        if seeds is None:
-            eps = torch.randn_like(mean.feats)
-        else:
-            eps = randn_per_sample(mean, sample_generators(seeds, mean.device))
+        eps = noise_like(mean, seeds)
         return mean.replace(mean.feats + torch.exp(0.5 * logvar) * eps)
 
     # ------------------------------------------------------------------ decoder
@@ -393,7 +390,9 @@ class StructVAE(nn.Module):
         mean, logvar = self.encode_posterior(voxels)
         z = self.reparameterize(mean, logvar, seeds)
         # mixed pruning's draws: per sample too, from generators of their own (offset seeds)
-        mix = None if seeds is None else sample_generators([int(s) + MIX_SEED_OFFSET for s in seeds.tolist()], z.device)
+        mixed = self.training and self.config.train_prune == "mixed" and self.config.mix_prob > 0
+        mix = None if seeds is None or not mixed else sample_generators(
+            [int(s) + MIX_SEED_OFFSET for s in seeds.tolist()], z.device)
         out, levels = self.decode(z, gt=voxels.coords, return_levels=True, mix_generators=mix)
         return StructVAEOutput(mean, logvar, levels, out)
 

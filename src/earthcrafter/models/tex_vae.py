@@ -36,7 +36,7 @@ from earthcrafter.io.atomic import atomic_path
 from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.gaussian_head import GaussianHead, GaussianLayout
 from earthcrafter.render.gaussians import Gaussians2D
-from earthcrafter.seeding import randn_per_sample, sample_generators
+from earthcrafter.seeding import noise_like
 from earthcrafter.sparse import (
     LayerNorm32,
     SparseTensor,
@@ -290,9 +290,7 @@ class TexVAE(nn.Module):
         mean, logvar = self.encode_posterior(x)
         z = mean
         if sample:
-            gens = None if seeds is None else sample_generators(seeds, mean.device)
-            eps = torch.randn_like(mean.feats) if gens is None else randn_per_sample(mean, gens)
-            z = mean.replace(mean.feats + torch.exp(0.5 * logvar.feats) * eps)
+            z = mean.replace(mean.feats + torch.exp(0.5 * logvar.feats) * noise_like(mean, seeds))
         return self.decode_batch(z, voxel_size, structure=x.coords), mean, logvar
 
     # ------------------------------------------------------------------ persistence

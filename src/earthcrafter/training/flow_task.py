@@ -18,27 +18,20 @@ VAL_TIMES = (0.25, 0.5, 0.75)  # fixed times of the validation loss
 
 def flow_training_step(
     flow: RectifiedFlow, model: nn.Module, x0: SparseTensor, layout: torch.Tensor | None, cond_dropout: float,
-    condition: str = "semantic", height_dropout: float = 0.0, seeds: torch.Tensor | None = None,
+    condition: str = "semantic", height_dropout: float = 0.0, *, seeds: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss on a batch: logit-normal times, Gaussian noise, CFG dropout of the
     condition raster (for a ``mixed`` condition, each sample first keeps one of its parts; with
     ``height_dropout``, a sample's view then loses its depth with that probability).
 
-    With per-sample ``seeds`` (the training batches' draw seeds) every draw of sample b comes from
-    its own generator, so W ranks sharing a global batch draw what one process draws; without,
-    from the process's generator."""
-    if seeds is None:
-        gens = [None]
-        t = sample_timesteps(x0.batch_size, device=x0.device)
-        noise = x0.replace(torch.randn_like(x0.feats))
-    else:
-        gens = sample_generators(seeds, x0.device)
-        t = torch.cat([sample_timesteps(1, generator=g, device=x0.device) for g in gens])
-        noise = x0.replace(randn_per_sample(x0, gens))
+    Every draw of sample b comes from its own generator, seeded by ``seeds[b]`` (the batch's draw
+    seeds), so W ranks sharing a global batch draw what one process draws."""
+    gens = sample_generators(seeds, x0.device)
+    t = torch.cat([sample_timesteps(1, generator=g, device=x0.device) for g in gens])
+    noise = x0.replace(randn_per_sample(x0, gens))
     if layout is not None:
-        parts = layout.split(1) if seeds is not None else [layout]
         layout = torch.cat([drop_condition(drop_depth(mix_parts(part, condition, g), condition, height_dropout, g),
-                                           cond_dropout, g) for part, g in zip(parts, gens)])
+                                           cond_dropout, g) for part, g in zip(layout.split(1), gens)])
     loss = flow.loss(model(flow.interpolate(x0, noise, t), t, layout), x0, noise)
     return loss, {"loss": float(loss.detach())}
 
@@ -78,4 +71,4 @@ class FlowTask(Task):
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         layout = batch["layout"] if self.config.condition != "none" else None
         return flow_training_step(self.flow, model, batch["x0"], layout, self.config.cond_dropout, self.config.condition,
-                                  self.config.height_dropout, batch["seeds"])
+                                  self.config.height_dropout, seeds=batch["seeds"])
