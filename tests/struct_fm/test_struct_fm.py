@@ -172,6 +172,28 @@ def test_bad_inputs(tmp_path, tiles32):
         LatentTileDataset(gone, stats["struct"], "train", 4)
 
 
+def test_tile_cache_is_opt_in(tiles32, monkeypatch):
+    """Without ``cache`` a dataset holds no tiles (paper scale: 447k would not fit in a worker) and reads
+    the files per draw; with it each tile is read once. Both give the same sample."""
+    import earthcrafter.training.structfm as sfm
+
+    manifest, stats = tiles32
+    reads = []
+    real_read = sfm.read_latent_tile
+    monkeypatch.setattr(sfm, "read_latent_tile", lambda path: reads.append(path) or real_read(path))
+    samples = {}
+    for cache in (False, True):
+        reads.clear()
+        data = LatentTileDataset(manifest, stats["struct"], "train", 4, cache=cache)
+        first, again = data[0], data[0]
+        assert len(reads) == (1 if cache else 2)
+        assert len(data._cache) == (1 if cache else 0)
+        torch.testing.assert_close(first["latents"], again["latents"])
+        samples[cache] = first
+    for key in ("cells", "latents", "layout", "semantic"):
+        torch.testing.assert_close(samples[False][key], samples[True][key])
+
+
 def test_dense_variant_and_table4(tmp_path, tiles32):
     """Table 4's one-stage DenseSFM trains, reloads as such, and both rows feed the table."""
     from earthcrafter.training.structfm import ablation_config, StructFMRunConfig, table4

@@ -54,6 +54,8 @@ class StructFMDataConfig(BaseModel):
     train_split: str = "train"
     val_split: str = "val"
     max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
+    cache_tiles: bool = Field(False, description="keep loaded tiles in memory (small datasets: every loader "
+                              "worker holds its own copy of every tile it has read)")  # fmt: skip
     dilation: float = Field(0.3, ge=0, le=1, description="fine stage: chance that an empty face-neighbour cell of "
                             "an occupied one joins the input, with target 0 (voxel dilation augmentation)")  # fmt: skip
     root: str | None = Field(None, description="folder that relative manifest paths start from (default: cwd)")
@@ -100,13 +102,15 @@ class LatentTileDataset(Dataset):
 
     def __init__(
         self, manifest: pd.DataFrame, stats: dict, split: str, grid: int, max_tiles: int = 0, root: str | None = None,
-        kind: str = "struct", condition: str = "semantic",
+        kind: str = "struct", condition: str = "semantic", cache: bool = False,
     ):
         self.path_column = f"{kind}_path"
         rows = check_manifest(manifest, split, root, (self.path_column, "tile_path"), "latent manifest")
         if 0 < max_tiles < len(rows):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
         self.rows, self.stats, self.grid, self.kind, self.condition = rows, stats, grid, kind, condition
+        # Off at paper scale: 447k tiles of latents and condition rasters do not fit in a worker's memory.
+        self.cache = cache
         self._cache: dict[int, dict] = {}
 
     def fingerprint(self) -> str:
@@ -116,23 +120,26 @@ class LatentTileDataset(Dataset):
         return len(self.rows)
 
     def _load(self, i: int) -> dict:
-        if i not in self._cache:
-            r = self.rows.iloc[i]
-            lt = read_latent_tile(r[self.path_column])
-            L = lt.meta["L"]
-            if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
-                raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
-                                 f"model's grid {self.grid}")  # fmt: skip
-            tile = read_tile(r["tile_path"])
-            z = normalize(torch.from_numpy(lt.mean), self.stats)
-            semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
-            cond = semantic
-            if self.condition in ("rgbd", "mixed"):
-                views = read_views(tile_views_path(r["tile_path"], r["tile_id"]))
-                cond = condition_raster(self.condition, tile, views, self.grid)
-            self._cache[i] = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
-                              "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(semantic)}  # fmt: skip
-        return self._cache[i]
+        if i in self._cache:
+            return self._cache[i]
+        r = self.rows.iloc[i]
+        lt = read_latent_tile(r[self.path_column])
+        L = lt.meta["L"]
+        if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
+            raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
+                             f"model's grid {self.grid}")  # fmt: skip
+        tile = read_tile(r["tile_path"])
+        z = normalize(torch.from_numpy(lt.mean), self.stats)
+        semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
+        cond = semantic
+        if self.condition in ("rgbd", "mixed"):
+            views = read_views(tile_views_path(r["tile_path"], r["tile_id"]))
+            cond = condition_raster(self.condition, tile, views, self.grid)
+        sample = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
+                  "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(semantic)}  # fmt: skip
+        if self.cache:
+            self._cache[i] = sample
+        return sample
 
     def __getitem__(self, item: int | Draw) -> dict:
         index, seed = (item.index, item.seed) if isinstance(item, Draw) else (int(item), (0, int(item)))
@@ -256,8 +263,9 @@ def build_datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) 
     """Training and validation tiles of the structure latents (what ``train_structfm`` trains on)."""
     grid, d = cfg.model.grid, cfg.data
     c = cfg.model.condition
-    return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root, condition=c),
-            LatentTileDataset(manifest, stats, d.val_split, grid, d.max_val_tiles, root=d.root, condition=c))  # fmt: skip
+    return (LatentTileDataset(manifest, stats, d.train_split, grid, root=d.root, condition=c, cache=d.cache_tiles),
+            LatentTileDataset(manifest, stats, d.val_split, grid, d.max_val_tiles, root=d.root, condition=c,
+                              cache=d.cache_tiles))  # fmt: skip
 
 
 def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfig | dict) -> dict[str, Any]:

@@ -33,7 +33,9 @@ class TexFMDataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train_split: str = "train"
     val_split: str = "val"
-    max_val_tiles: int = Field(0, ge=0)
+    max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
+    cache_tiles: bool = Field(False, description="keep loaded tiles in memory (small datasets: every loader "
+                              "worker holds its own copy of every tile it has read)")  # fmt: skip
     max_voxels: int = Field(250_000, ge=1, description="voxel budget per sample; larger tiles are cropped (paper 250k)")
     root: str | None = None
 
@@ -101,8 +103,9 @@ def build_datasets(manifest: pd.DataFrame, stats: dict, cfg: TexFMRunConfig) -> 
     """Training and validation tiles of the texture latents (what ``train_texfm`` trains on)."""
     d, g = cfg.data, cfg.model.layout_grid
     c = cfg.model.condition
-    return (LatentTileDataset(manifest, stats, d.train_split, g, root=d.root, kind="tex", condition=c),
-            LatentTileDataset(manifest, stats, d.val_split, g, d.max_val_tiles, root=d.root, kind="tex", condition=c))  # fmt: skip
+    kw = dict(root=d.root, kind="tex", condition=c, cache=d.cache_tiles)
+    return (LatentTileDataset(manifest, stats, d.train_split, g, **kw),
+            LatentTileDataset(manifest, stats, d.val_split, g, d.max_val_tiles, **kw))
 
 
 def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | dict) -> dict[str, Any]:
