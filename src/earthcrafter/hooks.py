@@ -94,6 +94,7 @@ class MlflowRunHook:
     def _end(self, status: str) -> None:
         import mlflow
 
+        tracking.wait_for_uploads()  # the trainers' checkpoints upload in the background
         if self._started:
             while mlflow.active_run() is not None:  # close nested runs a node left open
                 mlflow.end_run(status=status)

@@ -7,14 +7,20 @@ distributed job logs.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import re
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import mlflow
+
+log = logging.getLogger(__name__)
 
 
 def is_main_process() -> bool:
@@ -81,6 +87,51 @@ def log_dict(d: dict, name: str) -> None:
 def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> None:
     if active():
         mlflow.log_artifact(str(path), artifact_path)
+
+
+# Uploads that can take minutes (a multi-GB checkpoint to a remote server) run on one background
+# thread: the other ranks of a distributed job go on instead of waiting at a barrier for rank 0.
+_uploader: ThreadPoolExecutor | None = None
+_pending: list[tuple[Future, str, str]] = []
+_lock = threading.Lock()
+
+
+def log_artifact_in_background(path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    """Upload ``path`` to the active run from a background thread and return at once.
+
+    The file must stay in place until `wait_for_uploads` (the Kedro hook calls it when the
+    pipeline ends, and it runs at exit). The run may be ended meanwhile: the upload names it by id.
+    """
+    global _uploader
+    if not active():
+        return
+    run_id, client = mlflow.active_run().info.run_id, mlflow.MlflowClient()
+    with _lock:
+        if _uploader is None:
+            _uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-upload")
+            atexit.register(wait_for_uploads)
+        future = _uploader.submit(client.log_artifact, run_id, str(path), artifact_path)
+        _pending.append((future, str(path), run_id))
+
+
+def wait_for_uploads() -> int:
+    """Block until every background upload has finished. A failed one is logged with the command
+    that uploads the file by hand (the file itself is kept); returns how many failed."""
+    with _lock:
+        pending, _pending[:] = list(_pending), []
+    running = sum(not f.done() for f, _, _ in pending)
+    if running:
+        log.info("waiting for %d artifact upload(s) to MLflow", running)
+    failed = 0
+    for future, path, run_id in pending:
+        try:
+            future.result()
+        except Exception as e:
+            failed += 1
+            log.error("MLflow upload of %s to run %s failed (%s: %s); the file is kept. To upload it: "
+                      "mlflow artifacts log-artifact --local-file %s --run-id %s",
+                      path, run_id, type(e).__name__, e, path, run_id)  # fmt: skip
+    return failed
 
 
 def log_image(image, name: str) -> None:

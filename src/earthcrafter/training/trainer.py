@@ -488,10 +488,13 @@ class Trainer:
             if env.is_main:
                 self._finish(env, ema, metrics, last_ckpt)
             dist.barrier(env)
+        if not env.distributed:  # under DDP rank 0 goes on with the next stage; the pipeline's end waits
+            ec_tracking.wait_for_uploads()
         return metrics
 
     def _finish(self, env, ema: EMA, metrics: dict[str, float], last_ckpt: Path | None) -> None:
-        """Export EMA weights, write figures and metrics, log artifacts (rank 0)."""
+        """Export EMA weights, write figures and metrics, log artifacts (rank 0; the large ones upload
+        in the background, so the other ranks are not held while they do)."""
         import json
 
         import matplotlib.pyplot as plt
@@ -516,7 +519,8 @@ class Trainer:
                 fig.savefig(tmp, format="png")
             plt.close(fig)
             ec_tracking.log_artifact(fig_dir / f"{name}.png", "figures")
-        ec_tracking.log_artifact(model_path)
+        # the exported model and the checkpoint (GBs at paper scale) upload in the background
+        ec_tracking.log_artifact_in_background(model_path)
         if last_ckpt is not None:
-            ec_tracking.log_artifact(last_ckpt, "checkpoints")
+            ec_tracking.log_artifact_in_background(last_ckpt, "checkpoints")
         ec_tracking.log_dict(self.history, "history.json")
