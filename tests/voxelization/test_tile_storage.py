@@ -52,6 +52,30 @@ def test_tile_round_trip_is_exact(tile, tmp_path):
     assert read_tile_meta(path)["origin_m"] == tile.meta["origin_m"]
 
 
+def test_read_tile_without_features_is_the_tile_minus_its_features(tile, tmp_path):
+    """The flows' conditions read a tile without its feature column (most of the file): the same
+    voxels, classes, confidences and metadata, still validated; a bad feature column is not read."""
+    path = write_tile(tmp_path / "t.parquet", tile)
+    full, light = read_tile(path), read_tile(path, features=False)
+    np.testing.assert_array_equal(light.coords, full.coords)
+    np.testing.assert_array_equal(light.semantic, full.semantic)
+    np.testing.assert_array_equal(light.confidence.view(np.uint16), full.confidence.view(np.uint16))
+    assert light.meta == full.meta and light.feats.shape == (len(full), 0)
+    t = pq.read_table(path)
+    sem = t.column("semantic").to_numpy().copy()
+    sem[0] = 99
+    with pytest.raises(TileFormatError, match="field 'semantic'"):
+        read_tile(_rewrite(path, tmp_path, table=t.set_column(t.column_names.index("semantic"), "semantic", pa.array(sem))),
+                  features=False)  # fmt: skip
+    feats = t.column("feats").combine_chunks().values.to_numpy(zero_copy_only=False).copy()
+    feats[5] = np.inf
+    bad_feats = pa.FixedSizeListArray.from_arrays(pa.array(feats), 66)
+    bad = _rewrite(path, tmp_path, table=t.set_column(3, "feats", bad_feats))
+    np.testing.assert_array_equal(read_tile(bad, features=False).coords, full.coords)
+    with pytest.raises(TileFormatError, match="field 'feats': non-finite"):
+        read_tile(bad)
+
+
 def _rewrite(path, tmp_path, table=None, meta_update=None, meta_drop=None):
     t = table if table is not None else pq.read_table(path)
     meta = dict(pq.read_schema(path).metadata)

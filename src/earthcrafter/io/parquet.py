@@ -54,10 +54,12 @@ def read_json_meta(path: str | Path, keys: tuple[str, ...], what: str) -> dict:
     return meta
 
 
-def read_checked_table(path: str | Path, expected: dict[str, pa.DataType]) -> pa.Table:
-    """Read the rows and check every expected column is there with its type."""
+def read_checked_table(path: str | Path, expected: dict[str, pa.DataType], only_expected: bool = False) -> pa.Table:
+    """Read the rows and check every expected column is there with its type (``only_expected``:
+    read no other column)."""
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names if only_expected else None
+        table = pq.read_table(path, columns=[n for n in names if n in expected] if names is not None else None)
     except Exception as e:
         raise TileFormatError(f"{path}: not a readable Parquet file ({e})") from e
     for name, typ in expected.items():

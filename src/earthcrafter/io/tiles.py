@@ -162,16 +162,22 @@ def read_tile_meta(path: str | Path) -> dict:
     return meta
 
 
-def read_tile(path: str | Path) -> VoxelTile:
-    """Read and validate a tile; any problem raises :class:`TileFormatError` naming file and field."""
+def read_tile(path: str | Path, features: bool = True) -> VoxelTile:
+    """Read and validate a tile; any problem raises :class:`TileFormatError` naming file and field.
+
+    ``features=False`` skips the feature column (most of the file; the flows' conditions need only
+    the voxels and their classes): ``feats`` then has no channels.
+    """
     path = Path(path)
     meta = read_tile_meta(path)
     C = layout_channels(layout_from_json(meta["feature_layout"]))
     expected = {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(), "feats": pa.list_(pa.float16(), C),
                 "semantic": pa.uint8(), "confidence": pa.float16()}  # fmt: skip
-    table = read_checked_table(path, expected)
+    if not features:
+        del expected["feats"]
+    table = read_checked_table(path, expected, only_expected=not features)
     coords = xyz_values(table)
-    feats = fixed_list_values(table, "feats", C, path)
+    feats = fixed_list_values(table, "feats", C, path) if features else np.zeros((len(coords), 0), np.float16)
     semantic = table.column("semantic").to_numpy()
     confidence = table.column("confidence").to_numpy()
     L = meta["L"]

@@ -128,7 +128,7 @@ class LatentTileDataset(Dataset):
         if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
             raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
                              f"model's grid {self.grid}")  # fmt: skip
-        tile = read_tile(r["tile_path"])
+        tile = read_tile(r["tile_path"], features=False)  # the conditions need the voxels' classes only
         z = normalize(torch.from_numpy(lt.mean), self.stats)
         semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
         cond = semantic
