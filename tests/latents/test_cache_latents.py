@@ -8,7 +8,7 @@ import pytest
 import torch
 from latent_synth import STRUCT, save_models, write_tiles
 
-from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.io.latents import read_conditions, read_latent_tile
 from earthcrafter.io.tiles import read_tile
 from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig
 from earthcrafter.models.tex_vae import TexVAE, tile_to_sparse
@@ -16,6 +16,7 @@ from earthcrafter.sparse import SparseTensor
 from earthcrafter.latents import cache as latent_cache
 from earthcrafter.latents.cache import cache_latents
 from earthcrafter.training.structvae import StructVAETask, load_structvae, save_structvae
+from earthcrafter.training.conditions import RASTERS_VERSION
 
 
 def _voxels(coords: np.ndarray) -> SparseTensor:
@@ -117,8 +118,10 @@ def test_a_crash_leaves_only_whole_files_and_the_rerun_resumes(tiles, monkeypatc
     with pytest.raises(RuntimeError, match="killed"):
         cache_latents(tiles["manifest"], tiles["cfg"])
     out = tiles["root"] / "latents"
-    written = sorted(p for p in out.rglob("*") if p.is_file())
+    written = sorted(p for p in out.rglob("*") if p.is_file() and p.parent.name != "conditions")
     assert len(written) == 4 and all(read_latent_tile(p) for p in written)  # 2 tiles whole, nothing partial
+    rasters = sorted((out / "conditions").iterdir())
+    assert [p.name for p in rasters] == ["t000.npz", "t001.npz"] and all(read_conditions(p)[1] == RASTERS_VERSION for p in rasters)
     monkeypatch.setattr(latent_cache, "write_latent_tile", real_write)
     _, _, _, metrics = cache_latents(tiles["manifest"], tiles["cfg"])
     assert metrics["reused"] == 2 and metrics["encoded"] == 4

@@ -5,6 +5,8 @@ from either, and from a photo."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,10 +14,11 @@ import torch
 from earthcrafter.geometry.cameras import Camera, intrinsics_from_fov, look_at
 from earthcrafter.geometry.raycast import MeshRaycaster
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
-from earthcrafter.io.tiles import TileViews, read_tile, write_views
+from earthcrafter.io.tiles import TileViews, read_tile, read_views, write_views
 from earthcrafter.models.flow_net import RGBD_CHANNELS
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.training.conditions import (
+    RASTERS_VERSION,
     UNKNOWN_HEIGHT,
     drop_depth,
     from_semantic,
@@ -25,6 +28,7 @@ from earthcrafter.training.conditions import (
     model_condition,
     nadir_view,
     rgbd_layout,
+    tile_rasters,
     view_colours,
     without_depth,
 )
@@ -252,3 +256,63 @@ def test_texfm_with_height_dropout_scores_photos_in_its_preview(tmp_path):
                                          "preview_tiles": 2, "model": model, "sample": {"steps": 2}, "trainer": tr})  # fmt: skip
     assert metrics["preview_tiles"] == 2
     assert np.isfinite(metrics["gen_rgb_psnr"]) and np.isfinite(metrics["gen_psnr"])
+
+
+def test_cached_condition_rasters_are_what_the_tiles_give(tmp_path, tiles32, monkeypatch, caplog):
+    """cache_latents stores each tile's condition rasters, and the flows' dataset reads them instead of
+    the tile and its views, getting exactly what it would compute from them. Views added after a
+    cache are picked up by the next cache run; rasters of another version, or without the view a
+    condition needs, are not used: the dataset computes them, with a warning."""
+    import logging
+
+    import earthcrafter.training.structfm as sfm
+    from earthcrafter.io.latents import read_conditions, write_conditions
+    from earthcrafter.latents.cache import cache_latents
+    from earthcrafter.training.structfm import LatentTileDataset
+
+    manifest, stats = tiles32
+    assert "cond_path" in manifest.columns
+    grid, _, rasters = read_conditions(manifest["cond_path"].iloc[0])
+    assert grid == 4 and set(rasters) == {"semantic"}  # no views yet
+    for path in manifest["tile_path"]:
+        tile = read_tile(path)
+        views = _views_of(tile.coords, tile.L, tile.voxel_size, [[40.0, 20.0, 120.0], [10.0, 30.0, 90.0]], size=48)
+        write_views(str(path).replace(".parquet", ".views.npz"), views)
+    # the tiles' views are in the cached rasters only after the next cache run (latents reused)
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.training.structfm"):
+        assert LatentTileDataset(manifest, stats["struct"], "train", 4, condition="rgbd")[0]["layout"][..., -1].any()
+    assert "cached condition rasters do not fit" in caplog.text
+    voxels = manifest.rename(columns={"tile_path": "path"})
+    out_dir = str(Path(manifest["struct_path"].iloc[0]).parents[1])
+    table, _, _, _ = cache_latents(voxels, {"structvae_path": tiles32.structvae, "texvae_path": None, "out_dir": out_dir,
+                                            "progress": False, "mlflow": False})  # fmt: skip
+    assert (table["status"] == "reused").all()
+    for r in table.itertuples():
+        tile = read_tile(r.tile_path)
+        expected = tile_rasters(tile, read_views(str(r.tile_path).replace(".parquet", ".views.npz")), 4)
+        grid, version, rasters = read_conditions(r.cond_path)
+        assert grid == 4 and version == RASTERS_VERSION and rasters.keys() == expected.keys() == {"semantic", "rgbd"}
+        for k in expected:
+            np.testing.assert_array_equal(rasters[k], expected[k])
+
+    fresh_rows = table.drop(columns=["cond_path"])
+    for condition in ("semantic", "rgbd", "mixed"):
+        cached = LatentTileDataset(table, stats["struct"], "train", 4, condition=condition)
+        fresh = LatentTileDataset(fresh_rows, stats["struct"], "train", 4, condition=condition)
+        with monkeypatch.context() as m:  # the cached dataset reads neither the tiles nor their views
+            m.setattr(sfm, "read_tile", None), m.setattr(sfm, "read_views", None)
+            from_cache = [cached[i] for i in range(len(cached))]
+        for a, b in zip(from_cache, (fresh[i] for i in range(len(fresh)))):
+            assert a["tile_id"] == b["tile_id"]
+            assert torch.equal(a["layout"], b["layout"]) and torch.equal(a["semantic"], b["semantic"])
+
+    # rasters of another raster version are not used
+    first = table.iloc[0]
+    _, _, rasters = read_conditions(first["cond_path"])
+    write_conditions(first["cond_path"], 4, RASTERS_VERSION + 1, rasters)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.training.structfm"):
+        stale = LatentTileDataset(table, stats["struct"], "train", 4, condition="mixed")[0]
+    assert "cached condition rasters do not fit" in caplog.text
+    expected = LatentTileDataset(fresh_rows, stats["struct"], "train", 4, condition="mixed")[0]
+    assert torch.equal(stale["layout"], expected["layout"])

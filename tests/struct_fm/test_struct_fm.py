@@ -18,9 +18,9 @@ from earthcrafter.training.structfm import (
     StructFMTask,
     dilate,
     load_structfm,
-    semantic_layout,
     train_structfm,
 )
+from earthcrafter.training.conditions import semantic_layout
 from flow_testing import fit_one_sample
 
 TINY = dict(grid=4, width=32, depth=2, num_heads=2)

@@ -19,7 +19,9 @@ from earthcrafter.training.voxel_data import (  # noqa: E402
     VoxelTileDataset,
     check_manifest,
     crop_to_budget,
+    missing_files,
     random_window,
+    rows_fingerprint,
     subcell_shift,
 )
 
@@ -40,6 +42,30 @@ def test_manifest_errors_name_the_problem(tmp_path):
         check_manifest(gone, "train")
     rel = man.assign(path=[Path(p).name for p in man["path"]])
     assert check_manifest(rel, "val", root=tmp_path)["path"].iloc[0] == str(tmp_path / "t002.parquet")
+
+
+def test_missing_files_and_fingerprint_match_a_stat_per_file(tmp_path):
+    """The listing-based existence check and the fingerprint agree with the one-stat-per-file
+    reference: absent files, folders and non-files are missing; sizes are hashed in tile order."""
+    import hashlib
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "dir.parquet").mkdir()
+    for i, size in enumerate((3, 5, 7)):
+        (tmp_path / "a" / f"t{i}.parquet").write_bytes(b"x" * size)
+    paths = [tmp_path / "a" / f"t{i}.parquet" for i in range(4)] + [tmp_path / "a" / "dir.parquet",
+                                                                    tmp_path / "gone" / "t9.parquet"]  # fmt: skip
+    assert missing_files(paths) == [str(p) for p in paths if not p.is_file()]
+    rows = pd.DataFrame({"tile_id": ["t2", "t0", "t1"], "path": [str(tmp_path / "a" / f"t{i}.parquet") for i in (2, 0, 1)],
+                         "extra": ["", str(tmp_path / "a" / "t0.parquet"), str(tmp_path / "a" / "t2.parquet")]})  # fmt: skip
+    h = hashlib.sha256()
+    for _, r in rows.sort_values("tile_id").iterrows():
+        sizes = [str(Path(r[c]).stat().st_size) if r[c] else "-" for c in ("path", "extra")]
+        h.update(f"{r['tile_id']}|{'|'.join(sizes)}\n".encode())
+    assert rows_fingerprint(rows, ("path", "extra")) == h.hexdigest()
+    rel = pd.DataFrame({"tile_id": ["t0"], "split": ["train"], "path": ["a/t0.parquet"], "cond_path": ["a/none.npz"]})
+    out = check_manifest(rel, "train", root=tmp_path, optional_path_columns=("cond_path", "not_there"))
+    assert out["cond_path"].iloc[0] == str(tmp_path / "a" / "none.npz")  # resolved, may be absent
 
 
 def test_tile_resolution_mismatch_is_reported(tmp_path):

@@ -16,6 +16,11 @@ File key-value metadata (each value JSON): ``format``, ``tile_id``, ``kind``, ``
 1 or 2 for tex), ``channels``, ``voxel_size_m``, ``origin_m`` (as in the voxel tile), ``model``
 ({"path", "sha256"} of the VAE weights that produced it) and ``source`` ({"path", "sha256", "size",
 "mtime_ns"} of the voxel tile). The last two let a re-run keep files that are still valid.
+
+``conditions/<tile_id>.npz``: the tile's condition rasters on the latent columns (float32
+``semantic`` [G, G, classes], ``rgbd`` [G, G, 5] when the tile has views), with ``grid`` (G = L/8)
+and ``version`` (:data:`earthcrafter.training.conditions.RASTERS_VERSION`). The flows read them
+instead of the voxel tile and its views (computed the same way; docs/latents.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.parquet import (
+    TileFormatError,
     fail,
     fixed_list,
     fixed_list_values,
@@ -40,6 +47,7 @@ from earthcrafter.io.parquet import (
 
 LATENT_FORMAT = "earthcrafter.latent_tile/1"
 LATENT_KINDS = ("struct", "tex")
+CONDITION_RASTERS = ("semantic", "rgbd")
 META_KEYS = ("format", "tile_id", "kind", "scene_id", "L", "stride", "channels", "voxel_size_m", "origin_m",
              "model", "source")  # fmt: skip
 
@@ -92,6 +100,45 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def latent_path(root: str | Path, kind: str, tile_id: str) -> Path:
     return Path(root) / kind / f"{tile_id}.parquet"
+
+
+def conditions_path(root: str | Path, tile_id: str) -> Path:
+    return Path(root) / "conditions" / f"{tile_id}.npz"
+
+
+def write_conditions(path: str | Path, grid: int, version: int, rasters: dict[str, np.ndarray]) -> Path:
+    """Write a tile's condition rasters (``{"semantic": ..., "rgbd": ...}``) atomically."""
+    for name, raster in rasters.items():
+        if name not in CONDITION_RASTERS or raster.ndim != 3 or raster.shape[:2] != (grid, grid):
+            raise ValueError(f"{path}: raster {name!r} of shape {raster.shape} is not one of {CONDITION_RASTERS} "
+                             f"on a {grid} x {grid} grid")  # fmt: skip
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+            np.savez(fh, grid=np.int64(grid), version=np.int64(version),
+                     **{k: v.astype(np.float32, copy=False) for k, v in rasters.items()})  # fmt: skip
+    return Path(path)
+
+
+def read_conditions(path: str | Path) -> tuple[int, int, dict[str, np.ndarray]]:
+    """(grid, version, rasters) of a conditions file; a bad file raises naming the file and field."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise TileFormatError(f"{path}: not a readable NPZ file ({e})") from e
+    for key in ("grid", "version", "semantic"):
+        if key not in data:
+            fail(path, key, "array missing")
+    grid, version = int(data.pop("grid")), int(data.pop("version"))
+    for name, raster in data.items():
+        if name not in CONDITION_RASTERS:
+            fail(path, name, f"unknown raster (known: {CONDITION_RASTERS})")
+        if raster.dtype != np.float32 or raster.ndim != 3 or raster.shape[:2] != (grid, grid):
+            fail(path, name, f"expected float32 [{grid}, {grid}, C], got {raster.dtype} {list(raster.shape)}")
+    return grid, version, data
 
 
 def write_latent_tile(path: str | Path, tile: LatentTile) -> Path:

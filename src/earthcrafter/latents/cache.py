@@ -28,17 +28,21 @@ from earthcrafter.config import flatten
 from earthcrafter.flow.latent_stats import ChannelMoments
 from earthcrafter.io.latents import (
     LatentTile,
+    conditions_path,
     file_sha256,
     latent_path,
+    read_conditions,
     read_latent_meta,
     read_latent_tile,
+    write_conditions,
     write_latent_tile,
 )
-from earthcrafter.io.tiles import read_tile, read_tile_coords, read_tile_meta
+from earthcrafter.io.tiles import read_tile, read_tile_coords, read_tile_meta, read_views, tile_views_path
 from earthcrafter.models.struct_vae import StructVAE
 from earthcrafter.models.tex_vae import TexVAE, tile_to_sparse
 from earthcrafter.sparse.tensor import SparseTensor, batched_coords
 from earthcrafter.training import distributed as dist
+from earthcrafter.training.conditions import RASTERS_VERSION, tile_rasters
 from earthcrafter.training.structvae import level_counts, level_metrics, load_structvae
 from earthcrafter.training.tracking import training_run
 from earthcrafter.training.voxel_data import check_manifest, evenly_spaced
@@ -46,7 +50,7 @@ from earthcrafter.training.voxel_data import check_manifest, evenly_spaced
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["tile_id", "scene_id", "split", "tile_path", "num_voxels", "struct_path", "struct_voxels",
-                    "tex_path", "tex_voxels", "status"]  # fmt: skip
+                    "tex_path", "tex_voxels", "cond_path", "status"]  # fmt: skip
 
 
 class LatentCacheConfig(BaseModel):
@@ -115,6 +119,25 @@ def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> bool:
             return False
     source = _source_ref(tile_path, metas["struct"]["source"])
     return all(m["source"].get("sha256") == source["sha256"] for m in metas.values())
+
+
+def _conditions_current(path: Path, grid: int, tile_path: str, tile_id: str) -> bool:
+    """Whether a tile's cached condition rasters exist, on this grid, from this raster code, with an
+    RGBD raster exactly when the tile has views."""
+    try:
+        cached_grid, version, rasters = read_conditions(path)
+    except (OSError, ValueError):
+        return False
+    has_views = tile_views_path(tile_path, tile_id).is_file()
+    return cached_grid == grid and version == RASTERS_VERSION and ("rgbd" in rasters) == has_views
+
+
+def _write_conditions(path: Path, tile, tile_path: str, grid: int) -> None:
+    """The tile's condition rasters (the semantic layout; the RGBD one too where it has views),
+    computed once here so the flows' data loaders do not rebuild them on every draw."""
+    views_file = tile_views_path(tile_path, tile.tile_id)
+    views = read_views(views_file) if views_file.is_file() else None
+    write_conditions(path, grid, RASTERS_VERSION, tile_rasters(tile, views, grid))
 
 
 def _latent_tile(kind: str, tile_id: str, mean: SparseTensor, logvar: torch.Tensor, meta: dict) -> LatentTile:
@@ -201,6 +224,11 @@ def encode_tiles(
                 latents[kind] = _latent_tile(kind, r.tile_id, mean, logvar, meta)
                 write_latent_tile(paths[kind], latents[kind])
             status = "encoded"
+        struct = latents["struct"]
+        grid, cond_file = struct.meta["L"] // struct.meta["stride"], conditions_path(out_dir, r.tile_id)
+        if status == "encoded" or not _conditions_current(cond_file, grid, r.tile_path, r.tile_id):
+            _write_conditions(cond_file, tile if status == "encoded" else read_tile(r.tile_path, features=False),
+                              r.tile_path, grid)  # fmt: skip
         if r.split == cfg.stats_split:
             for kind, lt in latents.items():
                 moments[kind].update(lt.mean)
@@ -209,7 +237,7 @@ def encode_tiles(
             "num_voxels": int(r.num_voxels),
             "struct_path": str(paths["struct"]), "struct_voxels": len(latents["struct"]),
             "tex_path": str(paths.get("tex", "")), "tex_voxels": len(latents["tex"]) if "tex" in latents else 0,
-            "status": status,
+            "cond_path": str(cond_file), "status": status,
         })  # fmt: skip
     return done, skipped, moments, {"encode_s": t_encode, "encoded": n_encoded}
 
@@ -244,7 +272,8 @@ def cache_latents(
     """Encode the tiles of ``manifest`` (the voxelization stage's) with both VAEs.
 
     Returns (latent manifest, statistics, skipped tiles, summary metrics); the files go to
-    ``<out_dir>/{struct,tex}/<tile_id>.parquet``.
+    ``<out_dir>/{struct,tex}/<tile_id>.parquet``, the tiles' condition rasters to
+    ``<out_dir>/conditions/<tile_id>.npz``.
     """
     cfg = config if isinstance(config, LatentCacheConfig) else LatentCacheConfig.model_validate(config)
     env = dist.setup(cfg.device)

@@ -109,18 +109,35 @@ def rgbd_layout(views: TileViews, L: int, grid: int, voxel_size: float, index: i
     return out
 
 
-def condition_raster(kind: str, tile: VoxelTile, views: TileViews | None, grid: int) -> np.ndarray:
-    """The ``kind`` condition of a tile ([grid, grid, C]); ``views`` are needed for rgbd / mixed."""
-    parts = []
-    if kind in ("semantic", "mixed"):
-        parts.append(semantic_layout(tile.coords, tile.semantic, tile.L, grid))
-    if kind in VIEW_CONDITIONS:
-        if views is None:
-            raise ValueError(f"tile {tile.tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
-        parts.append(rgbd_layout(views, tile.L, grid, tile.voxel_size))
-    if not parts:
+# Bump when a raster's definition changes: cached rasters of another version are not used.
+RASTERS_VERSION = 1
+
+
+def tile_rasters(tile: VoxelTile, views: TileViews | None, grid: int) -> dict[str, np.ndarray]:
+    """The parts every condition is made of, for one tile: ``{"semantic": ..., "rgbd": ...}`` (no
+    "rgbd" without ``views``). ``cache_latents`` stores them per tile (:mod:`earthcrafter.io.latents`)."""
+    parts = {"semantic": semantic_layout(tile.coords, tile.semantic, tile.L, grid)}
+    if views is not None:
+        parts["rgbd"] = rgbd_layout(views, tile.L, grid, tile.voxel_size)
+    return parts
+
+
+def join_condition(kind: str, parts: dict[str, np.ndarray], tile_id: str) -> np.ndarray:
+    """The ``kind`` condition raster from a tile's :func:`tile_rasters`."""
+    if kind not in ("semantic", "none") and kind not in VIEW_CONDITIONS:
         raise ValueError(f"no condition raster for condition {kind!r}")
-    return np.concatenate(parts, -1)
+    if kind in VIEW_CONDITIONS and "rgbd" not in parts:
+        raise ValueError(f"tile {tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
+    names = {"semantic": ["semantic"], "none": ["semantic"], "rgbd": ["rgbd"], "mixed": ["semantic", "rgbd"]}[kind]
+    return np.concatenate([parts[n] for n in names], -1)
+
+
+def condition_raster(kind: str, tile: VoxelTile, views: TileViews | None, grid: int) -> np.ndarray:
+    """The ``kind`` condition of a tile ([grid, grid, C]); ``views`` are needed for rgbd / mixed.
+    (``none`` gives the semantic layout: the flows zero it, as the dropped condition.)"""
+    if kind in VIEW_CONDITIONS and views is None:
+        raise ValueError(f"tile {tile.tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
+    return join_condition(kind, tile_rasters(tile, views if kind in VIEW_CONDITIONS else None, grid), tile.tile_id)
 
 
 def keep_part(raster: torch.Tensor, kind: str, part: str) -> torch.Tensor:

@@ -23,9 +23,9 @@ from torch.utils.data import Dataset
 from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import normalize
-from earthcrafter.io.latents import read_latent_tile
+from earthcrafter.io.latents import read_conditions, read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
-from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
+from earthcrafter.models.flow_net import VIEW_CONDITIONS, WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.struct_fm import (
     StructFM,
     StructFMConfig,
@@ -39,7 +39,7 @@ from earthcrafter.seeding import draw_seed, randn_per_sample, sample_generators
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
-from earthcrafter.training.conditions import condition_raster, semantic_layout
+from earthcrafter.training.conditions import RASTERS_VERSION, join_condition, tile_rasters
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.flow_task import FlowTask, flow_loss_metrics, flow_loss_stats
 from earthcrafter.training.sampler import Draw
@@ -105,13 +105,15 @@ class LatentTileDataset(Dataset):
         kind: str = "struct", condition: str = "semantic", cache: bool = False,
     ):
         self.path_column = f"{kind}_path"
-        rows = check_manifest(manifest, split, root, (self.path_column, "tile_path"), "latent manifest")
+        rows = check_manifest(manifest, split, root, (self.path_column, "tile_path"), "latent manifest",
+                              optional_path_columns=("cond_path",))
         if 0 < max_tiles < len(rows):
             rows = rows.iloc[evenly_spaced(len(rows), max_tiles)].reset_index(drop=True)
         self.rows, self.stats, self.grid, self.kind, self.condition = rows, stats, grid, kind, condition
         # Off at paper scale: 447k tiles of latents and condition rasters do not fit in a worker's memory.
         self.cache = cache
         self._cache: dict[int, dict] = {}
+        self._warned_stale = False
 
     def fingerprint(self) -> str:
         return rows_fingerprint(self.rows, (self.path_column, "tile_path"))
@@ -128,18 +130,35 @@ class LatentTileDataset(Dataset):
         if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
             raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
                              f"model's grid {self.grid}")  # fmt: skip
-        tile = read_tile(r["tile_path"], features=False)  # the conditions need the voxels' classes only
         z = normalize(torch.from_numpy(lt.mean), self.stats)
-        semantic = semantic_layout(tile.coords, tile.semantic, tile.L, self.grid)
-        cond = semantic
-        if self.condition in ("rgbd", "mixed"):
-            views = read_views(tile_views_path(r["tile_path"], r["tile_id"]))
-            cond = condition_raster(self.condition, tile, views, self.grid)
+        rasters = self._rasters(r)
+        cond = join_condition(self.condition, rasters, lt.tile_id)
         sample = {"tile_id": lt.tile_id, "cells": torch.from_numpy(lt.coords).long(), "latents": z,
-                  "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(semantic)}  # fmt: skip
+                  "layout": torch.from_numpy(cond), "semantic": torch.from_numpy(rasters["semantic"])}  # fmt: skip
         if self.cache:
             self._cache[i] = sample
         return sample
+
+    def _rasters(self, r: pd.Series) -> dict[str, np.ndarray]:
+        """The tile's condition rasters: those ``cache_latents`` stored when they fit this dataset (grid,
+        raster version, a view where the condition needs one), else computed from the tile and its views."""
+        path = r.get("cond_path")
+        needs_view = self.condition in VIEW_CONDITIONS
+        if isinstance(path, str) and path:
+            try:
+                grid, version, rasters = read_conditions(path)
+            except FileNotFoundError:
+                grid, version, rasters = -1, -1, {}
+            if grid == self.grid and version == RASTERS_VERSION and ("rgbd" in rasters or not needs_view):
+                return rasters
+            if not self._warned_stale:
+                log.warning("%s: cached condition rasters do not fit (grid %d / version %d, want %d / %d%s); "
+                            "computing them from the tiles (run cache_latents again to store them)", path, grid,
+                            version, self.grid, RASTERS_VERSION, ", with a view" if needs_view else "")  # fmt: skip
+                self._warned_stale = True
+        tile = read_tile(r["tile_path"], features=False)  # the conditions need the voxels' classes only
+        views = read_views(tile_views_path(r["tile_path"], r["tile_id"])) if needs_view else None
+        return tile_rasters(tile, views, self.grid)
 
     def __getitem__(self, item: int | Draw) -> dict:
         index, seed = (item.index, item.seed) if isinstance(item, Draw) else (int(item), (0, int(item)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,11 @@ def check_manifest(
     root: str | Path | None = None,
     path_columns: tuple[str, ...] = ("path",),
     what: str = "voxel manifest",
+    optional_path_columns: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """The manifest rows of ``split`` with the files of ``path_columns`` resolved against ``root``
-    (default: cwd) and present; fail clearly on any problem. ``what`` names the manifest in errors."""
+    (default: cwd) and present; fail clearly on any problem. ``what`` names the manifest in errors.
+    ``optional_path_columns`` are resolved where the manifest has them, and may name absent files."""
     missing_cols = [c for c in ("tile_id", "split", *path_columns) if c not in manifest.columns]
     if missing_cols:
         raise ValueError(f"{what} lacks column(s) {missing_cols}; has {list(manifest.columns)}")
@@ -83,9 +86,9 @@ def check_manifest(
         counts = manifest["split"].value_counts().to_dict()
         raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts})")
     base = Path(root) if root is not None else Path.cwd()
-    for col in path_columns:
+    for col in (*path_columns, *(c for c in optional_path_columns if c in rows.columns)):
         paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows[col]]
-        absent = [str(p) for p in paths if not p.is_file()]
+        absent = missing_files(paths) if col in path_columns else []
         if absent:
             shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
             label = "tile" if col == "path" else col
@@ -94,13 +97,31 @@ def check_manifest(
     return rows
 
 
+def missing_files(paths: list[Path]) -> list[str]:
+    """The ``paths`` that are not files, found with one directory listing per folder instead of a
+    ``stat`` per file (447k tiles on a network filesystem, on every rank)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_folder.setdefault(p.parent, []).append(p)
+    absent = []
+    for folder, members in by_folder.items():
+        try:
+            with os.scandir(folder) as entries:
+                names = {e.name for e in entries if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            names = set()
+        absent += [str(p) for p in members if p.name not in names]
+    return absent
+
+
 def rows_fingerprint(rows: pd.DataFrame, path_columns: tuple[str, ...]) -> str:
     """SHA-256 of a dataset's identity: its tile ids with the byte sizes of their files (the
     trainer resumes a checkpoint only onto the data it was trained on)."""
     h = hashlib.sha256()
-    for _, r in rows.sort_values("tile_id").iterrows():
-        sizes = [str(Path(r[c]).stat().st_size) if r[c] else "-" for c in path_columns]
-        h.update(f"{r['tile_id']}|{'|'.join(sizes)}\n".encode())
+    ordered = rows.sort_values("tile_id")
+    for tile_id, *paths in zip(ordered["tile_id"], *(ordered[c] for c in path_columns)):
+        sizes = [str(os.stat(p).st_size) if p else "-" for p in paths]
+        h.update(f"{tile_id}|{'|'.join(sizes)}\n".encode())
     return h.hexdigest()
 
 
