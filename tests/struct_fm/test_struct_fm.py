@@ -50,6 +50,25 @@ def test_dilation_adds_only_empty_face_neighbours():
     assert {tuple(c) for c in some.tolist()} < ref and len(dilate(cells, 4, 0.0, np.random.default_rng(0))) == 0
 
 
+def test_dilation_draws_as_the_row_unique_reference():
+    """The same cells in the same order as unique-over-rows, so a seeded draw keeps the same ones."""
+
+    def reference(cells, grid, p, rng):
+        steps = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+        nb = (cells[:, None] + steps[None]).reshape(-1, 3)
+        nb = torch.unique(nb[((nb >= 0) & (nb < grid)).all(1)], dim=0)
+        occupied = {tuple(c) for c in cells.tolist()}
+        nb = nb[torch.tensor([tuple(c) not in occupied for c in nb.tolist()], dtype=torch.bool)]
+        return nb[torch.from_numpy(rng.random(len(nb)) < p)]
+
+    gen = torch.Generator().manual_seed(0)
+    for grid, n in ((4, 5), (8, 60), (45, 3000)):
+        cells = torch.unique(torch.randint(0, grid, (n, 3), generator=gen), dim=0)
+        for p in (1.0, 0.3):
+            got = dilate(cells, grid, p, np.random.default_rng(grid))
+            assert torch.equal(got, reference(cells, grid, p, np.random.default_rng(grid)))
+
+
 def test_network_starts_at_zero_velocity_and_ignores_row_order():
     torch.manual_seed(0)
     net = SparseFlowNet(StructFMConfig(**TINY), 3, 3)
