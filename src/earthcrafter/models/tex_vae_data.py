@@ -131,11 +131,16 @@ class ViewSet:
         """[V, H, W] bool: pixels that mostly show the tile (where metrics are measured)."""
         return self.coverage > threshold
 
-    def to(self, device) -> ViewSet:
-        move = lambda t: t.to(device)  # noqa: E731
-        return replace(self, colour=move(self.colour), coverage=move(self.coverage), K=move(self.K),
-                       world_to_camera=move(self.world_to_camera), background=move(self.background),
-                       hidden=None if self.hidden is None else move(self.hidden))  # fmt: skip
+    def to(self, device, non_blocking: bool = False) -> ViewSet:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> ViewSet:
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> ViewSet:
+        return replace(self, colour=fn(self.colour), coverage=fn(self.coverage), K=fn(self.K),
+                       world_to_camera=fn(self.world_to_camera), background=fn(self.background),
+                       hidden=None if self.hidden is None else fn(self.hidden))  # fmt: skip
 
 
 @dataclass
@@ -168,15 +173,20 @@ class TexBatch:
     def __len__(self) -> int:
         return len(self.tile_ids)
 
-    def to(self, device) -> TexBatch:
+    def to(self, device, non_blocking: bool = False) -> TexBatch:
         return TexBatch(
-            self.voxels.to(device) if self.voxels is not None else None,
-            self.voxel_size.to(device),
-            [v.to(device) for v in self.views],
+            self.voxels.to(device, non_blocking=non_blocking) if self.voxels is not None else None,
+            self.voxel_size.to(device, non_blocking=non_blocking),
+            [v.to(device, non_blocking=non_blocking) for v in self.views],
             list(self.tile_ids),
             list(self.skipped),
             self.seeds,
         )
+
+    def pin_memory(self) -> TexBatch:
+        """Page-locked copies of every tensor that goes to the GPU (the DataLoader calls this)."""
+        return TexBatch(self.voxels.pin_memory() if self.voxels is not None else None, self.voxel_size.pin_memory(),
+                        [v.pin_memory() for v in self.views], list(self.tile_ids), list(self.skipped), self.seeds)  # fmt: skip
 
 
 _reported: set[tuple[str, str]] = set()

@@ -159,14 +159,21 @@ class SparseTensor:
         coords = [self.coords[off[b] : off[b + 1], 1:] for b in range(self.batch_size)]
         return feats, coords
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "SparseTensor":
+    def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False) -> "SparseTensor":
         """Move to a device (drops the cache if the device changes) and/or cast feats."""
-        feats = self.feats.to(device=device, dtype=dtype)
+        feats = self.feats.to(device=device, dtype=dtype, non_blocking=non_blocking)
         if feats.device == self.feats.device:
             return self.replace(feats)
         return SparseTensor(
-            feats, self.coords.to(feats.device), self.batch_size, stride=self.stride, validate=False
+            feats, self.coords.to(feats.device, non_blocking=non_blocking), self.batch_size, stride=self.stride,
+            validate=False,
         )
+
+    def pin_memory(self) -> "SparseTensor":
+        """Page-locked copies of feats and coords (the DataLoader calls this with ``pin_memory=True``),
+        so the copy to the GPU can run asynchronously."""
+        return SparseTensor(self.feats.pin_memory(), self.coords.pin_memory(), self.batch_size, stride=self.stride,
+                            validate=False)  # fmt: skip
 
     def detach(self) -> "SparseTensor":
         return self.replace(self.feats.detach())

@@ -17,9 +17,11 @@ from torch import nn
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
-    """Recursively move tensors (and objects with ``.to``) inside dicts/lists/tuples."""
+    """Recursively move tensors (and objects with ``.to(device, non_blocking=...)``) inside
+    dicts/lists/tuples. The copies are asynchronous: the trainer's loader pins its batches, and a
+    copy from pinned memory then overlaps the GPU's work (from pageable memory it waits anyway)."""
     if isinstance(obj, torch.Tensor) or (callable(getattr(obj, "to", None)) and not isinstance(obj, type)):
-        return obj.to(device)
+        return obj.to(device, non_blocking=True)
     if isinstance(obj, dict):
         return {k: move_to(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
