@@ -33,6 +33,21 @@ def test_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t0.parquet"]  # no temporary left behind
 
 
+def test_reading_the_mean_only(tmp_path):
+    """The flows read the mean alone: the same coords, mean and metadata; a file lacking the
+    log-variance still reads that way, and a tile read so cannot be written back."""
+    tile = _tile()
+    path = write_latent_tile(tmp_path / "t0.parquet", tile)
+    full, mean_only = read_latent_tile(path), read_latent_tile(path, logvar=False)
+    np.testing.assert_array_equal(mean_only.coords, full.coords)
+    np.testing.assert_array_equal(mean_only.mean, full.mean)
+    assert mean_only.meta == full.meta and mean_only.logvar.shape == (len(tile), 0)
+    pq.write_table(pq.read_table(path).drop(["logvar"]), tmp_path / "no_logvar.parquet")
+    np.testing.assert_array_equal(read_latent_tile(tmp_path / "no_logvar.parquet", logvar=False).mean, tile.mean)
+    with pytest.raises(ValueError, match="no log-variance to write"):
+        write_latent_tile(tmp_path / "back.parquet", mean_only)
+
+
 def test_bad_files_name_file_and_field(tmp_path):
     path = write_latent_tile(tmp_path / "t0.parquet", _tile())
     table = pq.read_table(path)

@@ -199,7 +199,7 @@ def test_tile_cache_is_opt_in(tiles32, monkeypatch):
     manifest, stats = tiles32
     reads = []
     real_read = sfm.read_latent_tile
-    monkeypatch.setattr(sfm, "read_latent_tile", lambda path: reads.append(path) or real_read(path))
+    monkeypatch.setattr(sfm, "read_latent_tile", lambda path, **kw: reads.append(path) or real_read(path, **kw))
     samples = {}
     for cache in (False, True):
         reads.clear()

@@ -74,7 +74,7 @@ class LatentTile:
             raise ValueError(
                 f"latent tile {self.tile_id}: coords {self.coords.shape} / mean {self.mean.shape} must be [N, 3] / [N, C]"
             )
-        if self.logvar.shape != self.mean.shape:
+        if self.logvar.shape not in (self.mean.shape, (n, 0)):  # (n, 0): read without it
             raise ValueError(f"latent tile {self.tile_id}: logvar {self.logvar.shape} != mean {self.mean.shape}")
 
     def __len__(self) -> int:
@@ -148,6 +148,8 @@ def write_latent_tile(path: str | Path, tile: LatentTile) -> Path:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"latent tile {tile.tile_id}: meta lacks {missing}")
+    if tile.logvar.shape != tile.mean.shape:
+        raise ValueError(f"latent tile {tile.tile_id}: no log-variance to write (read with logvar=False)")
     if len(tile) and (tile.coords.min() < 0 or tile.coords.max() > 65535):
         raise ValueError(f"latent tile {tile.tile_id}: coords outside [0, 65535]")
     columns = {**xyz_columns(tile.coords), "mean": fixed_list(tile.mean), "logvar": fixed_list(tile.logvar)}
@@ -167,17 +169,18 @@ def read_latent_meta(path: str | Path) -> dict:
     return meta
 
 
-def read_latent_tile(path: str | Path) -> LatentTile:
+def read_latent_tile(path: str | Path, logvar: bool = True) -> LatentTile:
     """Read and validate; any problem raises :class:`~earthcrafter.io.parquet.TileFormatError`
-    naming the file and field."""
+    naming the file and field. ``logvar=False`` skips the log-variance column (the flows learn the
+    mean; half the file): ``logvar`` is then empty ([N, 0])."""
     path = Path(path)
     meta = read_latent_meta(path)
     C = meta["channels"]
-    table = read_checked_table(path, {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(),
-                                      "mean": pa.list_(pa.float32(), C),
-                                      "logvar": pa.list_(pa.float32(), C)})  # fmt: skip
+    names = ("mean", "logvar") if logvar else ("mean",)
+    expected = {"x": pa.uint16(), "y": pa.uint16(), "z": pa.uint16(), **{n: pa.list_(pa.float32(), C) for n in names}}
+    table = read_checked_table(path, expected, only_expected=not logvar)
     coords = xyz_values(table)
-    arrays = {name: fixed_list_values(table, name, C, path) for name in ("mean", "logvar")}
+    arrays = {name: fixed_list_values(table, name, C, path) for name in names}
     for name, values in arrays.items():
         if not np.isfinite(values).all():
             fail(path, name, "non-finite values")
@@ -187,4 +190,5 @@ def read_latent_tile(path: str | Path) -> LatentTile:
     tile_id, kind = meta.pop("tile_id"), meta.pop("kind")
     meta.pop("format")
     meta.pop("channels")
-    return LatentTile(tile_id, kind, coords, arrays["mean"], arrays["logvar"], meta)
+    lv = arrays["logvar"] if logvar else np.zeros((len(coords), 0), np.float32)
+    return LatentTile(tile_id, kind, coords, arrays["mean"], lv, meta)

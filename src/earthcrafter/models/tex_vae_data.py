@@ -360,6 +360,7 @@ class TexVAEDataset(Dataset):
         if bad.any():
             return SkippedSample(t.tile_id, f"{int(bad.sum())} non-finite feature value(s) in {int(bad.any(1).sum())} voxel(s)")
         coords, feats, views = self._crop(t, rng)
+        tr = None
         if self.augment and (self.config.flip or self.config.rotate):
             tr = GridTransform.random(rng, flip=self.config.flip, rotate=self.config.rotate)
             coords = tr.coords(coords, t.L)
@@ -367,7 +368,8 @@ class TexVAEDataset(Dataset):
                 n = tr.vectors(feats[:, t.normal_cols])
                 feats = feats.copy()
                 feats[:, t.normal_cols] = n
-            views = tr.views(views, t.L, t.voxel_size)
+        # Views are chosen before they are transformed (a view's coverage does not change when it is
+        # mirrored), so only the chosen few are flipped, not all of a tile's views.
         chosen = self._choose_views(views, rng)
         if not len(chosen):
             return SkippedSample(
@@ -375,6 +377,8 @@ class TexVAEDataset(Dataset):
             )
         sub = TileViews(views.rgb[chosen], views.mask[chosen], views.depth[chosen], views.K[chosen],
                         views.world_to_camera[chosen], [views.names[i] for i in chosen])  # fmt: skip
+        if tr is not None:
+            sub = tr.views(sub, t.L, t.voxel_size)
         colour, coverage, K = resize_views(sub, self.config.view_width)
         hidden = None
         if self.config.hidden_pixels == "ignore":

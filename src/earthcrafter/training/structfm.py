@@ -125,7 +125,7 @@ class LatentTileDataset(Dataset):
         if i in self._cache:
             return self._cache[i]
         r = self.rows.iloc[i]
-        lt = read_latent_tile(r[self.path_column])
+        lt = read_latent_tile(r[self.path_column], logvar=False)  # the flows learn the posterior mean
         L = lt.meta["L"]
         if not (lt.stride * self.grid == L if self.kind == "struct" else L % self.grid == 0):
             raise ValueError(f"{r[self.path_column]}: L={lt.meta['L']} / stride {lt.stride} does not match the "
