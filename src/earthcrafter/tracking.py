@@ -92,7 +92,7 @@ def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> N
 # Uploads that can take minutes (a multi-GB checkpoint to a remote server) run on one background
 # thread: the other ranks of a distributed job go on instead of waiting at a barrier for rank 0.
 _uploader: ThreadPoolExecutor | None = None
-_pending: list[tuple[Future, str, str]] = []
+_pending: list[tuple[Future, str, str, str | None, str]] = []  # future, file, run id, artifact path, tracking URI
 _lock = threading.Lock()
 
 
@@ -111,7 +111,7 @@ def log_artifact_in_background(path: str | os.PathLike, artifact_path: str | Non
             _uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-upload")
             atexit.register(wait_for_uploads)
         future = _uploader.submit(client.log_artifact, run_id, str(path), artifact_path)
-        _pending.append((future, str(path), run_id))
+        _pending.append((future, str(path), run_id, artifact_path, mlflow.get_tracking_uri()))
 
 
 def wait_for_uploads() -> int:
@@ -119,18 +119,19 @@ def wait_for_uploads() -> int:
     that uploads the file by hand (the file itself is kept); returns how many failed."""
     with _lock:
         pending, _pending[:] = list(_pending), []
-    running = sum(not f.done() for f, _, _ in pending)
+    running = sum(not p[0].done() for p in pending)
     if running:
         log.info("waiting for %d artifact upload(s) to MLflow", running)
     failed = 0
-    for future, path, run_id in pending:
+    for future, path, run_id, artifact_path, uri in pending:
         try:
             future.result()
         except Exception as e:
             failed += 1
+            into = f" --artifact-path {artifact_path}" if artifact_path else ""
             log.error("MLflow upload of %s to run %s failed (%s: %s); the file is kept. To upload it: "
-                      "mlflow artifacts log-artifact --local-file %s --run-id %s",
-                      path, run_id, type(e).__name__, e, path, run_id)  # fmt: skip
+                      "MLFLOW_TRACKING_URI=%s mlflow artifacts log-artifact --local-file %s --run-id %s%s",
+                      path, run_id, type(e).__name__, e, uri, path, run_id, into)  # fmt: skip
     return failed
 
 

@@ -272,7 +272,7 @@ def test_cached_condition_rasters_are_what_the_tiles_give(tmp_path, tiles32, mon
 
     manifest, stats = tiles32
     assert "cond_path" in manifest.columns
-    grid, _, rasters = read_conditions(manifest["cond_path"].iloc[0])
+    grid, _, rasters, _ = read_conditions(manifest["cond_path"].iloc[0])
     assert grid == 4 and set(rasters) == {"semantic"}  # no views yet
     for path in manifest["tile_path"]:
         tile = read_tile(path)
@@ -281,7 +281,7 @@ def test_cached_condition_rasters_are_what_the_tiles_give(tmp_path, tiles32, mon
     # the tiles' views are in the cached rasters only after the next cache run (latents reused)
     with caplog.at_level(logging.WARNING, logger="earthcrafter.training.structfm"):
         assert LatentTileDataset(manifest, stats["struct"], "train", 4, condition="rgbd")[0]["layout"][..., -1].any()
-    assert "cached condition rasters do not fit" in caplog.text
+    assert "stored condition rasters not used" in caplog.text
     voxels = manifest.rename(columns={"tile_path": "path"})
     out_dir = str(Path(manifest["struct_path"].iloc[0]).parents[1])
     table, _, _, _ = cache_latents(voxels, {"structvae_path": tiles32.structvae, "texvae_path": None, "out_dir": out_dir,
@@ -290,7 +290,7 @@ def test_cached_condition_rasters_are_what_the_tiles_give(tmp_path, tiles32, mon
     for r in table.itertuples():
         tile = read_tile(r.tile_path)
         expected = tile_rasters(tile, read_views(str(r.tile_path).replace(".parquet", ".views.npz")), 4)
-        grid, version, rasters = read_conditions(r.cond_path)
+        grid, version, rasters, _ = read_conditions(r.cond_path)
         assert grid == 4 and version == RASTERS_VERSION and rasters.keys() == expected.keys() == {"semantic", "rgbd"}
         for k in expected:
             np.testing.assert_array_equal(rasters[k], expected[k])
@@ -308,11 +308,29 @@ def test_cached_condition_rasters_are_what_the_tiles_give(tmp_path, tiles32, mon
 
     # rasters of another raster version are not used
     first = table.iloc[0]
-    _, _, rasters = read_conditions(first["cond_path"])
+    _, _, rasters, _ = read_conditions(first["cond_path"])
     write_conditions(first["cond_path"], 4, RASTERS_VERSION + 1, rasters)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="earthcrafter.training.structfm"):
         stale = LatentTileDataset(table, stats["struct"], "train", 4, condition="mixed")[0]
-    assert "cached condition rasters do not fit" in caplog.text
+    assert "stored condition rasters not used" in caplog.text
     expected = LatentTileDataset(fresh_rows, stats["struct"], "train", 4, condition="mixed")[0]
     assert torch.equal(stale["layout"], expected["layout"])
+    # an unreadable rasters file: the dataset still serves the tile
+    Path(first["cond_path"]).write_bytes(b"PK truncated")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.training.structfm"):
+        broken = LatentTileDataset(table, stats["struct"], "train", 4, condition="mixed")[0]
+    assert "not a readable NPZ" in caplog.text and torch.equal(broken["layout"], expected["layout"])
+
+    # views rendered again (the tile unchanged): the next cache run lifts the new ones
+    cache_cfg = {"structvae_path": tiles32.structvae, "texvae_path": None, "out_dir": out_dir, "progress": False,
+                 "mlflow": False}  # fmt: skip
+    cache_latents(voxels, cache_cfg)
+    row = table.iloc[1]
+    tile = read_tile(row["tile_path"])
+    views = _views_of(tile.coords, tile.L, tile.voxel_size, [[5.0, 5.0, 100.0], [30.0, 10.0, 80.0]], size=48)
+    write_views(str(row["tile_path"]).replace(".parquet", ".views.npz"), views)
+    again, _, _, _ = cache_latents(voxels, cache_cfg)
+    assert (again["status"] == "reused").all()
+    np.testing.assert_array_equal(read_conditions(row["cond_path"])[2]["rgbd"], tile_rasters(tile, views, 4)["rgbd"])

@@ -59,11 +59,13 @@ def test_a_failed_upload_is_reported_with_the_file_and_run(tmp_path, mlflow_uri,
     model = tmp_path / "model.pt"
     model.write_bytes(b"\0" * 16)
     with mlflow.start_run() as run:
-        tracking.log_artifact_in_background(model)
+        tracking.log_artifact_in_background(model, "checkpoints")
     with caplog.at_level(logging.ERROR, logger="earthcrafter.tracking"):
         assert tracking.wait_for_uploads() == 1
-    assert "tracking server unreachable" in caplog.text and run.info.run_id in caplog.text
-    assert f"--local-file {model}" in caplog.text and model.is_file()
+    assert "tracking server unreachable" in caplog.text and model.is_file()
+    # the command that redoes it names the store, the run and the folder
+    assert (f"MLFLOW_TRACKING_URI={mlflow.get_tracking_uri()} mlflow artifacts log-artifact --local-file {model} "
+            f"--run-id {run.info.run_id} --artifact-path checkpoints") in caplog.text
 
 
 def test_without_a_run_nothing_is_queued(tmp_path):

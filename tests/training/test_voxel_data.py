@@ -66,6 +66,8 @@ def test_missing_files_and_fingerprint_match_a_stat_per_file(tmp_path):
     rel = pd.DataFrame({"tile_id": ["t0"], "split": ["train"], "path": ["a/t0.parquet"], "cond_path": ["a/none.npz"]})
     out = check_manifest(rel, "train", root=tmp_path, optional_path_columns=("cond_path", "not_there"))
     assert out["cond_path"].iloc[0] == str(tmp_path / "a" / "none.npz")  # resolved, may be absent
+    blank = pd.concat([rel] * 3, ignore_index=True).assign(cond_path=["", None, float("nan")])
+    assert check_manifest(blank, "train", root=tmp_path, optional_path_columns=("cond_path",))["cond_path"].tolist() == [""] * 3
 
 
 def test_tile_resolution_mismatch_is_reported(tmp_path):

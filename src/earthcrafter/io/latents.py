@@ -18,8 +18,9 @@ File key-value metadata (each value JSON): ``format``, ``tile_id``, ``kind``, ``
 "mtime_ns"} of the voxel tile). The last two let a re-run keep files that are still valid.
 
 ``conditions/<tile_id>.npz``: the tile's condition rasters on the latent columns (float32
-``semantic`` [G, G, classes], ``rgbd`` [G, G, 5] when the tile has views), with ``grid`` (G = L/8)
-and ``version`` (:data:`earthcrafter.training.conditions.RASTERS_VERSION`). The flows read them
+``semantic`` [G, G, classes], ``rgbd`` [G, G, 5] when the tile has views), with ``grid`` (G = L/8),
+``version`` (:data:`earthcrafter.training.conditions.RASTERS_VERSION`) and ``views_stamp`` (size and
+mtime of the views file the RGBD raster was lifted from). The flows read them
 instead of the voxel tile and its views (computed the same way; docs/latents.md).
 """
 
@@ -106,8 +107,10 @@ def conditions_path(root: str | Path, tile_id: str) -> Path:
     return Path(root) / "conditions" / f"{tile_id}.npz"
 
 
-def write_conditions(path: str | Path, grid: int, version: int, rasters: dict[str, np.ndarray]) -> Path:
-    """Write a tile's condition rasters (``{"semantic": ..., "rgbd": ...}``) atomically."""
+def write_conditions(path: str | Path, grid: int, version: int, rasters: dict[str, np.ndarray],
+                     views_stamp: list[int] | None = None) -> Path:
+    """Write a tile's condition rasters (``{"semantic": ..., "rgbd": ...}``) atomically, with
+    ``views_stamp`` ([size, mtime_ns] of the views file they were lifted from; [] for none)."""
     for name, raster in rasters.items():
         if name not in CONDITION_RASTERS or raster.ndim != 3 or raster.shape[:2] != (grid, grid):
             raise ValueError(f"{path}: raster {name!r} of shape {raster.shape} is not one of {CONDITION_RASTERS} "
@@ -115,12 +118,14 @@ def write_conditions(path: str | Path, grid: int, version: int, rasters: dict[st
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
             np.savez(fh, grid=np.int64(grid), version=np.int64(version),
+                     views_stamp=np.asarray(views_stamp or [], np.int64),
                      **{k: v.astype(np.float32, copy=False) for k, v in rasters.items()})  # fmt: skip
     return Path(path)
 
 
-def read_conditions(path: str | Path) -> tuple[int, int, dict[str, np.ndarray]]:
-    """(grid, version, rasters) of a conditions file; a bad file raises naming the file and field."""
+def read_conditions(path: str | Path) -> tuple[int, int, dict[str, np.ndarray], list[int]]:
+    """(grid, version, rasters, views stamp) of a conditions file; a bad file raises naming the file
+    and field."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -133,12 +138,13 @@ def read_conditions(path: str | Path) -> tuple[int, int, dict[str, np.ndarray]]:
         if key not in data:
             fail(path, key, "array missing")
     grid, version = int(data.pop("grid")), int(data.pop("version"))
+    stamp = data.pop("views_stamp", None)
     for name, raster in data.items():
         if name not in CONDITION_RASTERS:
             fail(path, name, f"unknown raster (known: {CONDITION_RASTERS})")
         if raster.dtype != np.float32 or raster.ndim != 3 or raster.shape[:2] != (grid, grid):
             fail(path, name, f"expected float32 [{grid}, {grid}, C], got {raster.dtype} {list(raster.shape)}")
-    return grid, version, data
+    return grid, version, data, [] if stamp is None else stamp.tolist()
 
 
 def write_latent_tile(path: str | Path, tile: LatentTile) -> Path:

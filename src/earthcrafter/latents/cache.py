@@ -121,23 +121,31 @@ def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> bool:
     return all(m["source"].get("sha256") == source["sha256"] for m in metas.values())
 
 
+def _views_stamp(tile_path: str, tile_id: str) -> list[int]:
+    """[size, mtime_ns] of the tile's views file ([] without one): what its RGBD raster came from."""
+    views_file = tile_views_path(tile_path, tile_id)
+    if not views_file.is_file():
+        return []
+    st = views_file.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _conditions_current(path: Path, grid: int, tile_path: str, tile_id: str) -> bool:
-    """Whether a tile's cached condition rasters exist, on this grid, from this raster code, with an
-    RGBD raster exactly when the tile has views."""
+    """Whether a tile's cached condition rasters exist, on this grid, from this raster code and
+    from the tile's views as they are now (or, like the tile, without views)."""
     try:
-        cached_grid, version, rasters = read_conditions(path)
+        cached_grid, version, _, stamp = read_conditions(path)
     except (OSError, ValueError):
         return False
-    has_views = tile_views_path(tile_path, tile_id).is_file()
-    return cached_grid == grid and version == RASTERS_VERSION and ("rgbd" in rasters) == has_views
+    return cached_grid == grid and version == RASTERS_VERSION and stamp == _views_stamp(tile_path, tile_id)
 
 
 def _write_conditions(path: Path, tile, tile_path: str, grid: int) -> None:
     """The tile's condition rasters (the semantic layout; the RGBD one too where it has views),
     computed once here so the flows' data loaders do not rebuild them on every draw."""
-    views_file = tile_views_path(tile_path, tile.tile_id)
-    views = read_views(views_file) if views_file.is_file() else None
-    write_conditions(path, grid, RASTERS_VERSION, tile_rasters(tile, views, grid))
+    stamp = _views_stamp(tile_path, tile.tile_id)
+    views = read_views(tile_views_path(tile_path, tile.tile_id)) if stamp else None
+    write_conditions(path, grid, RASTERS_VERSION, tile_rasters(tile, views, grid), views_stamp=stamp)
 
 
 def _latent_tile(kind: str, tile_id: str, mean: SparseTensor, logvar: torch.Tensor, meta: dict) -> LatentTile:

@@ -146,15 +146,19 @@ class LatentTileDataset(Dataset):
         needs_view = self.condition in VIEW_CONDITIONS
         if isinstance(path, str) and path:
             try:
-                grid, version, rasters = read_conditions(path)
-            except FileNotFoundError:
-                grid, version, rasters = -1, -1, {}
+                grid, version, rasters, _ = read_conditions(path)
+                problem = None
+            except (OSError, ValueError) as e:  # missing or unreadable: the tile itself still serves
+                grid, version, rasters, problem = -1, -1, {}, str(e)
             if grid == self.grid and version == RASTERS_VERSION and ("rgbd" in rasters or not needs_view):
                 return rasters
             if not self._warned_stale:
-                log.warning("%s: cached condition rasters do not fit (grid %d / version %d, want %d / %d%s); "
-                            "computing them from the tiles (run cache_latents again to store them)", path, grid,
-                            version, self.grid, RASTERS_VERSION, ", with a view" if needs_view else "")  # fmt: skip
+                why = problem or (f"grid {grid} / version {version}{'' if 'rgbd' in rasters else ', no view'}; "
+                                  f"this dataset needs grid {self.grid} / version {RASTERS_VERSION}"
+                                  f"{', a view' if needs_view else ''}")  # fmt: skip
+                log.warning("%s: stored condition rasters not used (%s); computing them from the tiles. "
+                            "cache_latents stores them on the L/8 grid, from the tiles' views where they have "
+                            "them.", path, why)  # fmt: skip
                 self._warned_stale = True
         tile = read_tile(r["tile_path"], features=False)  # the conditions need the voxels' classes only
         views = read_views(tile_views_path(r["tile_path"], r["tile_id"])) if needs_view else None

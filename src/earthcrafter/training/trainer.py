@@ -152,6 +152,7 @@ class Trainer:
         self.tags = {"model": task.name, **(tags or {})}
         self.params = params or {}
         self.device, self.accum_steps, self.use_mlflow = device, accum_steps, mlflow
+        self._val_loader: DataLoader | None = None
         self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
         self.model: nn.Module | None = None
         self.ema: EMA | None = None
@@ -322,8 +323,12 @@ class Trainer:
             return {}
         cfg = self.config
         # the whole set, on any number of ranks (a subset is the dataset's own, e.g. max_val_tiles)
-        batches = shard_indices(len(self.val_set), env.rank, env.world_size, cfg.val_batch_size)
-        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.task.collate, num_workers=cfg.num_workers)
+        if self._val_loader is None:  # one loader for the run: its workers start once, not at every validation
+            batches = shard_indices(len(self.val_set), env.rank, env.world_size, cfg.val_batch_size)
+            self._val_loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.task.collate,
+                                          num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda",
+                                          persistent_workers=cfg.num_workers > 0)  # fmt: skip
+        loader = self._val_loader
         total: dict[str, torch.Tensor] = {}
         model.eval()
         # Validation must not consume the training RNG streams (resumed runs stay identical).
@@ -485,6 +490,7 @@ class Trainer:
             metrics.update(train_time_s=train_time, num_params=float(num_params), steps=float(step))
             ec_tracking.log_metrics(metrics, step=step, prefix="final/")
             ec_tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("steps",)}, step=step, prefix="val/")
+            self._val_loader = None  # its workers exit
             if env.is_main:
                 self._finish(env, ema, metrics, last_ckpt)
             dist.barrier(env)

@@ -86,14 +86,17 @@ def check_manifest(
         counts = manifest["split"].value_counts().to_dict()
         raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts})")
     base = Path(root) if root is not None else Path.cwd()
-    for col in (*path_columns, *(c for c in optional_path_columns if c in rows.columns)):
+    for col in path_columns:
         paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows[col]]
-        absent = missing_files(paths) if col in path_columns else []
+        absent = missing_files(paths)
         if absent:
             shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
             label = "tile" if col == "path" else col
             raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: {shown}")
         rows[col] = [str(p) for p in paths]
+    for col in (c for c in optional_path_columns if c in rows.columns):  # blank or NA: no file
+        rows[col] = ["" if not isinstance(p, str) or not p else p if Path(p).is_absolute() else str(base / p)
+                     for p in rows[col]]  # fmt: skip
     return rows
 
 
