@@ -345,3 +345,13 @@ def test_resuming_a_checkpoint_of_other_code_warns(tmp_path, caplog):
         again.fit()
     assert "written by the code at commit" in caplog.text and "trainer.resume=false" in caplog.text
     assert "resumed from step 6" in caplog.text  # it did continue the run
+
+
+def test_validation_with_loader_workers_matches_the_main_process(tmp_path):
+    """One validation loader per run, its workers kept between validations: the same metrics at
+    every validation as validating in the main process."""
+    a, b = _trainer(tmp_path / "a", num_workers=0), _trainer(tmp_path / "b", num_workers=1)
+    ma, mb = a.fit(), b.fit()
+    assert ma.pop("train_time_s") > 0 and mb.pop("train_time_s") > 0 and ma == mb
+    assert len(a.history["val"]) == 3 and a.history["val"] == b.history["val"]
+    assert b._val_loader is None  # the workers are gone after the run
