@@ -140,7 +140,7 @@ def _conditions_current(path: Path, grid: int, tile_path: str, tile_id: str) -> 
     return cached_grid == grid and version == RASTERS_VERSION and stamp == _views_stamp(tile_path, tile_id)
 
 
-def _write_conditions(path: Path, tile, tile_path: str, grid: int) -> None:
+def store_conditions(path: Path, tile, tile_path: str, grid: int) -> None:
     """The tile's condition rasters (the semantic layout; the RGBD one too where it has views),
     computed once here so the flows' data loaders do not rebuild them on every draw."""
     stamp = _views_stamp(tile_path, tile.tile_id)
@@ -235,7 +235,7 @@ def encode_tiles(
         struct = latents["struct"]
         grid, cond_file = struct.meta["L"] // struct.meta["stride"], conditions_path(out_dir, r.tile_id)
         if status == "encoded" or not _conditions_current(cond_file, grid, r.tile_path, r.tile_id):
-            _write_conditions(cond_file, tile if status == "encoded" else read_tile(r.tile_path, features=False),
+            store_conditions(cond_file, tile if status == "encoded" else read_tile(r.tile_path, features=False),
                               r.tile_path, grid)  # fmt: skip
         if r.split == cfg.stats_split:
             for kind, lt in latents.items():

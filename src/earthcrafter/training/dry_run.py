@@ -13,8 +13,9 @@ MLflow run is opened.
 
 The tiles are :func:`~earthcrafter.training.synthetic.textured_tile` heightfields at each model's
 L (0.5 m voxels, enough of them to fill the paper's 250k budget at L = 360), with their features
-and views; the latent tiles hold random latents on those tiles' cells. A dry run measures whether
-and how fast a configuration trains, not what it learns.
+and views; the latent tiles hold random latents on those tiles' cells, with the condition rasters
+``cache_latents`` would store. A dry run measures whether and how fast a configuration trains, not
+what it learns.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class SyntheticTiles:
     def latent_manifest(self, L: int, struct_channels: int, tex_channels: int) -> tuple[pd.DataFrame, dict]:
         """Latent tiles of the voxel tiles at L: structure latents on the occupied L/8 cells,
         texture latents on every voxel, both N(0, 1); and unit statistics."""
-        from earthcrafter.io.latents import LatentTile, write_latent_tile
+        from earthcrafter.io.latents import LatentTile, conditions_path, write_latent_tile
         from earthcrafter.io.tiles import read_tile
+        from earthcrafter.latents.cache import store_conditions
 
         key = (L, struct_channels, tex_channels)
         if key not in self._latents:
@@ -91,6 +93,9 @@ class SyntheticTiles:
                                     np.zeros((len(coords), C)), meta)  # fmt: skip
                     path = self.root / f"latents_L{L}_{struct_channels}_{tex_channels}" / kind / f"{r.tile_id}.parquet"
                     out[f"{kind}_path"] = str(write_latent_tile(path, lt))
+                # the condition rasters, as cache_latents stores them (what the flows' loaders read)
+                out["cond_path"] = str(conditions_path(self.root / f"conditions_L{L}", r.tile_id))
+                store_conditions(Path(out["cond_path"]), tile, r.path, L // 8)
                 rows.append(out)
             stats = {"struct": {"mean": [0.0] * struct_channels, "std": [1.0] * struct_channels},
                      "tex": {"mean": [0.0] * tex_channels, "std": [1.0] * tex_channels}}  # fmt: skip
