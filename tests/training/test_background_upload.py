@@ -12,6 +12,15 @@ from earthcrafter import tracking
 
 
 @pytest.fixture
+def experiment(mlflow_uri):
+    """This file's experiment in the test store (another test may have left another one active)."""
+    import mlflow
+
+    mlflow.set_experiment("background-upload-tests")
+    return mlflow_uri
+
+
+@pytest.fixture
 def held_uploads(monkeypatch):
     """Uploads wait until the test sets the returned event."""
     import mlflow
@@ -35,7 +44,7 @@ def _paths(run_id: str, folder: str) -> list[str]:
     return [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)]
 
 
-def test_upload_returns_at_once_and_the_wait_sees_it_through(tmp_path, mlflow_uri, held_uploads):
+def test_upload_returns_at_once_and_the_wait_sees_it_through(tmp_path, experiment, held_uploads):
     import mlflow
 
     ckpt = tmp_path / "step_4.pt"
@@ -49,7 +58,7 @@ def test_upload_returns_at_once_and_the_wait_sees_it_through(tmp_path, mlflow_ur
     assert tracking.wait_for_uploads() == 0  # nothing left to wait for
 
 
-def test_a_failed_upload_is_reported_with_the_file_and_run(tmp_path, mlflow_uri, monkeypatch, caplog):
+def test_a_failed_upload_is_reported_with_the_file_and_run(tmp_path, experiment, monkeypatch, caplog):
     import mlflow
 
     def broken(self, run_id, local_path, artifact_path=None):
