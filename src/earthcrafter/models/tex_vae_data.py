@@ -174,19 +174,16 @@ class TexBatch:
         return len(self.tile_ids)
 
     def to(self, device, non_blocking: bool = False) -> TexBatch:
-        return TexBatch(
-            self.voxels.to(device, non_blocking=non_blocking) if self.voxels is not None else None,
-            self.voxel_size.to(device, non_blocking=non_blocking),
-            [v.to(device, non_blocking=non_blocking) for v in self.views],
-            list(self.tile_ids),
-            list(self.skipped),
-            self.seeds,
-        )
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> TexBatch:
         """Page-locked copies of every tensor that goes to the GPU (the DataLoader calls this)."""
-        return TexBatch(self.voxels.pin_memory() if self.voxels is not None else None, self.voxel_size.pin_memory(),
-                        [v.pin_memory() for v in self.views], list(self.tile_ids), list(self.skipped), self.seeds)  # fmt: skip
+        return self._map(lambda x: x.pin_memory())
+
+    def _map(self, fn) -> TexBatch:
+        """``fn`` on what goes to the GPU: the voxels, the voxel sizes and each sample's views."""
+        return TexBatch(None if self.voxels is None else fn(self.voxels), fn(self.voxel_size),
+                        [fn(v) for v in self.views], list(self.tile_ids), list(self.skipped), self.seeds)  # fmt: skip
 
 
 _reported: set[tuple[str, str]] = set()

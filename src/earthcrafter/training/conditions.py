@@ -135,8 +135,6 @@ def join_condition(kind: str, parts: dict[str, np.ndarray], tile_id: str) -> np.
 def condition_raster(kind: str, tile: VoxelTile, views: TileViews | None, grid: int) -> np.ndarray:
     """The ``kind`` condition of a tile ([grid, grid, C]); ``views`` are needed for rgbd / mixed.
     (``none`` gives the semantic layout: the flows zero it, as the dropped condition.)"""
-    if kind in VIEW_CONDITIONS and views is None:
-        raise ValueError(f"tile {tile.tile_id}: the {kind} condition needs the tile's views (<tile_id>.views.npz)")
     return join_condition(kind, tile_rasters(tile, views if kind in VIEW_CONDITIONS else None, grid), tile.tile_id)
 
 

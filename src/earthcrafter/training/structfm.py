@@ -179,7 +179,7 @@ def dilate(cells: torch.Tensor, grid: int, p: float, rng: np.random.Generator) -
     nb = (cells[:, None] + steps[None]).reshape(-1, 3)
     nb = nb[((nb >= 0) & (nb < grid)).all(1)]
     key = lambda c: (c[:, 0] * grid + c[:, 1]) * grid + c[:, 2]  # noqa: E731
-    # unique over 1-D keys (18x faster than over rows); sorted keys are the rows in (x, y, z) order
+    # unique over 1-D keys (10-17x faster than over rows); sorted keys are the rows in (x, y, z) order
     keys = torch.unique(key(nb))
     keys = keys[~torch.isin(keys, key(cells))]
     nb = torch.stack([keys // (grid * grid), keys // grid % grid, keys % grid], 1)

@@ -86,8 +86,9 @@ def check_manifest(
         counts = manifest["split"].value_counts().to_dict()
         raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts})")
     base = Path(root) if root is not None else Path.cwd()
+    resolve = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731
     for col in path_columns:
-        paths = [Path(p) if Path(p).is_absolute() else base / p for p in rows[col]]
+        paths = [resolve(p) for p in rows[col]]
         absent = missing_files(paths)
         if absent:
             shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
@@ -95,8 +96,7 @@ def check_manifest(
             raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: {shown}")
         rows[col] = [str(p) for p in paths]
     for col in (c for c in optional_path_columns if c in rows.columns):  # blank or NA: no file
-        rows[col] = ["" if not isinstance(p, str) or not p else p if Path(p).is_absolute() else str(base / p)
-                     for p in rows[col]]  # fmt: skip
+        rows[col] = [str(resolve(p)) if isinstance(p, str) and p else "" for p in rows[col]]
     return rows
 
 
