@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from earthcrafter.features.layout import FEATURE_LAYOUT
+from earthcrafter.geometry.augment import crop_views
 from earthcrafter.io.tiles import TileViews
 from earthcrafter.models.tex_vae_data import (
     SkippedSample,
@@ -18,6 +19,7 @@ from earthcrafter.models.tex_vae_data import (
     TexVAEDataset,
     collate_tex,
     pool_voxels,
+    resize_mask,
     resize_views,
 )
 from earthcrafter.render.gaussians import Gaussians2D
@@ -112,6 +114,39 @@ def test_budget_crop_narrows_the_masks(synth_manifest):
     assert oracle_psnr(crop) > 15.0  # the narrowed masks show only the kept voxels
     unnarrowed = replace(crop, views=replace(crop.views, colour=full.views.colour, coverage=full.views.coverage))
     assert oracle_psnr(unnarrowed) < oracle_psnr(crop) - 3.0
+
+
+def test_views_are_chosen_among_those_that_see_the_crop(synth_manifest, synth_tile):
+    """Views are narrowed to the crop one at a time, in random order, until enough see it. The reference
+    narrows every view first (``crop_views``): the same views must qualify, with the same masks."""
+    tile, views = synth_tile
+    kw = dict(max_voxels=len(tile.coords) // 6, min_view_coverage=0.02, flip=False, rotate=False)
+    every, two = _dataset(synth_manifest, **kw), _dataset(synth_manifest, views_per_sample=2, **kw)
+    picked, narrowed_out = set(), 0
+    for seed in range(12):
+        s, t = every[Draw(0, (3, seed))], two[Draw(0, (3, seed))]  # the same crop: views are drawn last
+        lo = s.coords.min(0).values.numpy()
+        ref = crop_views(views, lo, s.coords.max(0).values.numpy() + 1 - lo, tile.voxel_size).mask
+        seeing = np.flatnonzero(ref.reshape(len(views), -1).mean(axis=1) >= 0.02)
+        narrowed_out += len(views) - len(seeing)
+        assert s.views.names == [views.names[i] for i in seeing]
+        torch.testing.assert_close(s.views.coverage, resize_mask(ref[seeing], (s.views.height, s.views.width)))
+        assert len(t.views) == min(2, len(seeing)) and set(t.views.names) <= set(s.views.names)
+        assert t.views.names == sorted(t.views.names, key=views.names.index)
+        picked |= set(t.views.names)
+    assert narrowed_out > 0  # some views see the tile but not the crop, and are left out
+    assert picked == set(views.names)  # over the draws every view is chosen when it sees the crop
+
+
+def test_features_stay_float16_as_stored(synth_manifest, synth_tile):
+    tile, _ = synth_tile
+    s = _dataset(synth_manifest, augment=False)[0]
+    assert s.feats.dtype == torch.float16
+    stored = {tuple(c): f for c, f in zip(tile.coords.tolist(), tile.feats)}
+    assert all(np.array_equal(stored[tuple(c)], f) for c, f in zip(s.coords.tolist(), s.feats.numpy()))
+    flipped = _dataset(synth_manifest)[Draw(0, (7, 5))]  # a mirror: the normals change sign and order
+    n = flipped.feats[:, FEATURE_LAYOUT["f_n"]].float()
+    torch.testing.assert_close(n.norm(dim=1), torch.ones(len(n)), atol=2e-3, rtol=0)
 
 
 def test_pooling_halves_the_grid_and_keeps_the_frame(synth_manifest):

@@ -69,6 +69,15 @@ def test_batch_elements_do_not_interact_and_rows_may_be_permuted():
     torch.testing.assert_close(shuffled, alone[perm], atol=1e-5, rtol=1e-5)
 
 
+def test_float16_features_from_the_loader_encode_as_their_float32_values(arch="tube"):
+    """The loader keeps the tile's float16 features; the encoder casts them to its weights' precision."""
+    model, x = _model(arch), _batch()
+    half = x.replace(x.feats.half())
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(half).feats, model.encode(half.replace(half.feats.float())).feats,
+                                   atol=0, rtol=0)  # fmt: skip
+
+
 def test_decode_single_tile_equals_batch_decode_and_needs_structure_for_unet2():
     model, x = _model("unet2"), _batch(sizes=(30,))
     with torch.no_grad():

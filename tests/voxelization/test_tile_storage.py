@@ -115,13 +115,25 @@ def test_read_tile_names_file_and_field_on_bad_input(tile, tmp_path):
     with pytest.raises(TileFormatError, match="field 'x': expected type uint16"):
         read_tile(_rewrite(good, tmp_path, table=t.set_column(0, "x", pa.array(t.column("x").to_numpy().astype(np.int32)))))
     dup = pa.concat_tables([t.slice(0, 3), t.slice(0, 1)])
-    with pytest.raises(TileFormatError, match="duplicate voxels"):
+    with pytest.raises(TileFormatError, match="field 'x/y/z': 1 duplicate voxels"):
         read_tile(_rewrite(good, tmp_path, table=dup))
+    shuffled = t.take(np.random.default_rng(0).permutation(t.num_rows))  # out of order is allowed, repeats are not
+    np.testing.assert_array_equal(np.sort(read_tile(_rewrite(good, tmp_path, table=shuffled)).coords, axis=0),
+                                  np.sort(tile.coords, axis=0))  # fmt: skip
     feats = t.column("feats").combine_chunks().values.to_numpy(zero_copy_only=False).copy()
     feats[5] = np.inf
     bad_feats = pa.FixedSizeListArray.from_arrays(pa.array(feats), 66)
     with pytest.raises(TileFormatError, match="field 'feats': non-finite"):
         read_tile(_rewrite(good, tmp_path, table=t.set_column(3, "feats", bad_feats)))
+
+
+def test_feature_columns_are_written_without_a_dictionary(tile, tmp_path):
+    """float16 features always fit a dictionary, and decoding one is about 5x slower than plain values:
+    only the integer columns get one (benchmarks/bench_texvae_data.py)."""
+    chunks = pq.read_metadata(write_tile(tmp_path / "t.parquet", tile)).row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["feats.list.element"] and "RLE_DICTIONARY" not in encodings["confidence"]
+    assert "RLE_DICTIONARY" in encodings["semantic"]
 
 
 def test_write_tile_is_atomic(tile, tmp_path, monkeypatch):

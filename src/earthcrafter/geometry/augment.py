@@ -50,17 +50,27 @@ def random_voxel_crop(coords: np.ndarray, max_voxels: int, rng: np.random.Genera
 def crop_views(views: TileViews, offset: np.ndarray, size_voxels: np.ndarray, voxel_size: float) -> TileViews:
     """Views for a crop whose corner is voxel ``offset`` and whose extent is ``size_voxels``:
     cameras shifted into the crop's local frame, masks narrowed to the crop's box by the depth."""
-    shift = np.asarray(offset, np.float64) * voxel_size
-    T = np.eye(4)
-    T[:3, 3] = shift
-    E = views.world_to_camera @ T
-    extent = np.asarray(size_voxels, np.float64) * voxel_size
+    E = views.world_to_camera @ _shift(offset, voxel_size)
     mask = views.mask.copy()
     for i in range(len(views)):
-        local = _unproject(views.depth[i], views.K[i], E[i])
-        with np.errstate(invalid="ignore"):
-            mask[i] &= ((local >= 0) & (local < extent)).all(axis=-1)
+        mask[i] = crop_mask(views, i, offset, size_voxels, voxel_size)
     return TileViews(views.rgb, mask, views.depth, views.K, E, list(views.names))
+
+
+def crop_mask(views: TileViews, i: int, offset: np.ndarray, size_voxels: np.ndarray, voxel_size: float) -> np.ndarray:
+    """View ``i``'s mask narrowed to the crop's box by its depth, as :func:`crop_views` narrows
+    every view (one view at a time, for callers that need only a few of them)."""
+    local = _unproject(views.depth[i], views.K[i], views.world_to_camera[i] @ _shift(offset, voxel_size))
+    extent = np.asarray(size_voxels, np.float64) * voxel_size
+    with np.errstate(invalid="ignore"):
+        return views.mask[i] & ((local >= 0) & (local < extent)).all(axis=-1)
+
+
+def _shift(offset: np.ndarray, voxel_size: float) -> np.ndarray:
+    """4x4 map of the crop's local frame (corner at voxel ``offset``) into the tile's frame."""
+    T = np.eye(4)
+    T[:3, 3] = np.asarray(offset, np.float64) * voxel_size
+    return T
 
 
 def _unproject(depth: np.ndarray, K: np.ndarray, E: np.ndarray) -> np.ndarray:

@@ -214,7 +214,8 @@ class TexVAE(nn.Module):
         """
         if x.feats.ndim != 2 or x.feats.shape[1] != self.in_channels:
             raise ValueError(f"TexVAE.encode: expected feats [N, {self.in_channels}], got {tuple(x.feats.shape)}")
-        h = _run(self.enc_fine, _add_position(x, self.enc_in(x.feats)))
+        # the loader's features come in the tile's float16: cast to the weights' precision (autocast may lower it)
+        h = _run(self.enc_fine, _add_position(x, self.enc_in(x.feats.to(self.enc_in.weight.dtype))))
         if self.config.arch == "unet2":
             h = pixel_unshuffle(h, 2)
             h = _run(self.enc_coarse, _add_position(h, self.down(h.feats), 2))

@@ -12,15 +12,22 @@ augmentation, every view):
    stored tiles instead of voxelizing again so every row of Table 2 sees the same surfaces,
    views and features.
 3. Crop to the voxel budget (and to ``crop_size`` windows) with
-   :mod:`earthcrafter.geometry.augment`, which narrows each view's mask to the crop by depth.
+   :mod:`earthcrafter.geometry.augment`.
 4. Flip / rotate the grid with its cameras and features (``GridTransform``).
-5. Keep ``views_per_sample`` random views whose mask is not empty; resize them by area
-   averaging to ``view_width`` and rescale K. Colour is kept *premultiplied* by the mask
+5. Keep ``views_per_sample`` random views that see the crop: a view's mask is narrowed to the
+   crop by its depth (:func:`~earthcrafter.geometry.augment.crop_mask`), one view at a time in
+   random order until enough are found, so a paper-scale sample narrows two or three of its 16
+   views rather than all. Resize them by area averaging to ``view_width`` and rescale K. Colour is kept *premultiplied* by the mask
    coverage, so any background can be composited exactly afterwards:
    ``gt = colour + (1 - coverage) * background``.
 6. Mark the pixels where the sample's voxels lie behind geometry outside the tile or crop
    (:mod:`earthcrafter.geometry.visibility`): the photo does not show them, so the loss
    ignores them (``hidden_pixels: ignore``) instead of calling them background.
+
+Features stay in the tile's float16 up to the model, which casts them to its own precision: half
+the bytes through the loader's shared memory and the copy to the GPU, and the same values (the
+flips and turns of the normals are exact in float16). Pooled features (``pool > 1``) are means,
+kept in float32.
 
 Bad items never crash a run silently: a tile with no voxels, non-finite features, or no view
 that sees it becomes a :class:`SkippedSample` with the reason; :func:`collate_tex` drops it,
@@ -42,7 +49,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from earthcrafter.geometry.augment import GridTransform, crop_views, random_voxel_crop
+from earthcrafter.geometry.augment import GridTransform, crop_mask, random_voxel_crop
 from earthcrafter.geometry.visibility import hidden_tile_pixels
 from earthcrafter.io.tiles import TileViews, read_tile, read_views, tile_views_path
 from earthcrafter.models.tex_vae import FeatureSet, feature_index
@@ -147,7 +154,7 @@ class ViewSet:
 class TexSample:
     tile_id: str
     coords: torch.Tensor  # int32 [N, 3]
-    feats: torch.Tensor  # float32 [N, C] selected channels
+    feats: torch.Tensor  # [N, C] selected channels, float16 as stored (float32 when pooled)
     voxel_size: float
     views: ViewSet
     seed: int = 0  # the draw's seed for the model's own randomness (posterior noise)
@@ -262,7 +269,7 @@ def backgrounds(kind: Background, n: int, rng: np.random.Generator) -> torch.Ten
 class _Tile:
     tile_id: str
     coords: np.ndarray  # int32 [N, 3]
-    feats: np.ndarray  # float32 [N, C] selected channels
+    feats: np.ndarray  # [N, C] selected channels, float16 as stored (float32 when pooled)
     normal_cols: np.ndarray | None  # positions of f_n inside the selected channels
     L: int
     voxel_size: float
@@ -331,7 +338,9 @@ class TexVAEDataset(Dataset):
         tile = self.read_tile_fn(path)
         layout = tile.layout
         idx = feature_index(self.features, layout)
-        feats = np.asarray(tile.feats)[:, idx].astype(np.float32)
+        feats = np.asarray(tile.feats)
+        if not np.array_equal(idx, np.arange(feats.shape[1])):  # f_feat selects every channel: no copy
+            feats = feats[:, idx]
         normal_cols = None
         if "f_n" in layout and layout["f_n"].start in idx:
             normal_cols = np.searchsorted(idx, np.arange(layout["f_n"].start, layout["f_n"].stop))
@@ -356,7 +365,7 @@ class TexVAEDataset(Dataset):
         bad = ~np.isfinite(t.feats)
         if bad.any():
             return SkippedSample(t.tile_id, f"{int(bad.sum())} non-finite feature value(s) in {int(bad.any(1).sum())} voxel(s)")
-        coords, feats, views = self._crop(t, rng)
+        coords, feats, box = self._crop(t, rng)
         tr = None
         if self.augment and (self.config.flip or self.config.rotate):
             tr = GridTransform.random(rng, flip=self.config.flip, rotate=self.config.rotate)
@@ -367,12 +376,13 @@ class TexVAEDataset(Dataset):
                 feats[:, t.normal_cols] = n
         # Views are chosen before they are transformed (a view's coverage does not change when it is
         # mirrored), so only the chosen few are flipped, not all of a tile's views.
-        chosen = self._choose_views(views, rng)
+        views = t.views
+        chosen, masks = self._choose_views(views, box, t.voxel_size, rng)
         if not len(chosen):
             return SkippedSample(
                 t.tile_id, f"no view sees the tile (coverage < {self.config.min_view_coverage} in all {len(views)} views)"
             )
-        sub = TileViews(views.rgb[chosen], views.mask[chosen], views.depth[chosen], views.K[chosen],
+        sub = TileViews(views.rgb[chosen], masks, views.depth[chosen], views.K[chosen],
                         views.world_to_camera[chosen], [views.names[i] for i in chosen])  # fmt: skip
         if tr is not None:
             sub = tr.views(sub, t.L, t.voxel_size)
@@ -393,26 +403,48 @@ class TexVAEDataset(Dataset):
             draw_seed(seed),
         )
 
-    def _crop(self, t: _Tile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, TileViews]:
-        """Window crop (training, ``crop_size``) and budget crop (always); views narrowed to the crop."""
+    def _crop(self, t: _Tile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+        """Window crop (training, ``crop_size``) and budget crop (always): the sample's coords and
+        features, and the crop's box ``(corner, size)`` in voxels (None: the whole tile)."""
         keep = np.arange(len(t.coords))
         if self.augment and self.config.crop_size is not None:
             keep = np.flatnonzero(random_window(t.coords, self.config.crop_size, t.L, rng))
         sub, _ = random_voxel_crop(t.coords[keep], self.config.max_voxels, rng)
         keep = keep[sub]
         if len(keep) == len(t.coords):
-            return t.coords, t.feats, t.views
+            return t.coords, t.feats, None
+        # Coords stay in the tile's frame, and so do the cameras: the box only narrows the masks.
         coords = t.coords[keep]
         lo, hi = coords.min(axis=0), coords.max(axis=0) + 1
-        # Only the narrowed masks are used: coords stay in the tile's frame, and so do the cameras.
-        mask = crop_views(t.views, lo, hi - lo, t.voxel_size).mask
-        v = t.views
-        return coords, t.feats[keep], TileViews(v.rgb, mask, v.depth, v.K, v.world_to_camera, list(v.names))
+        return coords, t.feats[keep], (lo, hi - lo)
 
-    def _choose_views(self, views: TileViews, rng: np.random.Generator) -> np.ndarray:
-        frac = views.mask.reshape(len(views), -1).mean(axis=1) if len(views) else np.zeros(0)
-        usable = np.flatnonzero(frac >= max(self.config.min_view_coverage, 1e-12))
+    def _choose_views(
+        self, views: TileViews, box: tuple | None, voxel_size: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sample's views (sorted indices) and their masks narrowed to ``box``: at training
+        ``views_per_sample`` random ones whose narrowed coverage reaches ``min_view_coverage``, at
+        validation the first ``val_views`` such (0: all).
+
+        Narrowing only removes pixels, so the views are tried in random order among those whose whole
+        mask reaches the coverage, and narrowed one at a time until enough pass: the same uniform
+        choice among the passing views as narrowing every view first, for the cost of a few.
+        """
+        threshold = max(self.config.min_view_coverage, 1e-12)
+        whole = views.mask.reshape(len(views), -1).mean(axis=1) if len(views) else np.zeros(0)
+        candidates = np.flatnonzero(whole >= threshold)
         if self.augment:
-            k = self.config.views_per_sample or len(usable)
-            return np.sort(rng.permutation(usable)[:k])
-        return usable[: self.config.val_views] if self.config.val_views else usable
+            k, order = self.config.views_per_sample or len(candidates), rng.permutation(candidates)
+        else:
+            k, order = self.config.val_views or len(candidates), candidates
+        chosen, masks = [], []
+        for i in order:
+            if len(chosen) == k:
+                break
+            mask = views.mask[i] if box is None else crop_mask(views, i, box[0], box[1], voxel_size)
+            if box is None or mask.mean() >= threshold:
+                chosen.append(int(i))
+                masks.append(mask)
+        if not chosen:
+            return np.zeros(0, np.int64), views.mask[:0]
+        order = np.argsort(chosen)
+        return np.asarray(chosen)[order], np.stack([masks[j] for j in order])
