@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from earthcrafter.models.flow_net import SparseFlowNet
+from earthcrafter.models.flow_net import LayoutEncoder, SparseFlowNet
 from earthcrafter.models.struct_fm import StructFM, StructFMConfig, keep_cells, stage_net
 from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
@@ -69,9 +69,10 @@ def test_dilation_draws_as_the_row_unique_reference():
             assert torch.equal(got, reference(cells, grid, p, np.random.default_rng(grid)))
 
 
-def test_network_starts_at_zero_velocity_and_ignores_row_order():
+@pytest.mark.parametrize("cond_blocks", [0, 2])
+def test_network_starts_at_zero_velocity_and_ignores_row_order(cond_blocks):
     torch.manual_seed(0)
-    net = SparseFlowNet(StructFMConfig(**TINY), 3, 3)
+    net = SparseFlowNet(StructFMConfig(**TINY, cond_blocks=cond_blocks), 3, 3)
     coords = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 2, 2], [1, 3, 0]])
     x = SparseTensor.from_list([torch.randn(4, 3)], [coords])
     layout = torch.rand(1, 4, 4, NUM_CLASSES)
@@ -85,6 +86,31 @@ def test_network_starts_at_zero_velocity_and_ignores_row_order():
     torch.testing.assert_close(net(shuffled, torch.tensor([0.5]), layout).feats, out[perm], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(net(x, torch.tensor([0.5]), torch.zeros_like(layout)).feats, out), "reads the layout"
     assert not torch.allclose(net(x, torch.tensor([0.9]), layout).feats, out), "reads the time"
+
+
+def _token_change(encoder: LayoutEncoder, layout: torch.Tensor, column: tuple[int, int, int]) -> torch.Tensor:
+    """[B, G, G] bool: the tokens that change when one column (b, i, j) of the raster changes."""
+    other = layout.clone()
+    other[column] += 1.0
+    with torch.no_grad():
+        diff = (encoder(other) - encoder(layout)).abs().amax(-1)
+    return (diff > 1e-6).reshape(layout.shape[:3])
+
+
+def test_condnet_swin_blocks_mix_columns_within_shifted_windows():
+    """CondNet without blocks embeds each column alone; one Swin block mixes the columns of a window;
+    the shifted second block carries a column across its window's edge; samples never mix."""
+    torch.manual_seed(0)
+    layout = torch.rand(2, 8, 8, NUM_CLASSES)
+    cfg = StructFMConfig(**{**TINY, "grid": 8, "window": 4})
+    alone = _token_change(LayoutEncoder(32, NUM_CLASSES, 1.0, 0, cfg), layout, (0, 1, 2))
+    assert alone.sum() == 1 and alone[0, 1, 2]
+    one = _token_change(LayoutEncoder(32, NUM_CLASSES, 1.0, 1, cfg), layout, (0, 1, 2))
+    expected = torch.zeros_like(one)
+    expected[0, :4, :4] = True  # the 4 x 4 window holding column (1, 2)
+    assert torch.equal(one, expected)
+    two = _token_change(LayoutEncoder(32, NUM_CLASSES, 1.0, 2, cfg), layout, (0, 1, 2))
+    assert two[0, :4, :4].all() and two[0, 4:, 4:].any() and not two[1].any()
 
 
 def _one_tile_sample(grid: int = 4) -> dict:
@@ -239,8 +265,8 @@ def test_dense_variant_and_table4(tmp_path, tiles32):
         ablation_config(base, "nope")
 
 
-def test_table4_report_with_and_without_the_optional_unet_row(tmp_path, tiles32):
-    """The sweep's optional row: skipped (and said so) when not configured, a fourth table row when it ran."""
+def test_table4_report_with_and_without_the_optional_rows(tmp_path, tiles32):
+    """The sweep's optional rows: skipped (and said so) when not configured, table rows when they ran."""
     from earthcrafter.pipelines.train_structfm.nodes import make_row_trainer, report_table4
 
     manifest, stats = tiles32
@@ -259,6 +285,9 @@ def test_table4_report_with_and_without_the_optional_unet_row(tmp_path, tiles32)
         "LatentSFM, fine stage: Swin U-Net", 2, 2, 79.0, 27.9)
     assert np.isnan(last["paper mIoU3"]) and np.isnan(last["paper mIoU0"])  # no paper numbers for this row
     assert "| LatentSFM, fine stage: Swin U-Net | 2 | 2 | 79.0 | 27.9 | – | – |" in (tmp_path / "report" / "table4.md").read_text()
+    rows = report_table4(params, two, dense, skipped, {"gen_cell_iou": 0.81, "gen_iou": 0.28})["rows"]
+    assert [r["Method"] for r in rows][-1] == "LatentSFM, Swin CondNet" and rows[-1]["mIoU3"] == 81.0
+    assert len(rows) == 4  # the skipped U-Net row is not in the table
 
 
 @pytest.mark.parametrize("patch,kx", [(1, 2), (2, 1)], ids=["cells", "half-known-patches"])

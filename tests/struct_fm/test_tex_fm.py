@@ -144,8 +144,9 @@ def test_unet_middle_level_sees_the_whole_sample():
         assert (changed > 1e-4) == reaches, (arch.get("arch", "transformer"), changed)
 
 
-def test_unet_starts_at_zero_velocity_and_trains_every_weight():
-    net = build_texfm(TexFMConfig(**UNET))
+@pytest.mark.parametrize("cond_blocks", [0, 2], ids=["mlp_condnet", "swin_condnet"])
+def test_unet_starts_at_zero_velocity_and_trains_every_weight(cond_blocks):
+    net = build_texfm(TexFMConfig(**UNET, cond_blocks=cond_blocks))
     coords = _set(120, 32, 3)
     x = SparseTensor.from_list([torch.randn(len(coords), 8)], [coords])
     layout = torch.rand(1, 2, 2, NUM_CLASSES)

@@ -19,6 +19,9 @@ HEIGHT_DROPOUT_HELP = ("training: each sample's RGBD view loses its depth with t
                        "height becomes unknown), so that the model also takes a photo without depth (condition rgbd "
                        "or mixed; generation.condition: rgb)")
 
+COND_BLOCKS_HELP = ("CondNet: Swin blocks over the condition's columns before the network cross-attends to them "
+                    "(the paper's; 0: each column embedded alone, with its position)")
+
 
 def check_height_dropout(condition: str, height_dropout: float) -> None:
     """A flow config's ``height_dropout`` needs an RGBD view to drop the depth of."""
@@ -47,18 +50,36 @@ def layout_tokens(layout: torch.Tensor, width: int, scale: float = 1.0) -> torch
 
 
 class LayoutEncoder(nn.Module):
-    """Condition raster [B, G, G, C] (per latent column: the semantic layout's class fractions and/or
-    the RGBD view's colour, height and coverage) -> tokens [B, G², width]."""
+    """CondNet: condition raster [B, G, G, C] (per latent column: the semantic layout's class fractions
+    and/or the RGBD view's colour, height and coverage) -> tokens [B, G², width].
 
-    def __init__(self, width: int, classes: int = NUM_CLASSES, scale: float = 1.0):
+    Each column is embedded alone (an MLP) with its position; ``blocks`` > 0 then runs that many Swin
+    blocks over the G x G columns (windows of ``cfg.window`` columns, every second block shifted by
+    half a window), as the paper builds its CondNet, so a token also carries its neighbourhood: where
+    a road continues, how high the buildings around a column stand.
+    """
+
+    def __init__(self, width: int, classes: int = NUM_CLASSES, scale: float = 1.0, blocks: int = 0, cfg=None):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(classes, width), nn.SiLU(), nn.Linear(width, width))
         self.width, self.scale = width, scale
+        self.blocks = transformer_blocks(width, blocks, cfg, "window", None, None) if blocks else None
 
     def forward(self, layout: torch.Tensor) -> torch.Tensor:
-        B = layout.shape[0]
+        B, G = layout.shape[:2]
         tokens = self.proj(layout.reshape(B, -1, layout.shape[-1]))
-        return tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
+        tokens = tokens + layout_tokens(layout, self.width, self.scale).to(tokens.dtype)[None]
+        if self.blocks is None:
+            return tokens
+        # the columns as a sparse set in the plane z = 0 (rows in the tokens' x-major order), so the
+        # sparse core's windowed attention runs on them unchanged
+        ij = torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2)
+        b = torch.arange(B).repeat_interleave(G * G)[:, None]
+        coords = torch.cat([b, ij.repeat(B, 1), torch.zeros(B * G * G, 1, dtype=ij.dtype)], 1).int()
+        h = SparseTensor(tokens.reshape(B * G * G, self.width), coords.to(layout.device), B, validate=False)
+        for block in self.blocks:
+            h = block(h)
+        return h.feats.reshape(B, G * G, self.width)
 
 
 # How window blocks alternate in a U-Net level: its up blocks continue its down blocks' count
@@ -77,9 +98,10 @@ def check_window_shifts(exported: dict, uses_unet: bool, where: str) -> None:
 
 
 def transformer_blocks(
-    width: int, n: int, cfg, attn: str, context: int | None, cond: int, start: int = 0
+    width: int, n: int, cfg, attn: str, context: int | None, cond: int | None, start: int = 0
 ) -> nn.ModuleList:
-    """``n`` AdaLN transformer blocks (``cfg``: num_heads, mlp_ratio, window); in ``window`` mode
+    """``n`` transformer blocks (``cfg``: num_heads, mlp_ratio, window), AdaLN-modulated by ``cond``
+    channels (None: plain pre-norm blocks) and cross-attending to ``context`` channels; in ``window`` mode
     every second block shifts its windows by half a window (Swin): block i is shifted when
     ``start + i`` is odd (``start``: the blocks before these in the same alternation, e.g. a U-Net
     level's way down before its way up)."""
@@ -106,7 +128,7 @@ class SparseFlowNet(nn.Module):
         w = cfg.width
         self.embed = nn.Linear(in_channels, w)
         self.time = TimestepEmbedder(w)
-        self.layout = (LayoutEncoder(w, condition_channels(cfg.condition), scale=layout_scale)
+        self.layout = (LayoutEncoder(w, condition_channels(cfg.condition), layout_scale, cfg.cond_blocks, cfg)
                        if cfg.condition != "none" else None)  # fmt: skip
         ctx = w if self.layout is not None else None
         self.blocks = transformer_blocks(w, cfg.depth, cfg, cfg.attn, ctx, w)

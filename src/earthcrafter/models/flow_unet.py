@@ -64,7 +64,8 @@ class SparseFlowUNet(nn.Module):
         conditioned = cfg.condition != "none"
         # one condition encoder per level: the tokens sit at the column centres in that level's voxel units
         self.layouts = nn.ModuleList(
-            LayoutEncoder(w, condition_channels(cfg.condition), scale=layout_scale / 2**lvl) for lvl, w in enumerate(widths)
+            LayoutEncoder(w, condition_channels(cfg.condition), layout_scale / 2**lvl, cfg.cond_blocks, cfg)
+            for lvl, w in enumerate(widths)
         ) if conditioned else None  # fmt: skip
         ctx = (lambda w: w) if conditioned else (lambda w: None)
         last = len(widths) - 1

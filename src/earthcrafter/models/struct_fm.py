@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from earthcrafter.models.flow_net import HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
+from earthcrafter.models.flow_net import COND_BLOCKS_HELP, HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.sparse.keys import SortedKeys, pack_coords
@@ -49,6 +49,7 @@ class StructFMConfig(BaseModel):
         "columns, both (mixed: one of them per training sample, as the paper's mixed inputs), or none")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="classifier-free guidance: condition dropped to zeros")
     height_dropout: float = Field(0.0, ge=0, le=1, description=HEIGHT_DROPOUT_HELP)
+    cond_blocks: int = Field(0, ge=0, description=COND_BLOCKS_HELP)
     keep_fraction: float = Field(0.5, gt=0, lt=1, description="fine stage: keep a cell when more than this "
                                  "fraction of its channels has |z| > keep_threshold")  # fmt: skip
     keep_threshold: float = 0.3

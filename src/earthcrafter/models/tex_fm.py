@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from earthcrafter.models.flow_net import HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
+from earthcrafter.models.flow_net import COND_BLOCKS_HELP, HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
 
@@ -43,6 +43,7 @@ class TexFMConfig(BaseModel):
     condition: Literal["semantic", "rgbd", "mixed", "none"] = "semantic"  # as StructFMConfig.condition
     cond_dropout: float = Field(0.1, ge=0, le=1)
     height_dropout: float = Field(0.0, ge=0, le=1, description=HEIGHT_DROPOUT_HELP)
+    cond_blocks: int = Field(0, ge=0, description=COND_BLOCKS_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> TexFMConfig:

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from earthcrafter.pipelines.train_structfm.nodes import make_row_trainer, report_table4, train
+from earthcrafter.pipelines.train_structfm.nodes import OPTIONAL_ROWS, make_row_trainer, report_table4, train
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -14,10 +14,11 @@ def create_pipeline(**kwargs) -> Pipeline:
 
 def create_ablations_pipeline(**kwargs) -> Pipeline:
     """Table 4: the two-stage StructFM and the one-stage DenseSFM, same data and budget, then the
-    table; and, when configured, the two stages with the paper's Swin U-Net as the fine stage."""
-    rows = ("two_stage", "dense", "two_stage_unet")
+    table; and, when configured, the optional rows (the two stages with the paper's Swin U-Net as
+    the fine stage, or with its Swin CondNet)."""
+    rows = ("two_stage", "dense", *OPTIONAL_ROWS)
     trainers = [
-        node(make_row_trainer(row, optional=row == "two_stage_unet"), ["latents_manifest", "latents_stats",
+        node(make_row_trainer(row, optional=row in OPTIONAL_ROWS), ["latents_manifest", "latents_stats",
              "params:train_structfm"], f"structfm_ablations.{row}_metrics", name=f"train_structfm_{row}",
              namespace="structfm_ablations")
         for row in rows
