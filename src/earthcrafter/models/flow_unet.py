@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from earthcrafter.models.flow_net import LayoutEncoder, condition_channels, transformer_blocks
+from earthcrafter.models.flow_net import LayoutEncoder, condition_channels, layout_tokens, transformer_blocks
 from earthcrafter.sparse import (
     SparseTensor,
     TimestepEmbedder,
@@ -62,11 +62,17 @@ class SparseFlowUNet(nn.Module):
         self.embed = nn.Linear(in_channels, widths[0])
         self.time = TimestepEmbedder(cfg.width)
         conditioned = cfg.condition != "none"
-        # one condition encoder per level: the tokens sit at the column centres in that level's voxel units
-        self.layouts = nn.ModuleList(
-            LayoutEncoder(w, condition_channels(cfg.condition), layout_scale / 2**lvl, cfg.cond_blocks, cfg)
-            for lvl, w in enumerate(widths)
-        ) if conditioned else None  # fmt: skip
+        channels = condition_channels(cfg.condition)
+        self.layouts = self.condnet = self.level_tokens = None
+        if conditioned and not cfg.cond_blocks:
+            # one condition encoder per level: the tokens sit at the column centres in that level's voxel units
+            self.layouts = nn.ModuleList(LayoutEncoder(w, channels, layout_scale / 2**lvl) for lvl, w in enumerate(widths))
+        elif conditioned:
+            # one Swin CondNet at the finest width, its tokens projected to each coarser level's width and
+            # placed in that level's units: the blocks run once, not once per level at up to the widest width
+            self.condnet = LayoutEncoder(widths[0], channels, layout_scale, cfg.cond_blocks, cfg)
+            self.level_tokens = nn.ModuleList(nn.Linear(widths[0], w) for w in widths[1:])
+        self.layout_scale = layout_scale
         ctx = (lambda w: w) if conditioned else (lambda w: None)
         last = len(widths) - 1
         self.down = nn.ModuleList(transformer_blocks(w, d, cfg, "window", ctx(w), cfg.width) for w, d in zip(widths[:-1], depths[:-1]))
@@ -83,6 +89,18 @@ class SparseFlowUNet(nn.Module):
         nn.init.zeros_(self.out.weight)  # starts as the zero velocity
         nn.init.zeros_(self.out.bias)
 
+    @property
+    def conditioned(self) -> bool:
+        return self.layouts is not None or self.condnet is not None
+
+    def _contexts(self, layout: torch.Tensor) -> list[torch.Tensor]:
+        """The condition tokens [B, G², width] of every level."""
+        if self.layouts is not None:
+            return [enc(layout) for enc in self.layouts]
+        tokens = self.condnet(layout)
+        return [tokens] + [proj(tokens) + layout_tokens(layout, w, self.layout_scale / 2 ** (lvl + 1)).to(tokens.dtype)
+                           for lvl, (proj, w) in enumerate(zip(self.level_tokens, self.widths[1:]))]  # fmt: skip
+
     @staticmethod
     def _run(blocks: nn.ModuleList, h: SparseTensor, cond: torch.Tensor, context) -> SparseTensor:
         for block in blocks:
@@ -90,11 +108,11 @@ class SparseFlowUNet(nn.Module):
         return h
 
     def forward(self, x: SparseTensor, t: torch.Tensor, layout: torch.Tensor | None = None) -> SparseTensor:
-        if self.layouts is not None and layout is None:
+        if self.conditioned and layout is None:
             raise ValueError("SparseFlowUNet: built with a condition; pass layout (zeros = none)")
         dtype = x.feats.dtype
         cond = self.time(1000.0 * t)  # models see 1000·t (TRELLIS)
-        contexts = [enc(layout.to(dtype)) for enc in self.layouts] if self.layouts is not None else [None] * len(self.widths)
+        contexts = self._contexts(layout.to(dtype)) if self.conditioned else [None] * len(self.widths)
         h = x.replace(self.embed(x.feats) + sinusoidal_embedding_3d(x.coords[:, 1:], self.widths[0]).to(dtype))
         skips = []
         for lvl, blocks in enumerate(self.down):
