@@ -114,8 +114,9 @@ def main() -> None:
                     times[name].append(time.perf_counter() - t0)
                     size[name] = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
             before, after = statistics.median(times["reference"]), statistics.median(times["now"])
-            samples.append(f"| {L} | {len(sample.coords):,} | {before * 1e3:.0f} ms, {size['reference'] / 2**20:.0f} MiB "
-                           f"| {after * 1e3:.0f} ms, {size['now'] / 2**20:.0f} MiB | {before / after:.1f}x |")
+            mib = {name: f"{n / 2**20:.0f} MiB" for name, n in size.items()}
+            samples.append(f"| {L} | {len(sample.coords):,} | {before * 1e3:.0f} ms, {mib['reference']} "
+                           f"| {after * 1e3:.0f} ms, {mib['now']} | {before / after:.1f}x |")
     print("\nread_tile, the same tile written two ways")
     print("| L | voxels | dictionary on every column | integer columns only | speed-up |")
     print("|--:|--:|--:|--:|--:|")

@@ -66,7 +66,8 @@ class SparseFlowUNet(nn.Module):
         self.layouts = self.condnet = self.level_tokens = None
         if conditioned and not cfg.cond_blocks:
             # one condition encoder per level: the tokens sit at the column centres in that level's voxel units
-            self.layouts = nn.ModuleList(LayoutEncoder(w, channels, layout_scale / 2**lvl) for lvl, w in enumerate(widths))
+            self.layouts = nn.ModuleList(LayoutEncoder(w, channels, layout_scale / 2**lvl)
+                                         for lvl, w in enumerate(widths))  # fmt: skip
         elif conditioned:
             # one Swin CondNet at the finest width, its tokens projected to each coarser level's width and
             # placed in that level's units: the blocks run once, not once per level at up to the widest width
