@@ -63,7 +63,7 @@ class ImageFeatureExtractor(ABC):
 def rgb_to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float ``[1, 3, H, W]`` in [-1, 1]."""
     _check_rgb(rgb)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).to(device)  # a read-only frame is copied
     return x.permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
