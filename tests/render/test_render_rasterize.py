@@ -27,7 +27,7 @@ def _identity_cam(width, height, f, dtype=torch.float64, cx=None, cy=None):
 
 
 def _surfels(means, quats, scales, opac, rgb, dtype=torch.float64):
-    t = lambda x: torch.as_tensor(x, dtype=dtype)  # noqa: E731
+    t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype)  # noqa: E731  (one array: lists of arrays convert slowly)
     return Gaussians2D(t(means), t(quats), t(scales), t(opac), rgb_to_sh_dc(t(rgb))[:, None, :], 0)
 
 
