@@ -38,12 +38,16 @@ from earthcrafter.sparse import SparseTensor, SparseTransformerBlock, TimestepEm
 from earthcrafter.sparse.embed import sinusoidal_embedding_3d
 
 
+def column_indices(G: int) -> torch.Tensor:
+    """(i, j) of the columns of a G x G raster [G², 2], x-major like the raster's rows."""
+    return torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2)
+
+
 def layout_tokens(layout: torch.Tensor, width: int, scale: float = 1.0) -> torch.Tensor:
     """2-D sinusoidal positions [G², width] of a G x G layout (x-major, like the histogram rows),
     at the centres of its columns in the units of the voxels that attend to it (``scale`` voxels
     per layout column; 1 for the cells of the same grid)."""
-    G = layout.shape[1]
-    ij = torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2).float()
+    ij = column_indices(layout.shape[1]).float()
     ij = (ij + 0.5) * scale - 0.5 if scale != 1 else ij
     xyz = torch.cat([ij, torch.zeros(len(ij), 1)], 1).to(layout.device)
     return sinusoidal_embedding_3d(xyz, width)
@@ -73,7 +77,7 @@ class LayoutEncoder(nn.Module):
             return tokens
         # the columns as a sparse set in the plane z = 0 (rows in the tokens' x-major order), so the
         # sparse core's windowed attention runs on them unchanged
-        ij = torch.stack(torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij"), -1).reshape(-1, 2)
+        ij = column_indices(G)
         b = torch.arange(B).repeat_interleave(G * G)[:, None]
         coords = torch.cat([b, ij.repeat(B, 1), torch.zeros(B * G * G, 1, dtype=ij.dtype)], 1).int()
         h = SparseTensor(tokens.reshape(B * G * G, self.width), coords.to(layout.device), B, validate=False)

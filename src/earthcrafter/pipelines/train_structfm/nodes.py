@@ -41,15 +41,14 @@ OPTIONAL_ROWS = {
 }
 
 
-def report_table4(params: dict, two_stage: dict, dense: dict, two_stage_unet: dict | None = None,
-                  two_stage_condnet: dict | None = None) -> dict:  # fmt: skip
+def report_table4(params: dict, two_stage: dict, dense: dict, *optional: dict | None) -> dict:
     """Table 4 (csv + md) in ``report_dir`` from the rows' metrics, also logged to MLflow; each
-    optional row (:data:`OPTIONAL_ROWS`) that ran is added below the paper's."""
+    optional row's metrics follow, in the order of :data:`OPTIONAL_ROWS`, and each that ran is
+    added below the paper's rows."""
     from pathlib import Path
 
     cfg = StructFMRunConfig.model_validate(params)
-    ran = {"two_stage_unet": two_stage_unet, "two_stage_condnet": two_stage_condnet}
-    extra = {OPTIONAL_ROWS[row]: m for row, m in ran.items() if m and "skipped" not in m}
+    extra = {OPTIONAL_ROWS[row]: m for row, m in zip(OPTIONAL_ROWS, optional) if m and "skipped" not in m}
     df = table4(two_stage, dense, extra)
     out = Path(cfg.report_dir)
     atomic_write_text(out / "table4.csv", df.to_csv(index=False))
