@@ -310,6 +310,20 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     view = (scene / "view.html").read_text()
     assert f"voxels ({len(read_mesh_ply(scene / 'voxels.ply').faces):,} faces)" in view and "gaussians (" in view
     assert (scene.parent / "plotly.min.js").stat().st_size > 1_000_000 and 'src="../plotly.min.js"' in view
+    # the generated latents name the VAEs that decode them, as cached latents do: they decode to the scene
+    import torch
+
+    from earthcrafter.io.structure import read_structure
+    from earthcrafter.latents.export import decode_structure
+
+    stats = json.loads((project / "data" / "05_model_input" / "latents_stats.json").read_text())
+    assert voxels.meta["model"] == stats["models"]["struct"]
+    assert read_latent_tile(scene / "tex_latents.parquet").meta["model"] == stats["models"]["tex"]
+    decoded = decode_structure(voxels, project)
+    assert np.array_equal(np.unique(decoded, axis=0), np.unique(read_structure(scene / "structure.parquet")[0], axis=0))
+    # each flow records the latent statistics and the VAE it learned from (generation checks them)
+    blob = torch.load(project / "data" / "06_models" / "tex_fm" / "model.pt", weights_only=True)
+    assert blob["inputs"]["stats"]["mean"] == stats["tex"]["mean"] and blob["inputs"]["vae"] == stats["models"]["tex"]
     # the large scene of all the autzen tiles, by windows
     large = project / "data" / "07_model_output" / "generated" / "large_autzen"
     summary = json.loads((large / "summary.json").read_text())
@@ -331,6 +345,11 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
     reference tiles, an HTML page holding every stage's metrics, the same numbers in MLflow."""
     import json
 
+    from PIL import Image
+
+    stale = project / "data" / "07_model_output" / "generated" / "large_stale"  # another run's, not this one's
+    stale.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(stale / "preview.png")
     _run(project, monkeypatch, "evaluation")
     out = project / "data" / "08_reporting" / "evaluation"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -342,6 +361,7 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
         assert stage in page
     assert "data:image/png;base64" in page and "kedro run --pipeline=structvae_ablations" in page and "chamfer_m" in page
     assert "Large scene large_autzen: map and surfels from above" in page
+    assert "large_stale" not in page
     for scene in ("large_autzen", pd.read_parquet(project / "data" / "07_model_output" / "generated_manifest.parquet")["scene_id"].iloc[0]):
         assert f"<a href='../../07_model_output/generated/{scene}/view.html'>{scene}</a>" in page
     runs = _runs(project)

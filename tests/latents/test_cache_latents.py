@@ -103,6 +103,10 @@ def test_rerun_reuses_valid_files_and_reencodes_what_changed(tiles, monkeypatch)
     after = read_latent_tile(fourth["struct_path"].iloc[0])
     assert after.meta["source"]["sha256"] != before.meta["source"]["sha256"]
     assert not np.array_equal(after.coords, before.coords) or not np.array_equal(after.mean, before.mean)
+    # that run hashed the re-written tiles once and recorded their new stamps: the next one reads no tile
+    hashed.clear()
+    _, _, _, m5 = cache_latents(manifest, cfg)
+    assert m5["encoded"] == 0 and sorted(hashed) == sorted([cfg["structvae_path"], cfg["texvae_path"]])
 
 
 def test_a_crash_leaves_only_whole_files_and_the_rerun_resumes(tiles, monkeypatch):

@@ -257,3 +257,71 @@ def test_load_generators_refuses_a_texfm_whose_layout_stride_misses_l(monkeypatc
     monkeypatch.setattr(generate, "load_texfm", lambda path: bad)
     with pytest.raises(ValueError, match=r"runs/texfm: TexFM layout_grid 4 x layout_stride 4 = 16 voxels, .* L = 32"):
         generate.load_generators(cfg, models.stats)
+
+
+def _hand_scene():
+    """A 2-window scene of 8 x 4 ground voxels (the seam test's), and its 8 x 4 class map."""
+    from earthcrafter.latents.large_scene import LargeScene
+    from earthcrafter.render import Gaussians2D
+
+    xy = np.stack(np.meshgrid(np.arange(8), np.arange(4), indexing="ij"), -1).reshape(-1, 2)
+    voxels, n = np.c_[xy, np.full(len(xy), 2)], len(xy)
+    g = Gaussians2D(torch.tensor((voxels + 0.5) * 0.5, dtype=torch.float32), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                    torch.full((n, 2), 0.25), torch.full((n,), 0.9), torch.zeros(n, 1, 3))  # fmt: skip
+    scene = LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5,
+                       np.array([[0, 0], [0, 0], [1, 1], [1, 1]]), cell=2)  # fmt: skip
+    return scene, np.ones((8, 4), np.uint8)
+
+
+def test_a_crash_while_writing_a_large_scene_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """The scene folder is replaced at once: a re-run that dies midway leaves the previous scene's
+    files together (not its structure beside another run's surfels), and no temporary behind."""
+    from earthcrafter.latents import large_scene
+
+    scene, raster = _hand_scene()
+    out = tmp_path / "large_a"
+    first = write_large_scene(out, scene, raster, {"scene_id": "large_a", "seed": 1}, frames=0, size=32)
+    assert first["path"] == str(out) and json.loads((out / "summary.json").read_text())["seed"] == 1
+    assert (out / "view.html").is_file() and (tmp_path / "plotly.min.js").is_file()  # shared beside the scenes
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while rendering")
+
+    monkeypatch.setattr(large_scene, "render_orbit", dies)  # after voxels.ply and structure.parquet are written
+    with pytest.raises(RuntimeError, match="killed"):
+        write_large_scene(out, scene, raster, {"scene_id": "large_a", "seed": 2}, frames=0, size=32)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large_a", "plotly.min.js"]
+
+
+def test_load_generators_refuses_flows_trained_on_other_latents(monkeypatch, tmp_path, caplog):
+    """A flow samples normalised latents: de-normalised with other statistics, or decoded by
+    another VAE than the one whose latents it learned, it gives plausible nonsense — refused."""
+    from earthcrafter.flow.latent_stats import latent_inputs
+    from earthcrafter.io.latents import file_sha256
+    from earthcrafter.latents import generate
+
+    models = _generators()
+    for name in ("structfm", "structvae", "texfm"):
+        monkeypatch.setattr(generate, f"load_{name}", lambda path, m=getattr(models, name): m)
+    monkeypatch.setattr(generate.TexVAE, "load", lambda path: models.texvae)
+    vae = {"struct": tmp_path / "structvae.pt", "tex": tmp_path / "texvae.pt"}
+    vae["struct"].write_bytes(b"structure weights")
+    vae["tex"].write_bytes(b"texture weights")
+    stats = {**models.stats, "models": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in vae.items()}}
+    models.structfm.inputs, models.texfm.inputs = latent_inputs(stats, "struct"), latent_inputs(stats, "tex")
+    cfg = generate.GenerationConfig(structvae_path=str(vae["struct"]), texvae_path=str(vae["tex"]))
+    assert generate.load_generators(cfg, stats).vaes == stats["models"]
+
+    recached = {**stats, "struct": {"mean": [0.5] * 8, "std": [1.0] * 8}}
+    with pytest.raises(ValueError, match="trained on other struct latent statistics"):
+        generate.load_generators(cfg, recached)
+    vae["tex"].write_bytes(b"retrained texture weights")
+    with pytest.raises(ValueError, match=r"latents of another tex VAE(.|\n)*latents_stats.json was computed with another tex"):
+        generate.load_generators(cfg, stats)
+    vae["tex"].write_bytes(b"texture weights")
+    models.structfm.inputs = {}  # exported before flows recorded their inputs: loads, with a warning
+    with caplog.at_level("WARNING"):
+        assert generate.load_generators(cfg, recached).structfm is models.structfm
+    assert "records no latent statistics or VAE" in caplog.text

@@ -268,10 +268,12 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     return table, metrics, figures
 
 
-def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
-                   config: EvaluationConfig | dict) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame, config: EvaluationConfig | dict,
+                   large_scenes: list[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
     """The ``evaluation`` stage: score the scenes, then write ``<out_dir>/report.html`` and
-    ``<out_dir>/figures/``, with the same numbers, figures and page in an MLflow run."""
+    ``<out_dir>/figures/``, with the same numbers, figures and page in an MLflow run.
+    ``large_scenes``: the folders of the large scenes the same generation run wrote (its metrics'
+    ``large_scene_paths``), shown in the report; other folders beside them are not this run's."""
     from earthcrafter import tracking
     from earthcrafter.evaluation import html_report as hr
     from earthcrafter.training.tracking import training_run
@@ -287,7 +289,8 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
         sheet = root / Path(generated["path"].iloc[0]).parent / "contact_sheet.png"
         if sheet.is_file():
             images["Layout, voxels and texture of each scene"] = hr.image_png(sheet)
-        for large in sorted(sheet.parent.glob("large_*")):  # the generation stage's large scenes
+        large_dirs = [root / p for p in large_scenes]
+        for large in large_dirs:
             for view, what in (("preview.png", "map, real scene, generated voxels and surfels"),
                                ("top.png", "map and surfels from above")):  # fmt: skip
                 if (large / view).is_file():
@@ -301,7 +304,7 @@ def run_evaluation(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
             images["Training loss"] = hr.figure_png(curves)
             with atomic_path(out / "figures" / "loss_curves.png") as tmp:
                 tmp.write_bytes(images["Training loss"])
-        scene_dirs = [root / p for p in generated["path"]] + sorted(sheet.parent.glob("large_*"))
+        scene_dirs = [root / p for p in generated["path"]] + large_dirs
         views = {d.name: os.path.relpath(d / "view.html", out) for d in scene_dirs if (d / "view.html").is_file()}
         page = hr.write_report(out / "report.html", summary=metrics, scenes=table, stage_metrics=stage_metrics,
                                tables=tables, notes=notes, images=images, commit=tracking.git_commit(root),

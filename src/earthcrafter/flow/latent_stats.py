@@ -89,3 +89,33 @@ def denormalize(x: torch.Tensor, stats: dict, eps: float = 1e-6) -> torch.Tensor
     """Inverse of :func:`normalize` (before decoding generated latents)."""
     mean, std = _stats_tensors(stats, x, eps)
     return x * std + mean
+
+
+def latent_inputs(stats: dict, kind: str) -> dict:
+    """What a flow trained on ``kind`` latents learned from: the statistics it was normalised by
+    and the VAE weights (``{"path", "sha256"}``) that encoded them. Stored in the flow's export,
+    so that generation can refuse statistics or a VAE that do not belong to it."""
+    return {"kind": kind, "stats": {k: stats[kind][k] for k in ("mean", "std")},
+            "vae": (stats.get("models") or {}).get(kind)}  # fmt: skip
+
+
+def check_latent_inputs(inputs: dict | None, stats: dict, kind: str, vae_sha256: str, what: str) -> list[str]:
+    """Why a flow export (``what``) trained on ``inputs`` (:func:`latent_inputs`) cannot be used with
+    ``stats`` and the VAE of hash ``vae_sha256``: a list of reasons, empty when it fits. An export
+    from before the inputs were recorded (``inputs`` empty) cannot be checked and passes."""
+    if not inputs:
+        return []
+    reasons = []
+    ours = {k: stats[kind][k] for k in ("mean", "std")}
+    if not all(np.allclose(inputs["stats"][k], ours[k], rtol=1e-6, atol=1e-9) for k in ours):
+        reasons.append(f"{what} was trained on other {kind} latent statistics than latents_stats.json holds "
+                       "(the latents were cached again since): retrain it")  # fmt: skip
+    trained_on = (inputs.get("vae") or {}).get("sha256")
+    if trained_on and trained_on != vae_sha256:
+        reasons.append(f"{what} was trained on latents of another {kind} VAE (sha256 {trained_on[:12]}) than "
+                       f"the one given (sha256 {vae_sha256[:12]})")  # fmt: skip
+    cached_by = ((stats.get("models") or {}).get(kind) or {}).get("sha256")
+    if cached_by and cached_by != vae_sha256:
+        reasons.append(f"latents_stats.json was computed with another {kind} VAE (sha256 {cached_by[:12]}) than "
+                       f"the one given (sha256 {vae_sha256[:12]}): re-run `kedro run --pipeline=cache_latents`")  # fmt: skip
+    return reasons

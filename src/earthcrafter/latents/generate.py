@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 
 from earthcrafter import tracking
 from earthcrafter.evaluation import voxel_metrics as vm
-from earthcrafter.flow.latent_stats import denormalize
+from earthcrafter.flow.latent_stats import check_latent_inputs, denormalize
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
-from earthcrafter.io.latents import LatentTile, write_latent_tile
+from earthcrafter.io.latents import LatentTile, file_sha256, write_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.structure import write_structure
 from earthcrafter.io.tiles import VoxelTile, read_tile, read_views, tile_views_path
@@ -54,6 +54,7 @@ from earthcrafter.latents.large_scene import (
     scene_voxels_from_tiles,
     write_large_scene,
 )
+from earthcrafter.models.flow_net import condition_channels
 from earthcrafter.models.tex_fm import check_layout_stride, generate_texture
 from earthcrafter.models.tex_vae import TexVAE
 from earthcrafter.render import render_orbit, save_frames, save_ply
@@ -115,13 +116,29 @@ class GenerationConfig(BaseModel):
 
 
 def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | str = "cpu") -> Generators:
-    """Both flows and both VAEs of ``cfg``'s paths, on ``device``, checked to fit each other."""
+    """Both flows and both VAEs of ``cfg``'s paths, on ``device``, checked to fit each other: the
+    StructFM's grid and the TexFM's layout the StructVAE's L, and each flow the latent statistics
+    and the VAE it was trained with (a flow sampled with other statistics, or decoded by another
+    VAE, gives plausible-looking nonsense, so a mismatch fails here)."""
+    vaes = {kind: {"path": str(path), "sha256": file_sha256(path)} if Path(path).is_file() else None
+            for kind, path in (("struct", cfg.structvae_path), ("tex", cfg.texvae_path))}  # fmt: skip
     models = Generators(load_structfm(cfg.structfm_dir).to(device), load_texfm(cfg.texfm_dir).to(device),
-                        load_structvae(cfg.structvae_path).to(device), TexVAE.load(cfg.texvae_path).to(device), stats)  # fmt: skip
+                        load_structvae(cfg.structvae_path).to(device), TexVAE.load(cfg.texvae_path).to(device), stats,
+                        vaes)  # fmt: skip
     L = models.structvae.config.L
     if models.grid * 8 != L:
         raise ValueError(f"StructFM grid {models.grid} does not fit the StructVAE's L = {L} (L/8 = {L // 8})")
     check_layout_stride(models.texfm.cfg, L, f"{cfg.texfm_dir}: ")
+    reasons = []
+    for kind, flow, where in (("struct", models.structfm, cfg.structfm_dir), ("tex", models.texfm, cfg.texfm_dir)):
+        inputs = getattr(flow, "inputs", None)
+        if not inputs:
+            log.warning("%s records no latent statistics or VAE (exported by an older earthcrafter): not checked "
+                        "against latents_stats.json and %s", where, vaes[kind]["path"] if vaes[kind] else "the VAE")  # fmt: skip
+        elif vaes[kind]:
+            reasons += check_latent_inputs(inputs, stats, kind, vaes[kind]["sha256"], f"the flow in {where}")
+    if reasons:
+        raise ValueError("generation: the models do not belong together:\n  " + "\n  ".join(reasons))
     return models
 
 
@@ -130,10 +147,10 @@ def tile_condition(kind: str, request: str, tile: VoxelTile, tile_path: str, gri
     requested input (``GenerationConfig.condition``); None for an unconditioned model."""
     if kind == "none":
         return None
+    if request == "none":  # the dropped condition: zeros, whatever the tile has
+        return torch.zeros(1, grid, grid, condition_channels(kind))
     views = read_views(tile_views_path(tile_path, tile.tile_id)) if kind in ("rgbd", "mixed") else None
     raster = torch.from_numpy(condition_raster(kind, tile, views, grid))[None]
-    if request == "none":
-        return torch.zeros_like(raster)
     return model_condition(raster, kind, {"layout": "semantic"}.get(request, request))
 
 
@@ -180,6 +197,43 @@ def _layout_image(layout: torch.Tensor, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.NEAREST))
 
 
+def _write_scene(out: Path, final: Path, models: Generators, cfg: GenerationConfig, n: int, row: pd.Series,
+                 tile: VoxelTile, layout: torch.Tensor, voxels, gaussians, z_s, z_t, iou: float) -> tuple[dict, np.ndarray]:
+    """Write one generated scene's files into ``out`` (moved to ``final`` after); returns its
+    summary and its preview panel. ``iou``: the structure's against the layout tile's (NaN: none)."""
+    scene_id, L = final.name, models.structvae.config.L
+    xyz = voxels.coords[:, 1:].cpu().numpy()
+    top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
+    mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, top))
+    write_mesh_ply(out / "voxels.ply", mesh)
+    source = {"layout_tile": row["tile_id"], "tile_path": row["tile_path"], "condition": cfg.condition,
+              "seed": cfg.seed + n, "structfm": cfg.structfm_dir, "texfm": cfg.texfm_dir}  # fmt: skip
+    write_structure(out / "structure.parquet", xyz, {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size,
+                                                     "source": source})  # fmt: skip
+    save_ply(out / "gaussians.ply", gaussians)
+    for kind, z in (("struct", z_s), ("tex", z_t)):  # decodable as cached latents are: "model" is the VAE
+        meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
+                "model": models.vaes.get(kind), "source": source, "stride": z.stride}  # fmt: skip
+        write_latent_tile(out / f"{kind}_latents.parquet", LatentTile(
+            scene_id, kind, z.coords[:, 1:].cpu().numpy(), z.feats.cpu().numpy(),
+            np.full(z.feats.shape, -30.0, np.float32), meta))  # fmt: skip
+    orbit = aerial_orbit(xyz, tile.voxel_size, L, cfg.size)
+    views = render_orbit(gaussians, n_frames=max(cfg.frames, 1), **orbit)
+    if cfg.frames:
+        save_frames(views, out / "orbit")
+    panel = np.concatenate([_layout_image(layout, cfg.size), render_mesh(mesh, orbit), views[0]], axis=1)
+    with atomic_path(out / "preview.png") as tmp:
+        Image.fromarray(panel).save(tmp)
+    if cfg.views:
+        write_scene_view(out, f"{scene_id}: generated voxels and surfels", parent=final.parent)
+    summary = {"scene_id": scene_id, "layout_tile": row["tile_id"], "condition": cfg.condition,
+               "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),
+               "layout_tile_iou": iou, "path": str(final)}  # fmt: skip
+    strict = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN
+    atomic_write_text(out / "summary.json", json.dumps(strict, indent=2) + "\n")
+    return summary, panel
+
+
 @torch.no_grad()
 def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: GenerationConfig | dict) -> tuple[pd.DataFrame, dict]:
     """Generate ``num_scenes`` scenes; returns (one row per scene, summary metrics)."""
@@ -201,6 +255,9 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             raise ValueError(f"generation.layouts_split = {cfg.layouts_split!r}: no tiles in the latent manifest "
                              f"(splits present: {latents_manifest['split'].value_counts().to_dict()})")  # fmt: skip
         chosen = evenly_spaced(len(rows), cfg.num_scenes)
+        if len(chosen) < cfg.num_scenes:
+            log.warning("generation.num_scenes = %d, but split %r has %d tiles: generating %d scenes",
+                        cfg.num_scenes, cfg.layouts_split, len(rows), len(chosen))  # fmt: skip
     grid, L = structfm.config.grid, structvae.config.L
     out_root, records, counts, sheets = Path(cfg.out_dir), [], {}, []
     with training_run("generation", {"stage": "generation"}, enabled=cfg.mlflow and tracking.is_main_process()) as run_id:
@@ -224,43 +281,17 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             gaussians = texvae.decode(z_t, voxel_size=tile.voxel_size)
 
             scene_id = f"gen_{n:03d}_{r['tile_id']}" if cfg.condition != "none" else f"gen_{n:03d}_uncond"
-            out = out_root / scene_id
-            xyz = voxels.coords[:, 1:].cpu().numpy()
-            top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
-            mesh = voxel_mesh(xyz, tile.voxel_size, colors=height_colors(xyz, top))
-            write_mesh_ply(out / "voxels.ply", mesh)
-            write_structure(out / "structure.parquet", xyz, {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size,
-                            "source": {"layout_tile": r["tile_id"], "condition": cfg.condition, "seed": cfg.seed + n,
-                                       "structfm": cfg.structfm_dir}})  # fmt: skip
-            save_ply(out / "gaussians.ply", gaussians)
-            meta = {"scene_id": scene_id, "L": L, "voxel_size_m": tile.voxel_size, "origin_m": [0.0, 0.0, 0.0],
-                    "model": {"path": cfg.structfm_dir}, "source": {"path": r["tile_path"], "layout": True}}  # fmt: skip
-            for kind, z in (("struct", z_s), ("tex", z_t)):
-                write_latent_tile(out / f"{kind}_latents.parquet", LatentTile(
-                    scene_id, kind, z.coords[:, 1:].cpu().numpy(), z.feats.cpu().numpy(),
-                    np.full(z.feats.shape, -30.0, np.float32), {**meta, "stride": z.stride}))  # fmt: skip
-            orbit = aerial_orbit(xyz, tile.voxel_size, L, cfg.size)
-            views = render_orbit(gaussians, n_frames=max(cfg.frames, 1), **orbit)
-            if cfg.frames:
-                save_frames(views, out / "orbit")
-            panel = np.concatenate([_layout_image(layout, cfg.size), render_mesh(mesh, orbit), views[0]], axis=1)
-            with atomic_path(out / "preview.png") as tmp:
-                Image.fromarray(panel).save(tmp)
-            sheets.append(panel)
-            if cfg.views:
-                write_scene_view(out, f"{scene_id}: generated voxels and surfels")
             iou = float("nan")
             if cfg.condition != "none":  # an unconditional scene has no tile to be compared with
-                confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
-                c = {k: float(v.sum()) for k, v in confusion.items()}
+                c = {k: float(v.sum()) for k, v in vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1).items()}
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0.0) + v
                 iou = vm.ratios(c)["iou"]
-            summary = {"scene_id": scene_id, "layout_tile": r["tile_id"], "condition": cfg.condition,
-                       "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),
-                       "layout_tile_iou": iou, "path": str(out)}  # fmt: skip
-            strict = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN
-            atomic_write_text(out / "summary.json", json.dumps(strict, indent=2) + "\n")
+            with atomic_path(out_root / scene_id) as out:  # the scene's folder appears whole or not at all
+                out.mkdir()
+                summary, panel = _write_scene(out, out_root / scene_id, models, cfg, n, r, tile, layout, voxels,
+                                              gaussians, z_s, z_t, iou)  # fmt: skip
+            sheets.append(panel)
             records.append(summary)
         metrics: dict[str, Any] = {"scenes": len(records), **{f"layout_tile_{k}": v for k, v in vm.ratios(counts).items()},
                                    "mean_voxels": float(np.mean([r["voxels"] for r in records]))}  # fmt: skip
@@ -286,5 +317,6 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
                 tracking.log_image(np.asarray(Image.open(Path(summary["path"]) / "preview.png")),
                                    f"generated/{summary['scene_id']}.png")  # fmt: skip
         metrics["run_id"] = run_id or ""
+        metrics["large_scene_paths"] = [summary["path"] for summary in large]  # what evaluation shows of this run
     log.info("generated %d scenes in %s (mean %.0f voxels)", len(records), out_root, metrics["mean_voxels"])
     return pd.DataFrame(records), metrics

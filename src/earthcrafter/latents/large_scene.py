@@ -165,6 +165,7 @@ class Generators:
     structvae: torch.nn.Module
     texvae: torch.nn.Module
     stats: dict
+    vaes: dict = field(default_factory=dict)  # kind -> {"path", "sha256"} of the VAE weights (what decodes)
 
     @property
     def grid(self) -> int:
@@ -380,8 +381,16 @@ def write_large_scene(
     map, [the reference scene's voxels,] the generated voxels, the surfels from one aerial camera),
     top.png (the map[, the reference] and the surfels straight from above, north up), orbit/ and
     summary.json (with :func:`seam_scores`). ``reference``: voxels [N, 4] (x, y, z, class) of the
-    map's own scene in the same frame, coloured by class. Returns the summary."""
-    out = Path(out)
+    map's own scene in the same frame, coloured by class. The folder appears whole or not at all
+    (a re-run replaces it at once). Returns the summary."""
+    final = Path(out)
+    with atomic_path(final) as out:
+        out.mkdir()
+        return _write_large_scene(out, final, scene, raster, meta, frames, size, reference, view)
+
+
+def _write_large_scene(out: Path, final: Path, scene: LargeScene, raster: np.ndarray, meta: dict, frames: int,
+                       size: int, reference: np.ndarray | None, view: bool) -> dict:
     xyz, vs = scene.voxels, scene.voxel_size
     extent = int(max(raster.shape[0], raster.shape[1], xyz[:, 2].max() + 1 if len(xyz) else 1))
     layout_rgb = raster_image(raster)
@@ -390,7 +399,7 @@ def write_large_scene(
     top = int(xyz[:, 2].max()) + 1 if len(xyz) else 1
     mesh = voxel_mesh(xyz, vs, colors=height_colors(xyz, top))
     write_mesh_ply(out / "voxels.ply", mesh)
-    write_structure(out / "structure.parquet", xyz, {"scene_id": meta.get("scene_id", out.name), "L": extent,
+    write_structure(out / "structure.parquet", xyz, {"scene_id": meta.get("scene_id", final.name), "L": extent,
                                                       "voxel_size_m": vs, "source": meta})  # fmt: skip
     save_ply(out / "gaussians.ply", scene.gaussians)
     orbit = aerial_orbit(xyz, vs, max(raster.shape[0], raster.shape[1]), size)
@@ -410,11 +419,11 @@ def write_large_scene(
     with atomic_path(out / "top.png") as tmp:
         Image.fromarray(np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)).save(tmp)
     if view:
-        write_scene_view(out, f"{meta.get('scene_id', out.name)}: generated voxels and surfels")
+        write_scene_view(out, f"{meta.get('scene_id', final.name)}: generated voxels and surfels", parent=final.parent)
     summary = {**meta, "voxel_size_m": vs, "map_voxels": list(raster.shape), "voxels": len(xyz),
                "cells": len(scene.cells), "gaussians": len(scene.gaussians), "seams": seam_scores(scene),
                "windows": scene.windows, "seconds": round(sum(w["seconds"] for w in scene.windows), 1),
-               "path": str(out)}  # fmt: skip
+               "path": str(final)}  # fmt: skip
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

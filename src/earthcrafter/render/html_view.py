@@ -272,10 +272,13 @@ def write_plotlyjs(folder: str | Path) -> Path:
     return path
 
 
-def write_scene_view(folder: str | Path, title: str | None = None, **budget) -> dict:
+def write_scene_view(folder: str | Path, title: str | None = None, parent: str | Path | None = None, **budget) -> dict:
     """``folder/view.html``, the view of a scene folder that loads plotly.js from
-    ``folder/../plotly.min.js`` (written once): many scenes of one output folder share it."""
+    ``folder/../plotly.min.js`` (written once): many scenes of one output folder share it.
+    ``parent``: the folder that will hold ``folder``, when it is written somewhere else first (an
+    atomic write) — plotly.js goes there; default: ``folder``'s parent."""
     folder = Path(folder)
-    if not (folder.parent / "plotly.min.js").is_file():
-        write_plotlyjs(folder.parent)
+    parent = Path(parent) if parent is not None else folder.parent
+    if not (parent / "plotly.min.js").is_file():
+        write_plotlyjs(parent)
     return write_view([folder], folder / "view.html", plotlyjs="../plotly.min.js", title=title or folder.name, **budget)

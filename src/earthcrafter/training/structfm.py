@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow import RectifiedFlow, euler_sample
-from earthcrafter.flow.latent_stats import normalize
+from earthcrafter.flow.latent_stats import latent_inputs, normalize
 from earthcrafter.io.latents import read_conditions, read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
 from earthcrafter.models.flow_net import VIEW_CONDITIONS, WINDOW_SHIFTS, check_window_shifts
@@ -193,10 +193,11 @@ class StructFMTask(FlowTask):
 
     name = "structfm"
 
-    def __init__(self, stage: str, config: StructFMConfig, data: StructFMDataConfig, sample: StructFMSampleConfig):
+    def __init__(self, stage: str, config: StructFMConfig, data: StructFMDataConfig, sample: StructFMSampleConfig,
+                 inputs: dict | None = None):
         if stage not in ("coarse", "fine", "dense"):
             raise ValueError(f"StructFM stage must be coarse, fine or dense, got {stage!r}")
-        self.stage, self.config, self.data, self.sample = stage, config, data, sample
+        self.stage, self.config, self.data, self.sample, self.inputs = stage, config, data, sample, inputs
         self.flow = RectifiedFlow()
 
     def build_model(self) -> nn.Module:
@@ -281,6 +282,7 @@ def load_structfm(out_dir: str | Path, map_location: str | torch.device = "cpu")
     model = StructFM(StructFMConfig.model_validate(blobs[stages[0]]["config"]["struct_fm"]), variant)
     for stage, blob in blobs.items():
         getattr(model, stage).load_state_dict(blob["state_dict"])
+    model.inputs = blobs[stages[-1]].get("inputs") or {}  # the latent stage's (both stages learned from the same)
     return model.eval()
 
 
@@ -303,7 +305,7 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
     log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
     metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}
     for stage in ("coarse", "fine") if cfg.variant == "two_stage" else ("dense",):
-        task = StructFMTask(stage, cfg.model, cfg.data, cfg.sample)
+        task = StructFMTask(stage, cfg.model, cfg.data, cfg.sample, latent_inputs(stats, "struct"))
         trainer = Trainer(task, cfg.fine if stage == "dense" else getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
                           run_name=f"{cfg.name}/{stage}", tags={"model": "structfm", "stage": stage},
                           params=cfg.model_dump(mode="json"), device=cfg.device, mlflow=cfg.mlflow)  # fmt: skip

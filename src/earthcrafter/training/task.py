@@ -40,6 +40,9 @@ class Task(ABC):
 
     name: str = "model"
     find_unused_parameters: bool = False
+    # What the model learned from, stored beside its exported weights for the code that loads them
+    # to check (a flow: the latent statistics and the VAE, earthcrafter.flow.latent_stats.latent_inputs).
+    inputs: dict[str, Any] | None = None
 
     @abstractmethod
     def build_model(self) -> nn.Module: ...

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from earthcrafter.flow import RectifiedFlow
+from earthcrafter.flow.latent_stats import latent_inputs
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
 from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, check_layout_stride, generate_texture
@@ -60,8 +61,8 @@ class TexFMRunConfig(BaseModel):
 class TexFMTask(FlowTask):
     name = "texfm"
 
-    def __init__(self, config: TexFMConfig, data: TexFMDataConfig):
-        self.config, self.data, self.flow = config, data, RectifiedFlow()
+    def __init__(self, config: TexFMConfig, data: TexFMDataConfig, inputs: dict | None = None):
+        self.config, self.data, self.flow, self.inputs = config, data, RectifiedFlow(), inputs
 
     def build_model(self) -> nn.Module:
         return build_texfm(self.config)
@@ -96,6 +97,7 @@ def load_texfm(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     check_window_shifts(blob["config"], cfg.arch == "unet", str(Path(out_dir) / "model.pt"))
     net = build_texfm(cfg)
     net.load_state_dict(blob["state_dict"])
+    net.inputs = blob.get("inputs") or {}
     return net.eval()
 
 
@@ -123,7 +125,7 @@ def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | di
         raise ValueError(f"TexFM generates a latent per voxel; the cached texture latents have stride {stride} "
                          f"(a unet2 TexVAE): cache them with a tube TexVAE")  # fmt: skip
     log.info("TexFM: %d training / %d validation tiles", len(train), len(val))
-    task = TexFMTask(cfg.model, cfg.data)
+    task = TexFMTask(cfg.model, cfg.data, latent_inputs(stats, "tex"))
     trainer = Trainer(task, cfg.trainer, train, val, out_dir=cfg.output_dir, run_name=cfg.name,
                       tags={"model": "texfm"}, params=cfg.model_dump(mode="json"), device=cfg.device,
                       mlflow=cfg.mlflow)  # fmt: skip

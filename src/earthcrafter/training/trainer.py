@@ -126,7 +126,7 @@ class Trainer:
     """Trains ``task``'s model on ``train_set`` and validates on ``val_set`` with the EMA weights.
 
     Outputs (rank 0, under ``out_dir``): ``checkpoints/step_*.pt`` (newest ``keep_last``),
-    ``model.pt`` (EMA weights + ``task.export_config()``), ``figures/*.png`` and
+    ``model.pt`` (EMA weights + ``task.export_config()`` and ``task.inputs``), ``figures/*.png`` and
     ``metrics.json``; the same in the MLflow run with the per-step and validation metrics.
     """
 
@@ -507,7 +507,7 @@ class Trainer:
 
         model_path = self.out_dir / "model.pt"
         with atomic_path(model_path) as tmp:
-            torch.save({"model": self.task.name, "config": self.task.export_config(),
+            torch.save({"model": self.task.name, "config": self.task.export_config(), "inputs": self.task.inputs or {},
                         "state_dict": ema.model.state_dict(), "metrics": metrics}, tmp)
         with atomic_path(self.out_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
