@@ -141,3 +141,23 @@ def test_table2_from_node_outputs_and_orderings():
     assert "skipped: no dino channels" in table2_markdown(df)
 
 
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_whose_batch_is_all_skipped_still_joins_the_gradient_all_reduce(tmp_path):
+    """Two gloo ranks: at step 1 rank 1 has only skipped samples. Its zero loss still runs the DDP
+    model, so both ranks end the step with the same (averaged) gradients and step 2 pairs up again."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(Path(__file__).parent / "skip_ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    g0, g1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(g0, g1), "the ranks' gradients differ: no all-reduce paired them"
+    assert g0[0].abs().sum() > 0 and torch.allclose(g0[1], 2 * g0[0], rtol=1e-4, atol=1e-7), \
+        "step 1 averages rank 0's gradient with rank 1's zeros: half of step 2's, where both ranks have the tile"

@@ -68,3 +68,37 @@ def test_two_ranks_killed_and_resumed_end_as_an_uninterrupted_run(tmp_path):
         b = torch.load(tmp_path / "resumed" / f"rank{rank}.pt", weights_only=True)
         for name, value in a.items():
             assert torch.equal(value, b[name]), f"rank {rank}: {name}"
+
+
+def _torchrun_disagree(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(HERE / "disagree_worker.py"), *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
+@pytest.mark.timeout(300)
+def test_ranks_logging_different_keys_reduce_them_in_step(tmp_path):
+    """Rank 0 logs a key rank 1 does not: the ranks agree on the keys before reducing, and a key
+    is averaged over the steps that logged it (not diluted by the rank that never did)."""
+    _torchrun_disagree(tmp_path, "keys")
+    h0, h1 = (json.loads((tmp_path / f"rank{r}.json").read_text())["history"] for r in (0, 1))
+    # (throughput and memory are per rank: the rank's own time and process)
+    reduced = lambda h: [{k: v for k, v in r.items() if k != "peak_mem_gb" and not k.endswith("_per_s")} for r in h]  # noqa: E731
+    assert [r["step"] for r in h0] == list(range(1, 7)) and reduced(h0) == reduced(h1)
+    assert all(r["extra"] == 1.0 for r in h0)
+
+
+@pytest.mark.timeout(300)
+def test_rank_zero_alone_decides_whether_a_checkpoint_continues_the_run(tmp_path):
+    """Killed at step 4, restarted where rank 1 would fingerprint the data differently: rank 0's
+    decision (resume) holds on both ranks — a split decision hangs the job — and only rank 0
+    takes the fingerprint (a stat per tile: at paper scale 450k per rank)."""
+    _torchrun_disagree(tmp_path, "fingerprint", 1)
+    _torchrun_disagree(tmp_path, "fingerprint", 2)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert [r["step"] for r in r0["history"]] == [r["step"] for r in r1["history"]] == [1, 2, 3, 4, 5, 6]
+    assert r0["fingerprints"] > 0 and r1["fingerprints"] == 0
+    assert not (tmp_path / "checkpoints_stale").exists(), "resumed, not started over"

@@ -74,6 +74,53 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
     _assert_same_state(new, fresh)
 
 
+def test_starting_over_moves_the_old_checkpoints_aside(tmp_path):
+    """A changed setting starts a new run; the old run's checkpoints are kept in checkpoints_stale/
+    (a setting changed by mistake must not cost the run), and a later start over replaces them."""
+    _trainer(tmp_path / "r", steps=6).fit()
+    _trainer(tmp_path / "r", steps=6, lr=5e-3).fit()
+    stale = tmp_path / "r" / "checkpoints_stale"
+    assert sorted(p.name for p in stale.iterdir()) == ["step_00000006.pt"]
+    assert ckpt.load_latest(stale)["trainer_config"]["lr"] == 1e-2
+    _trainer(tmp_path / "r", steps=6, lr=2e-3).fit()
+    assert ckpt.load_latest(stale)["trainer_config"]["lr"] == 5e-3
+
+
+def test_logged_training_loss_is_the_loss_trained_on(tmp_path):
+    """The train/loss of every step is the loss the step returned, once, even when the task also
+    logs it under "loss" (the flows did, and their curves read twice the loss)."""
+    returned = []
+
+    class LogsItsLoss(ToyTask):
+        def training_step(self, model, batch):
+            loss, logs = super().training_step(model, batch)
+            returned.append(float(loss.detach()))
+            return loss, {**logs, "loss": returned[-1]}
+
+    trainer = Trainer(LogsItsLoss(), _config(steps=5, log_every=1, val_every=0), ToyData(), out_dir=tmp_path,
+                      mlflow=False)  # fmt: skip
+    trainer.fit()
+    assert [r["loss"] for r in trainer.history["train"]] == pytest.approx(returned, rel=1e-6)
+
+
+def test_the_other_stages_and_validation_sampling_do_not_define_a_run(tmp_path, caplog):
+    """StructFM passes its whole configuration: the coarse stage's run must not start over when the
+    fine stage's trainer settings, the validation sampler, previews or ablation rows change."""
+    params = {"model": {"width": 8}, "coarse": {"lr": 1e-2}, "fine": {"log_every": 10}, "sample": {"steps": 25},
+              "preview_tiles": 3, "ablations": {}}  # fmt: skip
+    make = lambda p: Trainer(ToyTask(), _config(), ToyData(), out_dir=tmp_path / "coarse", mlflow=False,  # noqa: E731
+                             params=p, operational_sections=("coarse", "fine"))  # fmt: skip
+    make(params).fit(stop_after=7)
+    other = {**params, "fine": {"log_every": 50, "lr": 1e-3}, "sample": {"steps": 5}, "preview_tiles": 0,
+             "ablations": {"dense": {"variant": "dense"}}}  # fmt: skip
+    with caplog.at_level("WARNING"):
+        make(other).fit()
+    assert "starting over" not in caplog.text
+    with caplog.at_level("WARNING"):
+        make({**other, "model": {"width": 16}}).fit()
+    assert "model.width: 8 -> 16" in caplog.text and "starting over" in caplog.text
+
+
 def test_changing_only_the_cadence_resumes(tmp_path):
     killed = _trainer(tmp_path / "r")
     killed.fit(stop_after=7)

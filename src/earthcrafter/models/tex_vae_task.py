@@ -36,6 +36,7 @@ from earthcrafter.models.tex_vae_data import TexBatch, ViewSet, collate_tex
 from earthcrafter.models.tex_vae_losses import LpipsPair, ssim_map
 from earthcrafter.render.gaussians import Gaussians2D
 from earthcrafter.render.rasterize import rasterize_2dgs
+from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.task import Task
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,8 @@ class TexVAETask(Task):
         return out
 
     def training_step(self, model: nn.Module, batch: TexBatch) -> tuple[Tensor, dict[str, float]]:
-        if batch.voxels is None:  # every sample skipped: a zero loss that still touches all weights (DDP)
-            zero = sum(p.sum() for p in model.parameters()) * 0.0
-            return zero, {"skipped": float(len(batch.skipped))}
+        if batch.voxels is None:  # every sample skipped
+            return self._blank_step(model), {"skipped": float(len(batch.skipped))}
         gaussians, mean, logvar = model(batch.voxels, batch.voxel_size, sample=True, seeds=batch.seeds)
         terms: dict[str, Tensor] = {}
         psnr = []
@@ -165,6 +165,18 @@ class TexVAETask(Task):
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs.update(kl=float(kl.detach()), psnr=float(torch.stack(psnr).mean()), skipped=float(len(batch.skipped)))
         return loss, logs
+
+    def _blank_step(self, model: nn.Module) -> Tensor:
+        """A zero loss through a forward pass of ``model`` on a blank 2 x 2 x 2 block of voxels: under
+        DDP the forward is what makes this rank join the step's gradient all-reduce (a loss built
+        from the weights alone never calls it, and the ranks' collectives fall out of step)."""
+        device = next(model.parameters()).device
+        coords = torch.cartesian_prod(*[torch.arange(2)] * 3)
+        blank = SparseTensor(torch.zeros(8, self.in_channels, device=device),
+                             torch.cat([torch.zeros(8, 1, dtype=torch.long), coords], 1).int().to(device), 1)  # fmt: skip
+        gaussians, mean, logvar = model(blank, torch.ones(1, device=device), sample=False)
+        out = [mean.feats, logvar.feats, *(t for g in gaussians for t in (g.means, g.quats, g.scales, g.opacities, g.sh))]
+        return sum(t.float().sum() for t in out) * 0.0
 
     # ------------------------------------------------------------------ validation
 

@@ -25,7 +25,6 @@ from earthcrafter.models.tex_vae import TexVAE, TexVAEConfig, feature_groups
 from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_losses import LpipsPair
 from earthcrafter.models.tex_vae_task import RenderConfig, TexVAELossConfig, TexVAETask
-from earthcrafter.training import checkpoint as ckpt
 from earthcrafter.training.config import TrainerConfig
 from earthcrafter.training.trainer import Trainer
 from earthcrafter.training.tracking import training_run
@@ -186,7 +185,7 @@ def train_texvae(
         metrics = trainer.fit()
     finally:
         torch.set_num_threads(old_threads)
-    run_id = _run_id(trainer) if mlflow else None
+    run_id = trainer.run_id if mlflow else None
     summary = {
         "row": cfg.row, "run_id": run_id, "lpips": lpips.status, "features": cfg.model.features,
         "arch": cfg.model.arch, "L": L, "voxel_size_m": voxel_size, "in_channels": in_channels,
@@ -194,15 +193,6 @@ def train_texvae(
         **{(k if k in _RUN_FACTS else f"val_{k}"): v for k, v in metrics.items()},
     }  # fmt: skip
     return trainer.ema.model, summary
-
-
-def _run_id(trainer: Trainer) -> str | None:
-    """The MLflow run the trainer logged to (recorded in its last checkpoint; rank 0 only)."""
-    found = ckpt.list_checkpoints(trainer.checkpoint_dir)
-    if not tracking.is_main_process() or not found:
-        return None
-    state = torch.load(found[-1][1], map_location="cpu", weights_only=True)
-    return state.get("mlflow_run_id")
 
 
 # --------------------------------------------------------------------------- Table 2

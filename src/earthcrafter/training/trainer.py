@@ -13,8 +13,10 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import random
 import resource
+import shutil
 import time
 import warnings
 from collections import defaultdict
@@ -144,6 +146,7 @@ class Trainer:
         device: str = "auto",
         accum_steps: int = 1,
         mlflow: bool = True,
+        operational_sections: tuple[str, ...] = (),
     ):
         self.task, self.config = task, config
         self.train_set, self.val_set = train_set, val_set
@@ -152,6 +155,7 @@ class Trainer:
         self.tags = {"model": task.name, **(tags or {})}
         self.params = params or {}
         self.device, self.accum_steps, self.use_mlflow = device, accum_steps, mlflow
+        self.operational_sections = tuple(operational_sections)
         self._val_loader: DataLoader | None = None
         self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
         self.model: nn.Module | None = None
@@ -195,12 +199,6 @@ class Trainer:
 
     def _restore(self, env, model, opt, sched, ema) -> dict[str, Any]:
         state = self._load_checkpoint(env) if self.config.resume else None
-        if state is not None:
-            differs = self._differences(state)
-            if differs:  # same decision on every rank: the state was broadcast
-                log.warning("%s holds checkpoints of another configuration (%s): starting over",
-                            self.checkpoint_dir, ", ".join(differs[:8]))
-                state = None
         if state is None:
             self._clear_stale_checkpoints(env)
             return {"step": 0, "train_time_s": 0.0, "skipped_steps": 0, "mlflow_run_id": None}
@@ -230,16 +228,40 @@ class Trainer:
                 "skipped_steps": state.get("skipped_steps", 0), "mlflow_run_id": state.get("mlflow_run_id")}
 
     def _load_checkpoint(self, env) -> dict[str, Any] | None:
-        """Rank 0 picks the newest readable checkpoint; every rank that sees the file (a shared
-        filesystem) reads it itself. Only where some rank cannot is the state sent from rank 0:
-        a pickled multi-GB state through the process group (staged in GPU memory under NCCL)."""
-        found = ckpt.load_latest_with_path(self.checkpoint_dir) if env.is_main else None
-        ident = dist.broadcast_object(_file_identity(found[0]) if found else None, env)
+        """The state to resume from, or None to start over, the same on every rank.
+
+        Rank 0 picks the newest readable checkpoint and decides whether it continues this run
+        (:meth:`_differences`; the training data's fingerprint, a ``stat`` per tile, is taken there
+        alone) before any other rank reads it. A rank that sees the file (a shared filesystem)
+        reads it itself; where some rank cannot, or its read fails, the state is sent from rank 0:
+        a pickled multi-GB state through the process group (staged in GPU memory under NCCL).
+        """
+        found, decision = None, None
+        if env.is_main:
+            try:
+                found = ckpt.load_latest_with_path(self.checkpoint_dir)
+                decision = (_file_identity(found[0]), self._differences(found[1])) if found else (None, [])
+            except Exception as e:  # noqa: BLE001 - raised on every rank below, none left waiting
+                decision = e
+        decision = dist.broadcast_object(decision, env)
+        if isinstance(decision, Exception):
+            raise decision
+        ident, differs = decision
+        if differs:
+            log.warning("%s holds checkpoints of another configuration (%s): starting over",
+                        self.checkpoint_dir, ", ".join(differs[:8]))
+            return None
         if ident is None or not env.distributed:
             return found[1] if found else None
-        path = ident[0]  # seen by a rank as the same file (size, mtime), not a node-local namesake
-        if all(dist.all_gather_object(Path(path).is_file() and _file_identity(Path(path)) == ident, env)):
-            return found[1] if env.is_main else torch.load(path, map_location="cpu", weights_only=True)
+        state = found[1] if env.is_main else None
+        path = Path(ident[0])  # seen by a rank as the same file (size, mtime), not a node-local namesake
+        if not env.is_main and path.is_file() and _file_identity(path) == ident:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a failed read on one rank must not leave the others waiting
+                log.warning("rank %d cannot read %s (%s): receiving the state from rank 0", env.rank, path, e)
+        if all(dist.all_gather_object(state is not None, env)):
+            return state
         return dist.broadcast_object(found[1] if env.is_main else None, env)
 
     # Trainer settings that change the optimisation itself; the others (logging, validation and
@@ -250,13 +272,22 @@ class Trainer:
     # it learns: changing them keeps the run resumable. Everything else in ``params`` (data,
     # loss, rendering, model...) defines the run.
     OPERATIONAL = frozenset({"name", "output_dir", "out_dir", "report_dir", "mlflow", "device", "threads",
-                             "num_workers", "cache_tiles", "max_val_tiles", "val_views", "root"})
+                             "num_workers", "cache_tiles", "max_val_tiles", "val_views", "root", "accum_steps",
+                             "preview_tiles", "preview_size", "preview_split", "structvae_path", "texvae_path",
+                             "target_psnr", "row"})  # fmt: skip
+    # Sections of ``params`` that do not define the run: the trainer settings (compared through
+    # RUN_DEFINING), how validation samples, the ablation rows; plus the ``operational_sections``
+    # given to the trainer (StructFM's other stage's trainer settings).
+    OPERATIONAL_SECTIONS = ("trainer", "sample", "ablations")
+
+    def _defining(self, flat: dict[str, Any]) -> dict[str, Any]:
+        sections = (*self.OPERATIONAL_SECTIONS, *self.operational_sections)
+        return {k: v for k, v in flat.items()
+                if k.split(".", 1)[0] not in sections and k.rsplit(".", 1)[-1] not in self.OPERATIONAL}
 
     def _run_params(self) -> dict[str, Any]:
         """The flattened ``params`` that define the run (trainer keys are compared separately)."""
-        flat = ec_config.flatten(self.params)
-        return {k: v for k, v in flat.items()
-                if not k.startswith("trainer.") and k.rsplit(".", 1)[-1] not in self.OPERATIONAL}
+        return self._defining(ec_config.flatten(self.params))
 
     def _differences(self, state: dict[str, Any]) -> list[str]:
         """Keys in which ``state``'s run differs from this one (empty: safe to resume).
@@ -270,7 +301,7 @@ class Trainer:
         diff += _changed(flat(state.get("task_config") or {}), flat(self.task.export_config()), prefix="model ")
         old, new = state.get("trainer_config", {}), self.config.model_dump(mode="json")
         diff += _changed(old, new, self.RUN_DEFINING, prefix="trainer.")
-        diff += _changed(state.get("run_params", {}), self._run_params())
+        diff += _changed(self._defining(state.get("run_params", {})), self._run_params())  # filtered alike
         if state.get("train_data") != self._train_data:
             diff.append("training data (tiles or their files changed)")
         return diff
@@ -285,13 +316,23 @@ class Trainer:
         fingerprint = getattr(self.train_set, "fingerprint", None)
         return fingerprint() if callable(fingerprint) else f"{len(self.train_set)} samples"
 
+    @property
+    def stale_checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints_stale"
+
     def _clear_stale_checkpoints(self, env) -> None:
-        """Starting over: checkpoints of an earlier run in this folder must not be resumed later."""
+        """Starting over: checkpoints of an earlier run in this folder must not be resumed later.
+        They are moved to ``checkpoints_stale/`` (replacing an older set there), not deleted: a
+        setting changed by mistake costs a rename back, not the run."""
         stale = ckpt.list_checkpoints(self.checkpoint_dir) if env.is_main else []
-        for _, path in stale:
-            path.unlink(missing_ok=True)
         if stale:
-            log.warning("starting %s from scratch: removed %d checkpoint(s) of an earlier run", self.checkpoint_dir, len(stale))
+            shutil.rmtree(self.stale_checkpoint_dir, ignore_errors=True)
+            self.stale_checkpoint_dir.mkdir(parents=True)
+            for _, path in stale:
+                os.replace(path, self.stale_checkpoint_dir / path.name)
+            log.warning("starting %s from scratch: moved %d checkpoint(s) of an earlier run to %s (to resume it, "
+                        "move them back and restore its settings; delete the folder to free the space)",
+                        self.checkpoint_dir, len(stale), self.stale_checkpoint_dir)  # fmt: skip
         dist.barrier(env)
 
     def _save(self, env, step, model, opt, sched, ema, train_time_s, skipped_steps, run_id) -> Path | None:
@@ -362,14 +403,22 @@ class Trainer:
                         step, step, ", ".join(changed[:8]))
         ec_tracking.set_tags({"git_commit": self._git_commit})
 
-    def _reduce_logs(self, env, sums: dict[str, float], counts: dict[str, float], n: int) -> dict[str, float]:
-        """Average loss logs over the window and ranks; sum work counts over ranks."""
-        keys = sorted(sums)
-        ckeys = sorted(counts)
-        t = torch.tensor([sums[k] / max(n, 1) for k in keys] + [counts[k] for k in ckeys], dtype=torch.float64)
+    def _reduce_logs(self, env, sums: dict[str, float], weights: dict[str, float], counts: dict[str, float],
+                     n: int) -> dict[str, float]:  # fmt: skip
+        """Average each logged value over the steps of the window, on every rank, that logged it
+        (``weights``: steps per key, default ``n``); sum work counts over ranks. Ranks may log
+        different keys (a TexVAE rank whose batch was all skipped logs no image losses), so they
+        agree on the keys first: the reductions must pair up."""
+        keys, ckeys = sorted(sums), sorted(counts)
+        if env.distributed:
+            gathered = dist.all_gather_object((keys, ckeys), env)
+            keys, ckeys = (sorted(set().union(*(g[i] for g in gathered))) for i in (0, 1))
+        values = [sums.get(k, 0.0) for k in keys] + [weights.get(k, n) if k in sums else 0.0 for k in keys]
+        t = torch.tensor(values + [counts.get(k, 0.0) for k in ckeys], dtype=torch.float64)
         t = dist.all_reduce_sum(t.to(env.device) if env.device.type == "cuda" else t, env).cpu()
-        out = {k: float(t[i]) / env.world_size for i, k in enumerate(keys)}
-        out.update({k: float(t[len(keys) + i]) for i, k in enumerate(ckeys)})
+        K = len(keys)
+        out = {k: float(t[i] / t[K + i]) for i, k in enumerate(keys) if t[K + i] > 0}
+        out.update({k: float(t[2 * K + i]) for i, k in enumerate(ckeys)})
         return out
 
     def _fit(self, env: dist.DistEnv, stop_after: int | None) -> dict[str, float]:
@@ -409,7 +458,8 @@ class Trainer:
             log.info("%s: %d parameters, world size %d on %s, steps %d -> %d",
                      self.run_name, num_params, env.world_size, env.device, step, cfg.steps)
             bar = tqdm(total=cfg.steps, initial=step, desc=self.run_name, disable=not (env.is_main and cfg.progress))
-            sums, counts, n_window, window_time = defaultdict(float), defaultdict(float), 0, 0.0
+            sums, weights, counts = defaultdict(float), defaultdict(float), defaultdict(float)
+            n_window, window_time = 0, 0.0
             skipped = resumed["skipped_steps"]  # non-finite steps so far, across resumptions
             batches = iter(loader)
             last_ckpt, last_ckpt_step = None, None
@@ -426,9 +476,10 @@ class Trainer:
                         with self._autocast(env):
                             loss, logs = task.training_step(ddp, batch)
                         (loss / self.accum_steps).backward()
-                    sums["loss"] += float(loss.detach()) / self.accum_steps
+                    logs = {**logs, "loss": float(loss.detach())}  # the loss itself, once (a task may log it too)
                     for k, v in logs.items():
                         sums[k] += float(v) / self.accum_steps
+                        weights[k] += 1 / self.accum_steps
                     for k, v in task.count(batch).items():
                         counts[k] += v
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -457,7 +508,7 @@ class Trainer:
                 bar.update()
 
                 if log_now:
-                    row = self._reduce_logs(env, sums, counts, n_window)
+                    row = self._reduce_logs(env, sums, weights, counts, n_window)
                     for k in list(counts):
                         row[f"{k}_per_s"] = row.pop(k) / max(window_time, 1e-9)
                     row.update(lr=lr, peak_mem_gb=peak_memory_gb(env.device), skipped_steps=skipped)
@@ -465,7 +516,8 @@ class Trainer:
                     self.history["train"].append({"step": step, **row})
                     bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.2e}")
                     log.debug("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
-                    sums, counts, n_window, window_time = defaultdict(float), defaultdict(float), 0, 0.0
+                    sums, weights, counts = defaultdict(float), defaultdict(float), defaultdict(float)
+                    n_window, window_time = 0, 0.0
 
                 if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps:
                     val = self._validate(env, ema.model)
