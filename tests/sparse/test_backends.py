@@ -91,3 +91,20 @@ def test_backend_report_is_flat_and_loggable():
         assert value is None or isinstance(value, (str, bool, int)), (key, value)
     assert report["sparse.attn_backend_cpu"] in backends.ATTN_BACKENDS
     assert report["sparse.conv_backend_cpu"] in backends.CONV_BACKENDS
+
+
+def test_heads_the_fused_kernels_cannot_take_fall_back(monkeypatch):
+    """On CUDA in bf16 the fused kernels are chosen, except for heads they cannot take: torch's varlen
+    (the flash kernel without the wrapper's padding) needs a multiple of 8, both at most 256."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(backends, "flash_attn_module", lambda: None)
+    monkeypatch.setattr(backends, "torch_varlen_fn", lambda: object())
+    assert resolve_attn_backend(cuda, torch.bfloat16, 64) == "torch_varlen"
+    assert resolve_attn_backend(cuda, torch.bfloat16, 12) == "sdpa_padded"
+    assert resolve_attn_backend(cuda, torch.bfloat16, 512) == "sdpa_padded"
+    monkeypatch.setattr(backends, "flash_attn_module", lambda: object())
+    assert resolve_attn_backend(cuda, torch.bfloat16, 12) == "flash_attn"  # the wrapper pads 12 to 16
+    assert resolve_attn_backend(cuda, torch.bfloat16, 320) == "sdpa_padded"
+    backends._warned.clear()
+    with use_backends(attn="torch_varlen"), pytest.warns(UserWarning, match="head dim 20 is not a multiple of 8"):
+        assert resolve_attn_backend(cuda, torch.bfloat16, 20) == "sdpa_padded"

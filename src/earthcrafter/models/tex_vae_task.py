@@ -63,7 +63,8 @@ class RenderConfig(BaseModel):
     backend: Literal["auto", "torch", "gsplat"] = Field("auto", description="auto: gsplat on CUDA, torch otherwise")
     near: float = Field(0.05, gt=0, description="metres")
     far: float = Field(1e5, gt=0, description="metres")
-    tile_size: int = Field(8, ge=1, le=64, description="screen tile edge for binning surfels (pixels)")
+    tile_size: int = Field(8, ge=1, le=64, description="screen tile edge for binning surfels (pixels; the torch "
+                           "renderer's: gsplat always bins by 16)")
 
 
 def render_views(g: Gaussians2D, views: ViewSet, render: RenderConfig) -> Tensor:

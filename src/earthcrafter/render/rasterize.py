@@ -128,8 +128,9 @@ def rasterize_2dgs(
         near, far: surfels whose centre depth is outside (near, far) are culled.
         background: [3] or [C, 3] colour behind the surfels (default black).
         backend: "torch" (CPU/CUDA reference), "gsplat" (CUDA) or "auto".
-        tile_size: tile edge in pixels. None: the torch backend picks 2, 4, 8 or 16 per camera
-            from the footprint sizes (see ``choose_tile_size``); gsplat uses 16.
+        tile_size: the torch backend's tile edge in pixels. None: it picks 2, 4, 8 or 16 per camera
+            from the footprint sizes (see ``choose_tile_size``). gsplat always uses 16, the only
+            size it tests: its 2DGS backward reduces a tile's pixels in 32-thread warps.
         splat_depth: torch backend only; "intersection" composites the ray-surfel hit depth
             (2DGS), "center" the surfel centre depth (gsplat's choice).
         max_block: torch backend only; largest [tiles x pixels x surfels] block held at once.
@@ -148,7 +149,7 @@ def rasterize_2dgs(
         raise ValueError(f"tile_size must be >= 1 or None, got {tile_size}")
     common = dict(near=near, far=far, backgrounds=bgs)
     if name == "gsplat":
-        out = rasterize_gsplat(gaussians, viewmats, Ks, int(width), int(height), tile_size=tile_size or 16, **common)
+        out = rasterize_gsplat(gaussians, viewmats, Ks, int(width), int(height), tile_size=16, **common)
     else:
         out = rasterize_torch(
             gaussians, viewmats, Ks, int(width), int(height), tile_size=tile_size, splat_depth=splat_depth,

@@ -105,7 +105,7 @@ def varlen_attention(
         raise ValueError(f"attention expects [N, H, D] tensors, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if q.shape[0] == 0:
         return q.new_zeros(0, q.shape[1], v.shape[2])
-    backend = backend or backends.resolve_attn_backend(q.device, q.dtype)
+    backend = backend or backends.resolve_attn_backend(q.device, q.dtype, q.shape[-1])
     if row_map is not None and backend != "sdpa_padded":
         q, k, v = take_rows(q, row_map), take_rows(k, row_map), take_rows(v, row_map)
         out = varlen_attention(q, k, v, seg_q, seg_k, backend)

@@ -150,8 +150,21 @@ def resolve_conv_backend(device: torch.device, dtype: torch.dtype) -> str:
     return "torch"
 
 
-def resolve_attn_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """Attention backend for q/k/v on ``device`` with ``dtype``."""
+def _head_dim_unfit(backend: str, head_dim: int | None) -> str | None:
+    """Why the fused kernels cannot take heads of ``head_dim`` channels (None: they can). Both need
+    at most 256; torch's varlen calls the flash kernel directly, which needs a multiple of 8
+    (the flash_attn wrapper pads to one itself)."""
+    if head_dim is None:
+        return None
+    if head_dim > 256:
+        return f"head dim {head_dim} > 256"
+    if backend == "torch_varlen" and head_dim % 8:
+        return f"head dim {head_dim} is not a multiple of 8"
+    return None
+
+
+def resolve_attn_backend(device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str:
+    """Attention backend for q/k/v on ``device`` with ``dtype`` and heads of ``head_dim`` channels."""
     wanted = requested_attn_backend()
     if wanted in ("sdpa_padded", "reference"):
         return wanted
@@ -160,6 +173,8 @@ def resolve_attn_backend(device: torch.device, dtype: torch.dtype) -> str:
             raise ImportError("attention backend 'flash_attn' was requested but flash_attn is not importable")
         if device.type != "cuda" or dtype not in HALF_DTYPES:
             return _fallback("attn", "flash_attn", "sdpa_padded", f"needs CUDA fp16/bf16, got {device.type} {dtype}")
+        if why := _head_dim_unfit("flash_attn", head_dim):
+            return _fallback("attn", "flash_attn", "sdpa_padded", why)
         return "flash_attn"
     if wanted == "torch_varlen":
         if torch_varlen_fn() is None:
@@ -169,11 +184,13 @@ def resolve_attn_backend(device: torch.device, dtype: torch.dtype) -> str:
             )
         if device.type != "cuda" or dtype not in HALF_DTYPES:
             return _fallback("attn", "torch_varlen", "sdpa_padded", f"needs CUDA fp16/bf16, got {device.type} {dtype}")
+        if why := _head_dim_unfit("torch_varlen", head_dim):
+            return _fallback("attn", "torch_varlen", "sdpa_padded", why)
         return "torch_varlen"
     if device.type == "cuda" and dtype in HALF_DTYPES:
-        if flash_attn_module() is not None:
+        if flash_attn_module() is not None and not _head_dim_unfit("flash_attn", head_dim):
             return "flash_attn"
-        if torch_varlen_fn() is not None:
+        if torch_varlen_fn() is not None and not _head_dim_unfit("torch_varlen", head_dim):
             return "torch_varlen"
     return "sdpa_padded"
 

@@ -43,25 +43,40 @@ def _env_int(name: str, default: int) -> int:
 
 def local_device(device: str = "auto") -> torch.device:
     """This process's device for ``device`` = "auto" (cuda:LOCAL_RANK when CUDA exists, else cpu),
-    "cpu" or "cuda"; joins no process group (for inference after training, generation)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto|cpu|cuda, got {device!r}")
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    "cpu", "cuda" (cuda:LOCAL_RANK) or "cuda:N" (GPU N, for a single process); joins no process
+    group (for inference after training, generation). A CUDA device becomes the current one:
+    spconv and gsplat launch their kernels on the current device, whatever their tensors' device."""
+    index = None
+    if device.startswith("cuda:"):
+        try:
+            index = int(device.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"device must be auto|cpu|cuda|cuda:N, got {device!r}") from None
+        if _env_int("WORLD_SIZE", 1) > 1:
+            raise ValueError(f"device {device!r} names one GPU, but under torchrun each rank takes cuda:LOCAL_RANK: "
+                             "use device auto or cuda")  # fmt: skip
+    elif device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto|cpu|cuda|cuda:N, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' requested but CUDA is not available")
-    return torch.device("cuda", _env_int("LOCAL_RANK", 0)) if use_cuda else torch.device("cpu")
+        raise RuntimeError(f"device={device!r} requested but CUDA is not available")
+    if not use_cuda:
+        return torch.device("cpu")
+    dev = torch.device("cuda", _env_int("LOCAL_RANK", 0) if index is None else index)
+    if dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {dev} requested but this machine has {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(dev)
+    return dev
 
 
 def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
     """Read RANK/WORLD_SIZE/LOCAL_RANK, pick the device, join the process group if W > 1.
 
-    ``device``: "auto" (cuda:LOCAL_RANK when CUDA exists, else cpu), "cpu" or "cuda".
+    ``device``: as :func:`local_device` ("auto", "cpu", "cuda", or "cuda:N" for one process).
     """
     rank, world, local = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
-    dev = local_device(device)
+    dev = local_device(device)  # the current CUDA device too
     use_cuda = dev.type == "cuda"
-    if use_cuda:
-        torch.cuda.set_device(local)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
