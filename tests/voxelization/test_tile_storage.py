@@ -223,3 +223,30 @@ def test_skipped_table(vox_result):
     df = skipped_table([{"scene_id": "a", "scope": "frame", "item": "003", "reason": "NaN depth"}])
     assert list(df.columns) == ["scene_id", "scope", "item", "reason"] and len(df) == 1
     assert len(skipped_table(vox_result.skipped)) == 0
+
+
+def test_block_split_divides_one_survey_without_overlap_between_splits():
+    """One scene of 10 x 10 overlapping tiles (100 m, stride 50 m) in 200 m blocks: both splits get
+    tiles, whole blocks go together, no training tile overlaps a validation tile (those become
+    'buffer'), and the split is stable when the survey grows."""
+    from earthcrafter.io.tiles import block_splits
+
+    xy = [(50.0 * i, 50.0 * j) for i in range(10) for j in range(10)]
+    rows = [{"tile_id": f"t{i:03d}", "scene_id": "survey", "num_voxels": 10, "x0": x, "y0": y, "extent_m": 100.0}
+            for i, (x, y) in enumerate(xy)]  # fmt: skip
+    cfg = SplitConfig(val_fraction=0.3, seed=0, by="block", block_size_m=200.0)
+    df = build_manifest(rows, cfg)
+    assert set(df["split"]) == {"train", "val", "buffer"}
+    block = ((df["x0"] + 50) // 200).astype(int).astype(str) + "_" + ((df["y0"] + 50) // 200).astype(int).astype(str)
+    assert (df[df.split != "buffer"].groupby(block)["split"].nunique() == 1).all()  # a block is not divided
+    val, train = df[df.split == "val"], df[df.split == "train"]
+    for _, t in train.iterrows():
+        overlap = (abs(val["x0"] - t["x0"]) < 100) & (abs(val["y0"] - t["y0"]) < 100)
+        assert not overlap.any(), t["tile_id"]
+    for _, b in df[df.split == "buffer"].iterrows():  # and each buffer tile does overlap one
+        assert ((abs(val["x0"] - b["x0"]) < 100) & (abs(val["y0"] - b["y0"]) < 100)).any(), b["tile_id"]
+    grown = pd.DataFrame(rows + [dict(rows[0], tile_id="t999", x0=1000.0, y0=1000.0)])
+    again = block_splits(grown, 0.3, 200.0, seed=0)
+    assert (again[:100].to_numpy()[df.split.to_numpy() != "buffer"] == df.split[df.split != "buffer"]).all()
+    with pytest.raises(ValueError, match="stratify_by works on scenes"):
+        SplitConfig(by="block", stratify_by="biome")

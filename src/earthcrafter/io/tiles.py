@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from earthcrafter.features.layout import layout_channels, layout_from_json, layout_to_json
 from earthcrafter.io.atomic import atomic_path
@@ -299,9 +299,21 @@ class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     val_fraction: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+    by: Literal["scene", "block"] = Field(
+        "scene", description="scene: all tiles of a scene share a split (scenes are far apart: no tile of one "
+        "overlaps another's). block: squares of block_size_m inside each scene, each split by its own hash, for "
+        "a few large surveys (one scene cannot be split by scene); training tiles that overlap a validation "
+        "tile become split 'buffer' (kept in the manifest, used by neither)")
+    block_size_m: float = Field(600.0, gt=0, description="edge of the blocks of split.by = block (metres)")
     stratify_by: Literal["biome"] | None = Field(
         None, description="biome: every biome with >= 2 scenes sends round(val_fraction x n) of them (at least 1) "
         "to val and keeps at least 1 in train; a biome with one scene trains. None: each scene by its own hash")
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.by == "block" and self.stratify_by is not None:
+            raise ValueError("split.stratify_by works on scenes: use it with split.by = scene")
+        return self
 
 
 def _scene_hash(scene_id: str, seed: int) -> float:
@@ -313,6 +325,29 @@ def split_for_scene(scene_id: str, val_fraction: float, seed: int = 0) -> str:
     """'train' or 'val' from a seeded hash of the scene id: all tiles of a scene share a split,
     and a scene keeps its split when other scenes are added or removed."""
     return "val" if _scene_hash(scene_id, seed) < val_fraction else "train"
+
+
+def block_splits(tiles: pd.DataFrame, val_fraction: float, block_size_m: float, seed: int = 0) -> pd.Series:
+    """Split per block: each tile goes with the ``block_size_m`` square (of its scene) that holds its
+    centre, 'val' or 'train' by the block's seeded hash (stable when tiles or scenes are added). A
+    training tile whose footprint overlaps a validation tile's (tiles overlap when the stride is
+    below the tile size) becomes 'buffer': it would show validation ground to the model.
+    ``tiles``: columns scene_id, x0, y0, extent_m (tile corner and edge, scene-local metres)."""
+    cx = ((tiles["x0"] + tiles["extent_m"] / 2) // block_size_m).astype(int)
+    cy = ((tiles["y0"] + tiles["extent_m"] / 2) // block_size_m).astype(int)
+    split = pd.Series([split_for_scene(f"{sc}/block_{i}_{j}", val_fraction, seed)
+                       for sc, i, j in zip(tiles["scene_id"], cx, cy)], index=tiles.index)  # fmt: skip
+    for _, t in tiles.groupby("scene_id"):
+        val, train = t[split[t.index] == "val"], t[split[t.index] == "train"]
+        if val.empty or train.empty:
+            continue
+        lo = train[["x0", "y0"]].to_numpy()[:, None]
+        hi = lo + train["extent_m"].to_numpy()[:, None, None]
+        vlo = val[["x0", "y0"]].to_numpy()[None]
+        vhi = vlo + val["extent_m"].to_numpy()[None, :, None]
+        overlaps = ((lo < vhi) & (vlo < hi)).all(-1).any(1)  # open intervals: tiles that only touch do not overlap
+        split[train.index[overlaps]] = "buffer"
+    return split
 
 
 def stratified_splits(scene_biomes: dict[str, str], val_fraction: float, seed: int = 0) -> dict[str, str]:
@@ -346,7 +381,10 @@ def manifest_row(tile: VoxelTile, tile_path, views_path, num_views: int) -> dict
         "path": str(tile_path),
         "views_path": str(views_path),
         "num_views": int(num_views),
+        "x0": float(tile.origin[0]),
+        "y0": float(tile.origin[1]),
         "z0": float(tile.origin[2]),
+        "extent_m": float(tile.L * tile.voxel_size),
         "clipped_fraction": float(counts.get("clipped_fraction", 0.0)),
         "unseen_fraction": float(counts.get("unseen_fraction", 0.0)),
         "dominant_class": max(hist, key=hist.get) if hist else CLASS_NAMES[0],
@@ -355,12 +393,15 @@ def manifest_row(tile: VoxelTile, tile_path, views_path, num_views: int) -> dict
 
 
 def build_manifest(rows: list[dict], split: SplitConfig | None = None) -> pd.DataFrame:
-    """Manifest table from :func:`manifest_row` rows, with the by-scene ``split`` column."""
+    """Manifest table from :func:`manifest_row` rows, with the ``split`` column (by scene, or by
+    block within scenes: :class:`SplitConfig`)."""
     split = split or SplitConfig()
     df = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["tile_id", "scene_id", "num_voxels"])
     if df["tile_id"].duplicated().any():
         raise ValueError(f"manifest: duplicate tile ids {df['tile_id'][df['tile_id'].duplicated()].tolist()[:5]}")
-    if split.stratify_by == "biome":
+    if split.by == "block":
+        df["split"] = block_splits(df, split.val_fraction, split.block_size_m, split.seed)
+    elif split.stratify_by == "biome":
         biome = df["biome"] if "biome" in df else pd.Series("unknown", index=df.index)
         splits = stratified_splits(dict(zip(df["scene_id"], biome, strict=True)), split.val_fraction, split.seed)
         df["split"] = df["scene_id"].map(splits)

@@ -84,7 +84,11 @@ def check_manifest(
     rows = manifest[manifest["split"] == split].reset_index(drop=True)
     if rows.empty:
         counts = manifest["split"].value_counts().to_dict()
-        raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts})")
+        hint = ""
+        if "scene_id" in manifest.columns and manifest["scene_id"].nunique() < 5:
+            hint = (f"; the split is by scene and there are {manifest['scene_id'].nunique()} scene(s): "
+                    "set voxelization.split.by: block to split inside them (docs/features_and_tiles.md)")  # fmt: skip
+        raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts}){hint}")
     base = Path(root) if root is not None else Path.cwd()
     resolve = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731
     for col in path_columns:

@@ -63,11 +63,19 @@ def _log(manifest: pd.DataFrame, skipped: pd.DataFrame) -> None:
             "voxelization/tiles": len(manifest),
             "voxelization/train_tiles": counts.get("train", 0),
             "voxelization/val_tiles": counts.get("val", 0),
+            "voxelization/buffer_tiles": counts.get("buffer", 0),
             "voxelization/skipped": len(skipped),
             "voxelization/voxels_mean": float(manifest["num_voxels"].mean()),
         }
     )
     log.info("voxelization: %d tiles (%s), %d skipped", len(manifest), counts, len(skipped))
+    if counts.get("buffer"):
+        log.info("voxelization: %d training tile(s) overlap validation tiles: split 'buffer', used by neither",
+                 counts["buffer"])  # fmt: skip
+    for split in ("train", "val"):
+        if not counts.get(split):
+            log.warning("voxelization: no %s tiles (%d scene(s)): training needs both; a split by scene cannot "
+                        "divide one scene: set voxelization.split.by: block", split, manifest["scene_id"].nunique())
     if not tracking.active():
         return
     from earthcrafter.features.preview import splat_voxels, tile_colors
