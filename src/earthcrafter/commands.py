@@ -85,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     root = Path(args.root)
     manifest = root / "data" / "05_model_input" / "latents_manifest.parquet"
     if not manifest.is_file():
-        print(f"no latent manifest at {manifest}: run `kedro run --pipeline=cache_latents` first", file=sys.stderr)
+        print(f"no latent manifest at {manifest}: run `kedro run --pipelines=cache_latents` first", file=sys.stderr)
         return 2
     table = pd.read_parquet(manifest)
     rows = table[table["tile_id"] == args.tile_id]
@@ -114,7 +114,7 @@ def _generation_inputs(args: argparse.Namespace, overrides: dict):
     manifest, stats = latents / "latents_manifest.parquet", latents / "latents_stats.json"
     for path in (manifest, stats):
         if not path.is_file():
-            print(f"no {path}: run `kedro run --pipeline=cache_latents` (and the flows' training) first", file=sys.stderr)
+            print(f"no {path}: run `kedro run --pipelines=cache_latents` (and the flows' training) first", file=sys.stderr)
             return 2
     params: dict = {}
     for env in ("base", args.env):  # the project's generation parameters, then the chosen environment's

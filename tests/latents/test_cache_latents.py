@@ -161,9 +161,9 @@ def test_structure_only(tiles):
 
 def test_bad_inputs_fail_at_start_with_clear_messages(tiles, tmp_path):
     cfg, manifest = tiles["cfg"], tiles["manifest"]
-    with pytest.raises(FileNotFoundError, match=r"StructVAE weights not found: .*nope\.pt .*--pipeline=train_structvae"):
+    with pytest.raises(FileNotFoundError, match=r"StructVAE weights not found: .*nope\.pt .*--pipelines=train_structvae"):
         cache_latents(manifest, {**cfg, "structvae_path": str(tmp_path / "nope.pt")})
-    with pytest.raises(FileNotFoundError, match=r"TexVAE weights not found: .*--pipeline=train_texvae"):
+    with pytest.raises(FileNotFoundError, match=r"TexVAE weights not found: .*--pipelines=train_texvae"):
         cache_latents(manifest, {**cfg, "texvae_path": str(tmp_path / "nope.pt")})
     save_structvae(StructVAE(StructVAEConfig(**{**STRUCT, "L": 32})), tmp_path / "l32.pt")
     with pytest.raises(ValueError, match=r"t000\.parquet: field 'L': the tile has L=16, the StructVAE .* L=32"):

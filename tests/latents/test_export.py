@@ -79,7 +79,7 @@ def test_export_decodes_the_cached_latents(tiles):
 
 def test_export_command_names_what_is_missing(tmp_path, capsys):
     assert main(["export", "t000", "--root", str(tmp_path)]) == 2
-    assert "run `kedro run --pipeline=cache_latents` first" in capsys.readouterr().err
+    assert "run `kedro run --pipelines=cache_latents` first" in capsys.readouterr().err
 
 
 def test_export_command_writes_a_reconstruction(tiles, capsys):

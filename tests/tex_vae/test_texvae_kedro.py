@@ -1,4 +1,4 @@
-"""`kedro run --pipeline=train_texvae` in a throw-away project: the shipped base parameters validate,
+"""`kedro run --pipelines=train_texvae` in a throw-away project: the shipped base parameters validate,
 the catalog entries resolve, metrics.json and the model file are written and load back."""
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     cfg = config if isinstance(config, EvaluationConfig) else EvaluationConfig.model_validate(config)
     root = Path(cfg.root)
     if generated.empty:
-        raise ValueError("evaluation: the generated manifest is empty (run `kedro run --pipeline=generation`)")
+        raise ValueError("evaluation: the generated manifest is empty (run `kedro run --pipelines=generation`)")
     tiles = latents_manifest.set_index("tile_id")
     unknown = sorted(set(generated["layout_tile"]) - set(tiles.index))
     if unknown:

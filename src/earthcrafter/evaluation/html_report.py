@@ -65,7 +65,7 @@ def read_tables(reports_dir: str | Path) -> tuple[dict[str, pd.DataFrame], list[
         if path.is_file():
             tables[title] = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         else:
-            missing.append(f"{title}: not run (`kedro run --pipeline={pipeline}`)")
+            missing.append(f"{title}: not run (`kedro run --pipelines={pipeline}`)")
     return tables, missing
 
 

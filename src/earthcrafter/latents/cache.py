@@ -75,7 +75,7 @@ class LatentCacheConfig(BaseModel):
 def _require(path: str | Path, what: str, pipeline: str, key: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path} (run `kedro run --pipeline={pipeline}`, or point "
+        raise FileNotFoundError(f"{what} weights not found: {path} (run `kedro run --pipelines={pipeline}`, or point "
                                 f"cache_latents.{key} at an exported model.pt)")  # fmt: skip
     return path
 

@@ -51,7 +51,7 @@ def _weights(lt: LatentTile, root: Path) -> Path:
         raise FileNotFoundError(f"{lt.kind} latents of {lt.tile_id} were encoded with {path}, which no longer exists")
     if file_sha256(path) != ref["sha256"]:
         raise ValueError(f"{path} changed since the {lt.kind} latents of {lt.tile_id} were cached: "
-                         f"re-run `kedro run --pipeline=cache_latents`")  # fmt: skip
+                         f"re-run `kedro run --pipelines=cache_latents`")  # fmt: skip
     return path
 
 

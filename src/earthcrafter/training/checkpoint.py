@@ -114,7 +114,7 @@ def load_export(
     name the file in the missing-file error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what or model} not found: {path} (run `kedro run --pipeline={produced_by}`)")
+        raise FileNotFoundError(f"{what or model} not found: {path} (run `kedro run --pipelines={produced_by}`)")
     blob = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(blob, dict) or blob.get("model") != model:
         found = blob.get("model") if isinstance(blob, dict) else type(blob).__name__

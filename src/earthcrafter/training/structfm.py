@@ -300,7 +300,7 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
     ``coarse/*``, ``fine/*`` (validation) and ``gen_*`` (generated and decoded structures)."""
     cfg = config if isinstance(config, StructFMRunConfig) else StructFMRunConfig.model_validate(config)
     if "struct" not in stats:
-        raise ValueError("latents_stats has no 'struct' entry: run `kedro run --pipeline=cache_latents`")
+        raise ValueError("latents_stats has no 'struct' entry: run `kedro run --pipelines=cache_latents`")
     train, val = build_datasets(manifest, stats["struct"], cfg)
     log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
     metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}

@@ -14,7 +14,7 @@ class TexVAEModelDataset(FileDataset):
 
     def load(self) -> TexVAE:
         if not self._path.is_file():
-            raise DatasetError(f"no TexVAE at {self._path}: run `kedro run --pipeline=train_texvae` first")
+            raise DatasetError(f"no TexVAE at {self._path}: run `kedro run --pipelines=train_texvae` first")
         return TexVAE.load(self._path)
 
     def save(self, data: TexVAE) -> None:
