@@ -114,7 +114,8 @@ def _generation_inputs(args: argparse.Namespace, overrides: dict):
     manifest, stats = latents / "latents_manifest.parquet", latents / "latents_stats.json"
     for path in (manifest, stats):
         if not path.is_file():
-            print(f"no {path}: run `kedro run --pipelines=cache_latents` (and the flows' training) first", file=sys.stderr)
+            print(f"no {path}: run `kedro run --pipelines=cache_latents` (and the flows' training) first",
+                  file=sys.stderr)
             return 2
     params: dict = {}
     for env in ("base", args.env):  # the project's generation parameters, then the chosen environment's

@@ -161,7 +161,8 @@ def test_structure_only(tiles):
 
 def test_bad_inputs_fail_at_start_with_clear_messages(tiles, tmp_path):
     cfg, manifest = tiles["cfg"], tiles["manifest"]
-    with pytest.raises(FileNotFoundError, match=r"StructVAE weights not found: .*nope\.pt .*--pipelines=train_structvae"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"StructVAE weights not found: .*nope\.pt .*--pipelines=train_structvae"):
         cache_latents(manifest, {**cfg, "structvae_path": str(tmp_path / "nope.pt")})
     with pytest.raises(FileNotFoundError, match=r"TexVAE weights not found: .*--pipelines=train_texvae"):
         cache_latents(manifest, {**cfg, "texvae_path": str(tmp_path / "nope.pt")})

@@ -266,8 +266,9 @@ def _hand_scene():
 
     xy = np.stack(np.meshgrid(np.arange(8), np.arange(4), indexing="ij"), -1).reshape(-1, 2)
     voxels, n = np.c_[xy, np.full(len(xy), 2)], len(xy)
-    g = Gaussians2D(torch.tensor((voxels + 0.5) * 0.5, dtype=torch.float32), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
-                    torch.full((n, 2), 0.25), torch.full((n,), 0.9), torch.zeros(n, 1, 3))  # fmt: skip
+    means = torch.tensor((voxels + 0.5) * 0.5, dtype=torch.float32)
+    g = Gaussians2D(means, torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n, 2), 0.25), torch.full((n,), 0.9),
+                    torch.zeros(n, 1, 3))  # fmt: skip
     scene = LargeScene(voxels, np.zeros((n, 8)), np.zeros((0, 3)), np.zeros((0, 8)), g, 0.5,
                        np.array([[0, 0], [0, 0], [1, 1], [1, 1]]), cell=2)  # fmt: skip
     return scene, np.ones((8, 4), np.uint8)
@@ -318,7 +319,7 @@ def test_load_generators_refuses_flows_trained_on_other_latents(monkeypatch, tmp
     with pytest.raises(ValueError, match="trained on other struct latent statistics"):
         generate.load_generators(cfg, recached)
     vae["tex"].write_bytes(b"retrained texture weights")
-    with pytest.raises(ValueError, match=r"latents of another tex VAE(.|\n)*latents_stats.json was computed with another tex"):
+    with pytest.raises(ValueError, match=r"latents of another tex VAE(.|\n)*stats.json was computed with another"):
         generate.load_generators(cfg, stats)
     vae["tex"].write_bytes(b"texture weights")
     models.structfm.inputs = {}  # exported before flows recorded their inputs: loads, with a warning

@@ -116,6 +116,6 @@ def check_latent_inputs(inputs: dict | None, stats: dict, kind: str, vae_sha256:
                        f"the one given (sha256 {vae_sha256[:12]})")  # fmt: skip
     cached_by = ((stats.get("models") or {}).get(kind) or {}).get("sha256")
     if cached_by and cached_by != vae_sha256:
-        reasons.append(f"latents_stats.json was computed with another {kind} VAE (sha256 {cached_by[:12]}) than "
-                       f"the one given (sha256 {vae_sha256[:12]}): re-run `kedro run --pipelines=cache_latents`")  # fmt: skip
+        reasons.append(f"latents_stats.json was computed with another {kind} VAE (sha256 {cached_by[:12]}) than the "
+                       f"one given (sha256 {vae_sha256[:12]}): re-run `kedro run --pipelines=cache_latents`")
     return reasons

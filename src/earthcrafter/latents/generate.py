@@ -134,7 +134,7 @@ def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | s
         inputs = getattr(flow, "inputs", None)
         if not inputs:
             log.warning("%s records no latent statistics or VAE (exported by an older earthcrafter): not checked "
-                        "against latents_stats.json and %s", where, vaes[kind]["path"] if vaes[kind] else "the VAE")  # fmt: skip
+                        "against latents_stats.json and %s", where, (vaes[kind] or {}).get("path", "the VAE"))
         elif vaes[kind]:
             reasons += check_latent_inputs(inputs, stats, kind, vaes[kind]["sha256"], f"the flow in {where}")
     if reasons:
@@ -198,7 +198,8 @@ def _layout_image(layout: torch.Tensor, size: int) -> np.ndarray:
 
 
 def _write_scene(out: Path, final: Path, models: Generators, cfg: GenerationConfig, n: int, row: pd.Series,
-                 tile: VoxelTile, layout: torch.Tensor, voxels, gaussians, z_s, z_t, iou: float) -> tuple[dict, np.ndarray]:
+                 tile: VoxelTile, layout: torch.Tensor, voxels, gaussians, z_s, z_t,
+                 iou: float) -> tuple[dict, np.ndarray]:  # fmt: skip
     """Write one generated scene's files into ``out`` (moved to ``final`` after); returns its
     summary and its preview panel. ``iou``: the structure's against the layout tile's (NaN: none)."""
     scene_id, L = final.name, models.structvae.config.L
@@ -283,7 +284,8 @@ def generate_scenes(latents_manifest: pd.DataFrame, stats: dict, config: Generat
             scene_id = f"gen_{n:03d}_{r['tile_id']}" if cfg.condition != "none" else f"gen_{n:03d}_uncond"
             iou = float("nan")
             if cfg.condition != "none":  # an unconditional scene has no tile to be compared with
-                c = {k: float(v.sum()) for k, v in vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1).items()}
+                confusion = vm.confusion(voxels.coords.cpu(), batched_coords(tile.coords), 1)
+                c = {k: float(v.sum()) for k, v in confusion.items()}
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0.0) + v
                 iou = vm.ratios(c)["iou"]

@@ -172,11 +172,11 @@ class TexVAETask(Task):
         DDP the forward is what makes this rank join the step's gradient all-reduce (a loss built
         from the weights alone never calls it, and the ranks' collectives fall out of step)."""
         device = next(model.parameters()).device
-        coords = torch.cartesian_prod(*[torch.arange(2)] * 3)
-        blank = SparseTensor(torch.zeros(8, self.in_channels, device=device),
-                             torch.cat([torch.zeros(8, 1, dtype=torch.long), coords], 1).int().to(device), 1)  # fmt: skip
+        coords = torch.cat([torch.zeros(8, 1, dtype=torch.long), torch.cartesian_prod(*[torch.arange(2)] * 3)], 1)
+        blank = SparseTensor(torch.zeros(8, self.in_channels, device=device), coords.int().to(device), 1)
         gaussians, mean, logvar = model(blank, torch.ones(1, device=device), sample=False)
-        out = [mean.feats, logvar.feats, *(t for g in gaussians for t in (g.means, g.quats, g.scales, g.opacities, g.sh))]
+        fields = [t for g in gaussians for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
+        out = [mean.feats, logvar.feats, *fields]
         return sum(t.float().sum() for t in out) * 0.0
 
     # ------------------------------------------------------------------ validation

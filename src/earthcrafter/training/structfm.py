@@ -309,7 +309,7 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
         trainer = Trainer(task, cfg.fine if stage == "dense" else getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
                           run_name=f"{cfg.name}/{stage}", tags={"model": "structfm", "stage": stage},
                           params=cfg.model_dump(mode="json"), device=cfg.device, mlflow=cfg.mlflow,
-                          operational_sections=("coarse", "fine"))  # this stage's settings are its trainer config  # fmt: skip
+                          operational_sections=("coarse", "fine"))  # the stage's own: its trainer config  # fmt: skip
         result = trainer.fit()
         metrics.update({f"{stage}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
         metrics[f"{stage}/run_id"] = trainer.run_id or ""
