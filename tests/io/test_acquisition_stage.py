@@ -35,6 +35,7 @@ def test_bad_scene_ids_and_options_fail_at_start_naming_import_and_file(tmp_path
     assert len(lines) == 4 and all("Part (ft).las" in line for line in lines)
     assert lines[0].startswith("  parameters.acquisition.imports.0.scene_id:") and "'survey/2024'" in lines[0]
     assert lines[1].startswith("  parameters.acquisition.imports.1:") and "did you mean 'orthophoto'" in lines[1]
+    assert "'scene_id'" not in lines[1]  # the options listed are those options may hold
     assert lines[2].startswith("  parameters.acquisition.imports.2:") and "max_points='lots'" in lines[2]
     assert "next to kind and path" in lines[3]
     with pytest.raises(ConfigError, match="share scene ids"):
@@ -72,3 +73,11 @@ def test_imported_scenes_have_the_biome_real():
     assert {scene_biome({"source": s}) for s in ("lidar", "mesh", "frames")} == {"real"}
     assert scene_biome({"source": "synthetic", "biome": "desert"}) == "desert"
     assert scene_biome({}) == "unknown"
+
+
+def test_the_summary_records_each_scenes_unlabeled_share(tmp_path):
+    classes = np.r_[np.full(300, 1), np.full(100, 2)]
+    path = str(write_las(tmp_path / "raw.las", grid_points(), classes=classes, rgb=np.full((400, 3), 60), crs=None))
+    plan = nodes.acquire_scenes(_params([{"kind": "las", "path": path, "options": {"units": "ft"}}], num_sites=1))
+    summary = nodes.summarize_scenes(plan).set_index("scene_id")["unlabeled_share"]
+    assert summary["raw"] == 0.75 and summary.drop("raw").lt(0.5).all()

@@ -37,6 +37,15 @@ def test_option_names_are_checked_with_the_file_named(tmp_path):
         bind_options("gpkg", path, {})
 
 
+@pytest.mark.parametrize("kind", ["las", "mesh", "frames"])
+def test_the_listed_options_leave_out_scene_id(tmp_path, kind):
+    """scene_id is given next to kind and path (the config refuses it in options): not listed as an option."""
+    with pytest.raises(ValueError, match="unknown option") as err:
+        bind_options(kind, tmp_path / "x", {"scene": "a"})
+    assert "scene_id" not in str(err.value)
+    assert bind_options(kind, tmp_path / "x", {"scene_id": "a"}) == {"scene_id": "a"}  # still taken from Python
+
+
 def test_option_values_are_converted_to_the_importer_types(tmp_path):
     opts = bind_options("las", tmp_path / "a.las", {"max_points": "1000", "crop": [0, 0, 5, 5], "drop_withheld": "no"})
     assert opts == {"max_points": 1000, "crop": (0.0, 0.0, 5.0, 5.0), "drop_withheld": False}
@@ -182,6 +191,21 @@ def test_skipped_sources_are_counted_with_their_reasons(tmp_path, caplog):
     summary = caplog.records[-1].getMessage()
     assert "imported 1 of 3 sources; skipped 2" in summary
     assert "gone.las: LAS/LAZ file not found" in summary and "dark.las: no colour" in summary
+    assert f"sources[1] (las {dark}, scene dark): " in summary
+
+
+def test_a_skipped_source_is_named_even_when_its_orthophoto_failed(tmp_path, caplog):
+    """The footprint error names the image only: the closing warning adds the source's index, kind, file and scene."""
+    xyz = grid_points()
+    tile = write_las(tmp_path / "tile.las", xyz, crs="EPSG:32610", point_format=1)
+    far = _ortho(tmp_path, "ortho_m", f"10\n0\n0\n-10\n{xyz[:, 0].min() + 50_000}\n{xyz[:, 1].max()}\n")
+    good = write_las(tmp_path / "good.las", grid_points(seed=1), rgb=np.full((400, 3), 60))
+    spec = [{"kind": "las", "path": str(good)},
+            {"kind": "las", "path": str(tile), "scene_id": "east", "orthophoto": far}]
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.sources"):
+        assert [p.name for p in import_to_scenes(spec, tmp_path / "raw", on_error="skip")] == ["good"]
+    summary = caplog.records[-1].getMessage()
+    assert f"sources[1] (las {tile}, scene east): {far}: the image covers" in summary
 
 
 def test_forced_units_set_z_too(tmp_path, monkeypatch):

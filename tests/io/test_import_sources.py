@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from import_helpers import grid_points, write_las
@@ -94,3 +96,28 @@ def test_plain_write_scene_never_names_a_missing_orthophoto(tmp_path, real_data)
     out = write_scene(tmp_path / "plain", scene)
     assert "orthophoto" not in read_scene(out).metadata and not (out / "orthophoto.png").exists()
     assert imported_scene.read_scene_orthophoto(out) is None
+
+
+def test_mostly_unlabeled_scenes_are_warned_about_once_with_the_counts(tmp_path, caplog):
+    """ASPRS 1 (unclassified) imports as "unlabeled": over half unlabeled is warned about, the share recorded."""
+    classes = np.r_[np.full(300, 1), np.full(100, 2)]  # 75 % unclassified, like most of Autzen
+    path = write_las(tmp_path / "raw.las", grid_points(), classes=classes, rgb=np.full((400, 3), 60))
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io"):
+        out = import_to_scenes([{"kind": "las", "path": str(path), "scene_id": "survey"}], tmp_path / "raw")
+    (record,) = [r for r in caplog.records if "unlabeled" in r.getMessage()]
+    message = record.getMessage()
+    assert "raw.las (scene survey): 75.0 % of its points are class 'unlabeled' (300 of 400)" in message
+    assert "'bare_soil': 100" in message and "ASPRS codes {'1': 300, '2': 100}" in message
+    assert read_scene(out[0]).metadata["unlabeled_share"] == 0.75
+    classified = write_las(tmp_path / "ok.las", grid_points(), classes=3 - classes, rgb=np.full((400, 3), 60))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io"):
+        scene = import_source("las", classified)  # 25 % unlabeled: no warning
+    assert scene.metadata["unlabeled_share"] == 0.25 and "unlabeled" not in caplog.text
+
+
+def test_the_real_survey_is_mostly_unlabeled(real_data, caplog):
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.import_common"):
+        scene = import_source("las", real_data / "autzen_trim.las", scene_id="autzen")
+    assert scene.metadata["unlabeled_share"] == pytest.approx(83_893 / 110_000)
+    assert "(scene autzen): 76.3 % of its points are class 'unlabeled' (83,893 of 110,000)" in caplog.text

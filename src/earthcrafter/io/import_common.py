@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 MAX_EXTENT_M = 100_000.0
 # A scene narrower than this is suspicious (coordinates in the wrong unit?): warned about.
 MIN_PLAUSIBLE_SIZE_M = 1.0
+# Over this share of unlabeled points (faces, pixels), a scene's tiles are mostly "unlabeled": warned about.
+MAX_UNLABELED_SHARE = 0.5
+# What the class histogram of each source counts.
+HISTOGRAM_ITEMS = {"lidar": "points", "mesh": "faces", "frames": "semantic pixels"}
 # Scene ids: lower-case letters, digits, "_" and "-", starting with a letter or digit.
 SCENE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -161,6 +165,32 @@ def class_histogram(labels: np.ndarray) -> dict[str, int]:
     """Counts per earthcrafter class name, all 25 names, in class order."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=NUM_CLASSES)
     return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
+
+
+def record_unlabeled_share(path: str | Path, scene_id: str, metadata: dict) -> float | None:
+    """The share of class ``unlabeled`` in ``metadata["class_histogram"]`` (None when it counts nothing).
+
+    Warns once, with the counts per class (and per ASPRS code for LiDAR), when it is over
+    ``MAX_UNLABELED_SHARE``: unclassified LiDAR (ASPRS 1) or a mesh without face classes imports
+    fine, but its tiles teach the semantic heads little besides "unlabeled".
+    """
+    hist = metadata.get("class_histogram") or {}
+    total = sum(hist.values())
+    if not total:
+        return None
+    unlabeled = hist.get(CLASS_NAMES[0], 0)
+    share = float(unlabeled / total)
+    if share > MAX_UNLABELED_SHARE:
+        items = HISTOGRAM_ITEMS.get(metadata.get("source"), "items")
+        counts = {name: n for name, n in hist.items() if n}
+        asprs = metadata.get("asprs_histogram")
+        log.warning(
+            "%s (scene %s): %.1f %% of its %s are class %r (%s of %s), over %.0f %%; classes %s%s. Its tiles will be "
+            "mostly unlabeled: classify the source first if its semantics matter",
+            path, scene_id, 100 * share, items, CLASS_NAMES[0], f"{unlabeled:,}", f"{total:,}",
+            100 * MAX_UNLABELED_SHARE, counts, f", ASPRS codes {asprs}" if asprs else "",
+        )
+    return share
 
 
 def extent_metadata(xyz_local: np.ndarray | None = None, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> dict:

@@ -71,6 +71,8 @@ class AcquisitionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_ids(self) -> AcquisitionConfig:
+        # Only ids here: config validation reads no file (it runs before every pipeline). Two imports
+        # of the same file under two ids fail when the stage starts (``check_distinct_sources``).
         ids = [src.scene_id for src in self.imports]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:

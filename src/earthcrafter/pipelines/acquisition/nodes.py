@@ -15,9 +15,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from earthcrafter import config, tracking
+from earthcrafter.io.import_common import MAX_UNLABELED_SHARE
 from earthcrafter.io.scene import scene_biome
 from earthcrafter.io.sources import check_sources, import_source
-from earthcrafter.semantics import colorize
+from earthcrafter.semantics import CLASS_NAMES, colorize
 from earthcrafter.world import generate_site, scene_id
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ def acquire_scenes(params: dict) -> dict:
 
 
 def summarize_scenes(scenes: dict) -> pd.DataFrame:
-    """One row per scene; logs counts, the class histogram and a contact sheet to MLflow."""
+    """One row per scene; logs counts, the class histogram and a contact sheet to MLflow.
+
+    ``unlabeled_share`` is the share of class "unlabeled" in the scene's class histogram (points,
+    faces or pixels for imports, surface area for synthetic sites); scenes over half unlabeled
+    (unclassified LiDAR, say) are counted in ``acquisition/mostly_unlabeled_scenes``.
+    """
     rows, classes = [], Counter()
     sheet = []
     for sid, load in tqdm(sorted(scenes.items()), desc="summary", unit="scene"):
@@ -71,6 +77,7 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
                 "num_faces": 0 if scene.mesh is None else len(scene.mesh.faces),
                 "num_points": 0 if scene.points is None else len(scene.points.xyz),
                 "num_classes": sum(1 for v in hist.values() if v > 0),
+                "unlabeled_share": _unlabeled_share(hist),
             }
         )
         if scene.frames and len(sheet) < 8:
@@ -83,6 +90,8 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
             "acquisition/scenes": len(df),
             "acquisition/frames": int(df["num_frames"].sum()) if len(df) else 0,
             "acquisition/classes_present": sum(1 for v in classes.values() if v > 0),
+            "acquisition/mostly_unlabeled_scenes": int((df["unlabeled_share"] > MAX_UNLABELED_SHARE).sum())
+            if len(df) else 0,
         }
     )
     if sheet:
@@ -97,3 +106,9 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
         tracking.log_figure(fig, "acquisition/contact_sheet.png")
         plt.close(fig)
     return df
+
+
+def _unlabeled_share(hist: dict) -> float:
+    """Share of class "unlabeled" (the first class) in a class histogram; NaN when it counts nothing."""
+    total = float(sum(hist.values()))
+    return float(hist.get(CLASS_NAMES[0], 0)) / total if total > 0 else float("nan")
