@@ -12,10 +12,8 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import mlflow

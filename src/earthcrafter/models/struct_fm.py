@@ -147,7 +147,6 @@ class StructFM(nn.Module):
         if variant not in ("two_stage", "dense"):
             raise ValueError(f"StructFM variant must be two_stage or dense, got {variant!r}")
         self.config, self.variant = config, variant
-        C = config.latent_channels
         if variant == "two_stage":
             self.coarse, self.fine = stage_net(config, "coarse"), stage_net(config, "fine")
         else:

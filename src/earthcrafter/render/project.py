@@ -148,7 +148,7 @@ def surfel_params(g: Gaussians2D, idx: Tensor, Rcw: Tensor, t: Tensor, K: Tensor
     s = g.tangent_scales[idx]
     p_cam = means @ Rcw.T + t
     Rc = Rcw @ R
-    e_u, e_v, n_cam = Rc[..., 0] * s[:, :1], Rc[..., 1] * s[:, 1:], Rc[..., 2]
+    e_u, e_v = Rc[..., 0] * s[:, :1], Rc[..., 1] * s[:, 1:]
     # Rows of adj(V), V = [e_u | e_v | p_cam]: V^-1 = rows / det V, det V = s_u s_v (n . p).
     rows = torch.stack(
         [torch.cross(e_v, p_cam, dim=-1), torch.cross(p_cam, e_u, dim=-1), torch.cross(e_u, e_v, dim=-1)], dim=1

@@ -137,7 +137,7 @@ def resolve_conv_backend(device: torch.device, dtype: torch.dtype) -> str:
         return "torch"
     if wanted == "spconv":
         if spconv_module() is None:
-            raise ImportError(f"conv backend 'spconv' was requested but spconv is not importable")
+            raise ImportError("conv backend 'spconv' was requested but spconv is not importable")
         if dtype == torch.float64 and device.type == "cuda":
             return _fallback("conv", "spconv", "torch", "float64 on CUDA")
         return "spconv"

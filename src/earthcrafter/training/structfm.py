@@ -36,7 +36,6 @@ from earthcrafter.models.struct_fm import (
     unpatchify_grid,
 )
 from earthcrafter.seeding import draw_seed, randn_per_sample, sample_generators
-from earthcrafter.semantics import NUM_CLASSES
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.conditions import RASTERS_VERSION, join_condition, tile_rasters

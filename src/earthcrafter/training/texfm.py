@@ -17,7 +17,7 @@ from earthcrafter.flow import RectifiedFlow
 from earthcrafter.flow.latent_stats import latent_inputs
 from earthcrafter.io.latents import read_latent_tile
 from earthcrafter.models.flow_net import WINDOW_SHIFTS, check_window_shifts
-from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, check_layout_stride, generate_texture
+from earthcrafter.models.tex_fm import TexFMConfig, build_texfm, check_layout_stride
 from earthcrafter.seeding import randn_per_sample, sample_generators
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export

@@ -9,7 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 from tqdm.auto import tqdm
 
 from earthcrafter import config, tracking
