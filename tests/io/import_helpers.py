@@ -37,6 +37,7 @@ def write_las(
     version: str = "1.2",
     scale: float = 0.01,
     withheld: np.ndarray | None = None,
+    overlap: np.ndarray | None = None,
 ) -> Path:
     """Write a LAS file with the given points (source CRS units) and optional classes / RGB / CRS."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
@@ -56,6 +57,8 @@ def write_las(
         las.red, las.green, las.blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     if withheld is not None:
         las.withheld = np.asarray(withheld, dtype=bool)
+    if overlap is not None:  # point formats 6-10
+        las.overlap = np.asarray(overlap, dtype=bool)
     las.write(str(path))
     return path
 

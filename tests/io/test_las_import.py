@@ -10,7 +10,7 @@ import pytest
 from import_helpers import geokey, geokey_directory, grid_points, write_las
 
 from earthcrafter.io.import_common import INTERNATIONAL_FOOT_M, US_SURVEY_FOOT_M, DataImportError
-from earthcrafter.io.las import import_las
+from earthcrafter.io.las import check_las, import_las
 from earthcrafter.semantics import ASPRS_TO_CLASS, CLASS_ID
 
 # --------------------------------------------------------------------------- real data
@@ -203,6 +203,25 @@ def test_noise_withheld_and_unknown_classes(tmp_path):
         import_las(path, unknown_class="error")
 
 
+def test_overlap_points_are_dropped_unless_asked_to_keep(tmp_path, caplog):
+    overlap = np.zeros(400, bool)
+    overlap[::4] = True
+    withheld = np.zeros(400, bool)
+    withheld[:8] = True  # two of them also overlap: counted once, as withheld (that filter runs first)
+    path = write_las(tmp_path / "ov.las", grid_points(), rgb=np.full((400, 3), 50), point_format=7, version="1.4",
+                     overlap=overlap, withheld=withheld)
+    with caplog.at_level(logging.WARNING, logger="earthcrafter"):
+        scene = import_las(path)
+    assert scene.metadata["dropped"]["overlap_points"] == 98 and scene.metadata["dropped"]["withheld_points"] == 8
+    assert len(scene.points.xyz) == 400 - 98 - 8
+    assert any("overlap_points" in r.getMessage() and "98" in r.getMessage() for r in caplog.records)
+    kept = import_las(path, drop_overlap=False)
+    assert kept.metadata["dropped"]["overlap_points"] == 0 and len(kept.points.xyz) == 392
+    # point formats 0-5 have no overlap flag: nothing to drop, nothing fails
+    assert import_las(write_las(tmp_path / "old.las", grid_points(), rgb=np.full((400, 3), 50))).metadata[
+        "dropped"]["overlap_points"] == 0
+
+
 def test_drop_and_error_are_logged(tmp_path, caplog):
     classes = np.array([2, 7] * 200)
     path = write_las(tmp_path / "noise.las", grid_points(), classes=classes, rgb=np.full((400, 3), 50))
@@ -282,8 +301,25 @@ def test_absurd_extent(tmp_path):
         import_las(path)
 
 
-def test_bad_options():
-    with pytest.raises(ValueError, match="color_source"):
-        import_las("x.las", color_source="intensity")
-    with pytest.raises(ValueError, match="crop"):
-        import_las("x.las", crop=(1, 1, 0, 0))
+def test_bad_options_name_the_file():
+    bad = [({"color_source": "intensity"}, "color_source='intensity'"), ({"max_points": 0}, "max_points=0"),
+           ({"crop": (1, 1, 0, 0)}, r"crop=\(1, 1, 0, 0\)"), ({"unknown_class": "keep"}, "unknown_class='keep'"),
+           ({"chunk_size": 0}, "chunk_size=0"), ({"units": "furlong"}, "units='furlong'"),
+           ({"orthophoto_nodata": (1, 2)}, r"orthophoto_nodata=\(1, 2\)")]
+    for options, what in bad:
+        for call in (import_las, check_las):
+            with pytest.raises(ValueError, match=rf"^x\.las: option {what}: ") as err:
+                call("x.las", **options)
+            assert not isinstance(err.value, DataImportError)
+
+
+def test_crop_missing_the_header_bounds_fails_before_reading(real_data, monkeypatch, tmp_path):
+    monkeypatch.setattr("earthcrafter.io.las._read_points", lambda *a, **k: pytest.fail("read the points"))
+    metres_box = (0.0, 0.0, 100.0, 50.0)  # local metres, a common mistake: crop is in the file's units (feet)
+    want = (r"autzen_trim\.las: crop \(0\.0, 0\.0, 100\.0, 50\.0\) .*misses the header's bounds "
+            r"x 636001\.\d+\.\.637179\.\d+, y 848935\.\d+\.\.849497\.\d+: crop is in the file's CRS units \(foot")
+    for call in (check_las, import_las):
+        with pytest.raises(DataImportError, match=want):
+            call(real_data / "autzen_trim.las", crop=metres_box)
+    # a crop that touches the bounds passes the check (the points decide what is kept)
+    check_las(real_data / "autzen_trim.las", crop=(637_179.0, 849_497.0, 638_000.0, 850_000.0))

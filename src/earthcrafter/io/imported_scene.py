@@ -2,7 +2,8 @@
 
 Beside the standard layout of ``earthcrafter.io.scene``, an imported scene may carry::
 
-    orthophoto.png         uint8 RGB, the orthophoto cropped to the scene (LiDAR sources)
+    orthophoto.png         uint8 RGB, the orthophoto cropped to the scene (LiDAR sources); RGBA when
+                           some pixels hold no image (transparent or nodata in the source): alpha 0
 
 described by ``metadata["orthophoto"]`` (added when the file is written, so a scene written
 by plain ``write_scene`` never names a file it lacks)::
@@ -63,7 +64,8 @@ def write_imported_scene(root: str | Path, scene: Scene) -> Path:
     with atomic_path(out) as tmp:
         staged = write_scene(tmp.parent / ".staging", scene)
         with atomic_path(staged / ORTHOPHOTO_FILE) as png:
-            Image.fromarray(ortho.image).save(png, format="PNG")
+            image = ortho.image if ortho.valid is None else np.dstack([ortho.image, ortho.valid * np.uint8(255)])
+            Image.fromarray(image).save(png, format="PNG")
         os.replace(staged, tmp)
     return out
 
@@ -78,5 +80,6 @@ def read_scene_orthophoto(scene_dir: str | Path) -> Orthophoto | None:
     if not path.is_file():
         raise FileNotFoundError(f"{scene_dir}: metadata names orthophoto {info['file']!r} but the file is missing")
     with Image.open(path) as im:
-        image = np.asarray(im.convert("RGB"))
-    return Orthophoto(image, np.asarray(info["affine_local_m"]), str(path))
+        rgba = np.asarray(im.convert("RGBA"))
+    valid = rgba[..., 3] > 0  # all true for an RGB file: Orthophoto keeps None then
+    return Orthophoto(rgba[..., :3], np.asarray(info["affine_local_m"]), str(path), valid=valid)

@@ -3,9 +3,10 @@
 Per point: position (converted from the CRS's linear units to metres, into the local
 frame of ``earthcrafter.io.import_common``), colour (LAS RGB or a georeferenced
 orthophoto) and class (ASPRS code mapped by ``earthcrafter.semantics.ASPRS_TO_CLASS``).
-Dropped: ASPRS noise (``ASPRS_NOISE``), withheld points, points outside ``crop``,
-points beyond ``max_points`` (uniform random subsample), points off the orthophoto when
-colouring from it, and, under ``unknown_class="drop"``, unknown codes. All are counted in
+Dropped: ASPRS noise (``ASPRS_NOISE``), withheld points, overlap points (LAS 1.4 flag),
+points outside ``crop``, points beyond ``max_points`` (uniform random subsample), points off
+the orthophoto or on its transparent / nodata pixels when colouring from it, and, under
+``unknown_class="drop"``, unknown codes. All are counted in
 ``metadata["dropped"]`` and logged. The file is streamed in chunks, so memory is bounded
 by the points kept, not by the file.
 """
@@ -35,7 +36,7 @@ from earthcrafter.io.import_common import (
     scene_id_from_path,
 )
 from earthcrafter.io.imported_scene import ImportedScene
-from earthcrafter.io.orthophoto import Orthophoto, check_orthophoto, read_orthophoto
+from earthcrafter.io.orthophoto import Orthophoto, check_nodata, check_orthophoto, read_orthophoto, scale_16_to_8
 from earthcrafter.io.scene import Points
 from earthcrafter.semantics import ASPRS_NOISE, ASPRS_TO_CLASS
 
@@ -59,6 +60,7 @@ def import_las(
     *,
     orthophoto: str | Path | Orthophoto | None = None,
     world_file: str | Path | None = None,
+    orthophoto_nodata: int | tuple[int, int, int] | None = None,
     max_points: int | None = None,
     crop: tuple[float, float, float, float] | None = None,
     color_source: str = "auto",
@@ -67,6 +69,7 @@ def import_las(
     vertical_units: str | float | None = None,
     force_units: bool = False,
     drop_withheld: bool = True,
+    drop_overlap: bool = True,
     scene_id: str | None = None,
     chunk_size: int = 1_000_000,
     seed: int = 0,
@@ -74,11 +77,17 @@ def import_las(
     """Import a LAS/LAZ file as a scene with ``points`` (no mesh, no frames).
 
     Args:
-        orthophoto: image path (world file next to it, or ``world_file``) or an ``Orthophoto``,
-            in the LAS file's CRS. Used for colour per ``color_source``; its crop to the scene
-            is kept as ``ImportedScene.orthophoto`` (local metres); ``write_imported_scene`` stores it.
+        orthophoto: image path (``world_file``, else a world file next to it, else its GeoTIFF tags)
+            or an ``Orthophoto``, in the LAS file's CRS. Used for colour per ``color_source``; its crop
+            to the scene is kept as ``ImportedScene.orthophoto`` (local metres); ``write_imported_scene``
+            stores it.
+        orthophoto_nodata: pixel value (or (R, G, B) triple) that marks "no image" in the orthophoto
+            file, like alpha 0; points on such pixels are dropped when colouring from it.
         max_points: keep at most this many points, a uniform random subsample (``seed``).
-        crop: (xmin, ymin, xmax, ymax) in the file's CRS units; points outside are dropped.
+        crop: (xmin, ymin, xmax, ymax) in the file's CRS units; points outside are dropped. A crop
+            that misses the header's bounds is an error before any point is read.
+        drop_withheld / drop_overlap: drop points flagged withheld / overlap (the overlap flag
+            exists in point formats 6-10).
         color_source: "las" (LAS RGB), "orthophoto", or "auto" (LAS RGB when present and
             not all zero, else the orthophoto).
         unknown_class: ASPRS codes absent from ``ASPRS_TO_CLASS``: "unlabeled" (class 0),
@@ -91,7 +100,8 @@ def import_las(
             is always refused.
     """
     path = Path(path)
-    crop = _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
+    crop = _check_las_options(path, color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
+    _check_nodata_option(path, orthophoto, orthophoto_nodata)
     if not path.is_file():
         raise import_error(path, "LAS/LAZ file not found")
 
@@ -99,8 +109,10 @@ def import_las(
         header = reader.header
         _check_header(path, header)
         horizontal, vertical = _linear_units(path, header, units, vertical_units, force_units)
+        _check_crop_meets_header(path, header, crop, horizontal)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
-        stream = _read_points(path, reader, has_rgb, crop, drop_withheld, unknown_class, max_points, chunk_size, seed)
+        drops = {"withheld": drop_withheld, "overlap": drop_overlap}
+        stream = _read_points(path, reader, has_rgb, crop, drops, unknown_class, max_points, chunk_size, seed)
 
     unknown_counts, dropped = stream["unknown_codes"], stream["dropped"]
     if unknown_counts and unknown_class == "error":
@@ -118,14 +130,15 @@ def import_las(
     check_extent(path, stream["lo"] * f, stream["hi"] * f, "point coordinates")
     semantic = np.maximum(_ASPRS_LUT[codes], 0).astype(np.uint8)  # unknown (-1) -> unlabeled
 
-    ortho = _load_orthophoto(orthophoto, world_file)
+    ortho = _load_orthophoto(orthophoto, world_file, orthophoto_nodata)
     source = _choose_color_source(path, color_source, has_rgb, stream["rgb_max"], ortho)
     if source == "las":
         rgb = _las_rgb_to_8bit(rgb16, stream["rgb_max"])
     else:
-        rgb, on_image = _orthophoto_colors(path, ortho, xyz)
+        rgb, on_image, coloured = _orthophoto_colors(path, ortho, xyz)
         dropped["outside_orthophoto_points"] = int((~on_image).sum())
-        xyz, rgb, semantic, codes = xyz[on_image], rgb[on_image], semantic[on_image], codes[on_image]
+        dropped["orthophoto_nodata_points"] = int((on_image & ~coloured).sum())
+        xyz, rgb, semantic, codes = xyz[coloured], rgb[coloured], semantic[coloured], codes[coloured]
         if len(xyz) == 0:
             raise import_error(path, f"no points left after filtering (dropped {dropped})")
     lo, hi = (stream["lo"], stream["hi"]) if source == "las" else column_bounds(xyz)
@@ -141,7 +154,7 @@ def import_las(
 
     metadata = {
         "source": "lidar",
-        "source_files": [str(path.resolve())] + ([ortho.source] if ortho is not None and ortho.source else []),
+        "source_files": _source_files(path, ortho),
         "crs": _crs_metadata(header),
         "origin": origin_metadata(
             origin, f, units={"horizontal": horizontal.as_dict(), "vertical": vertical.as_dict()}
@@ -179,19 +192,23 @@ def check_las(
     vertical_units: str | float | None = None,
     force_units: bool = False,
     chunk_size: int = 1_000_000,
+    orthophoto_nodata: int | tuple[int, int, int] | None = None,
     **_other,
 ) -> None:
     """What ``import_las`` can find wrong without reading the points, in a fraction of a second:
-    option values, the file and its header, the units, the orthophoto's image header and world
-    file, and whether the orthophoto covers the header's bounds. Raises like ``import_las``."""
+    option values, the file and its header, the units, the crop against the header's bounds, the
+    orthophoto's image header, pixel mode and georeferencing (world file or GeoTIFF tags), and
+    whether the orthophoto covers the header's bounds. Raises like ``import_las``."""
     path = Path(path)
-    _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
+    crop = _check_las_options(path, color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
+    _check_nodata_option(path, orthophoto, orthophoto_nodata)
     if not path.is_file():
         raise import_error(path, "LAS/LAZ file not found")
     with _laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
-        _linear_units(path, header, units, vertical_units, force_units, quiet=True)
+        horizontal, _ = _linear_units(path, header, units, vertical_units, force_units, quiet=True)
+        _check_crop_meets_header(path, header, crop, horizontal)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         bounds = np.concatenate([np.asarray(header.mins)[:2], np.asarray(header.maxs)[:2]])
     if color_source == "las" and not has_rgb:
@@ -202,23 +219,37 @@ def check_las(
                 path, "no colour: the point format has no RGB and no orthophoto was given (orthophoto=...)"
             )
     elif not isinstance(orthophoto, Orthophoto):
-        check_orthophoto(orthophoto, world_file, bounds=bounds)
+        check_orthophoto(orthophoto, world_file, bounds=bounds, nodata=orthophoto_nodata)
 
 
-def _check_las_options(color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size):
-    """Plain ``ValueError`` for option values ``import_las`` cannot take; returns the crop box."""
+def _check_las_options(path, color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size):
+    """Plain ``ValueError`` naming the file for option values ``import_las`` cannot take; returns the crop box."""
     if color_source not in COLOR_SOURCES:
-        raise ValueError(f"color_source={color_source!r}: expected one of {COLOR_SOURCES}")
+        raise ValueError(f"{path}: option color_source={color_source!r}: expected one of {COLOR_SOURCES}")
     if unknown_class not in UNKNOWN_CLASS_POLICIES:
-        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+        raise ValueError(f"{path}: option unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
     if max_points is not None and max_points <= 0:
-        raise ValueError(f"max_points={max_points}: must be positive")
+        raise ValueError(f"{path}: option max_points={max_points}: must be positive")
     if chunk_size <= 0:
-        raise ValueError(f"chunk_size={chunk_size}: must be positive")
+        raise ValueError(f"{path}: option chunk_size={chunk_size}: must be positive")
     for name, value in (("units", units), ("vertical_units", vertical_units)):
         if value is not None:
-            metres_per_unit(value, name)
-    return _check_crop(crop)
+            try:
+                metres_per_unit(value, name)
+            except ValueError as err:
+                raise ValueError(f"{path}: option {err}") from None
+    return _check_crop(path, crop)
+
+
+def _check_nodata_option(path: Path, orthophoto, nodata) -> None:
+    """``orthophoto_nodata`` must be a pixel value and needs an orthophoto file to apply to."""
+    check_nodata(nodata, path, "orthophoto_nodata")
+    if nodata is not None and isinstance(orthophoto, Orthophoto):
+        # an Orthophoto is already 8-bit: the file's raw values are gone
+        raise ValueError(
+            f"{path}: option orthophoto_nodata={nodata!r} applies to an orthophoto read from a file; for an "
+            "Orthophoto object pass nodata= to read_orthophoto, or set its valid mask"
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -274,21 +305,23 @@ def _read_points(
     reader: laspy.LasReader,
     has_rgb: bool,
     crop: np.ndarray | None,
-    drop_withheld: bool,
+    drops: dict[str, bool],
     unknown_class: str,
     max_points: int | None,
     chunk_size: int,
     seed: int,
 ) -> dict:
-    """Stream the points through the filters (in the order noise, withheld, crop, unknown class)
-    and keep a uniform random ``max_points`` subsample of the rest.
+    """Stream the points through the filters (in the order noise, withheld, overlap, crop, unknown
+    class; ``drops`` says whether withheld / overlap points go) and keep a uniform random
+    ``max_points`` subsample of the rest.
 
     The subsample gives each kept point a random key and keeps the smallest keys, which
     is exact and needs memory for ``2 * max_points`` points only.
     """
     rng = np.random.default_rng(seed)
-    dropped = {"noise_points": 0, "withheld_points": 0, "outside_crop_points": 0, "unknown_class_points": 0,
-               "subsampled_points": 0, "outside_orthophoto_points": 0}
+    dropped = {"noise_points": 0, "withheld_points": 0, "overlap_points": 0, "outside_crop_points": 0,
+               "unknown_class_points": 0, "subsampled_points": 0, "outside_orthophoto_points": 0,
+               "orthophoto_nodata_points": 0}
     unknown_codes: dict[str, int] = {}
     parts: dict[str, list[np.ndarray]] = {"xyz": [], "codes": [], "rgb": [], "key": []}
     held = n_read = rgb_max = 0
@@ -302,7 +335,7 @@ def _read_points(
         rgb = np.stack([chunk.red, chunk.green, chunk.blue], axis=1).astype(np.uint16) if has_rgb else None
         if has_rgb and len(rgb):
             rgb_max = max(rgb_max, int(rgb.max()))
-        keep = _keep_mask(chunk, xyz, codes, crop, drop_withheld, unknown_class, dropped, unknown_codes)
+        keep = _keep_mask(chunk, xyz, codes, crop, drops, unknown_class, dropped, unknown_codes)
         parts["xyz"].append(xyz[keep])
         parts["codes"].append(codes[keep])
         if has_rgb:
@@ -331,14 +364,16 @@ def _read_points(
     }
 
 
-def _keep_mask(chunk, xyz, codes, crop, drop_withheld, unknown_class, dropped: dict, unknown_codes: dict) -> np.ndarray:
+def _keep_mask(chunk, xyz, codes, crop, drops: dict, unknown_class, dropped: dict, unknown_codes: dict) -> np.ndarray:
     """[n] bool: the chunk's points that pass the filters; counts what each filter removes."""
     keep = ~_NOISE_LUT[codes]
     dropped["noise_points"] += int((~keep).sum())
-    if drop_withheld:
-        withheld = np.asarray(chunk.withheld, dtype=bool) & keep
-        dropped["withheld_points"] += int(withheld.sum())
-        keep &= ~withheld
+    # the overlap flag exists in point formats 6-10 only (older formats have no such bit)
+    for flag in ("withheld", "overlap"):
+        if drops[flag] and flag in chunk.point_format.dimension_names:
+            flagged = np.asarray(getattr(chunk, flag), dtype=bool) & keep
+            dropped[f"{flag}_points"] += int(flagged.sum())
+            keep &= ~flagged
     if crop is not None:
         outside = keep & ~_in_box(xyz, crop)
         dropped["outside_crop_points"] += int(outside.sum())
@@ -377,13 +412,28 @@ def _keep_smallest_keys(parts: dict[str, list[np.ndarray]], k: int) -> tuple[int
     return len(order), len(key) - len(order)
 
 
-def _check_crop(crop) -> np.ndarray | None:
+def _check_crop(path: Path, crop) -> np.ndarray | None:
     if crop is None:
         return None
     box = np.asarray(crop, dtype=np.float64)
     if box.shape != (4,) or not np.isfinite(box).all() or box[0] >= box[2] or box[1] >= box[3]:
-        raise ValueError(f"crop={crop!r}: expected finite (xmin, ymin, xmax, ymax) with min < max")
+        raise ValueError(f"{path}: option crop={crop!r}: expected finite (xmin, ymin, xmax, ymax) with min < max")
     return box
+
+
+def _check_crop_meets_header(path: Path, header: laspy.LasHeader, crop: np.ndarray | None, unit: LinearUnit) -> None:
+    """A crop box that misses the header's x/y bounds would only fail after reading every point."""
+    if crop is None:
+        return
+    lo, hi = np.asarray(header.mins, dtype=np.float64)[:2], np.asarray(header.maxs, dtype=np.float64)[:2]
+    if not (lo.any() or hi.any()):
+        return  # all-zero bounds: a writer that never filled them in; the points decide
+    if (crop[2:] < lo).any() or (crop[:2] > hi).any():
+        raise import_error(
+            path, f"crop {tuple(crop.tolist())} (xmin, ymin, xmax, ymax) misses the header's bounds "
+            f"x {lo[0]:.2f}..{hi[0]:.2f}, y {lo[1]:.2f}..{hi[1]:.2f}: crop is in the file's CRS units "
+            f"({unit.name}, {unit.metres:.10g} m), not local metres"
+        )
 
 
 def _in_box(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -504,10 +554,19 @@ def _header_metadata(header: laspy.LasHeader) -> dict:
 # --------------------------------------------------------------------------- classes and colour
 
 
-def _load_orthophoto(orthophoto, world_file) -> Orthophoto | None:
+def _load_orthophoto(orthophoto, world_file, nodata) -> Orthophoto | None:
     if orthophoto is None or isinstance(orthophoto, Orthophoto):
         return orthophoto
-    return read_orthophoto(orthophoto, world_file)
+    return read_orthophoto(orthophoto, world_file, nodata)
+
+
+def _source_files(path: Path, ortho: Orthophoto | None) -> list[str]:
+    """Absolute paths of the LAS file, the orthophoto and the file its georeferencing came from."""
+    files = [str(path.resolve())]
+    for name in (ortho.source, ortho.georef_file) if ortho is not None else ():
+        if name and str(Path(name).resolve()) not in files:
+            files.append(str(Path(name).resolve()))
+    return files
 
 
 def _choose_color_source(path: Path, policy: str, has_rgb: bool, rgb_max: int, ortho: Orthophoto | None) -> str:
@@ -528,19 +587,27 @@ def _las_rgb_to_8bit(rgb16: np.ndarray, rgb_max: int) -> np.ndarray:
     """LAS RGB (16-bit fields) -> uint8. Files whose values never exceed 255 hold 8-bit values."""
     if rgb_max <= 255:
         return rgb16.astype(np.uint8)
-    # round(v * 255 / 65535) in integers (65535 = 255 * 257): 65535 -> 255 exactly
-    return ((rgb16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return scale_16_to_8(rgb16)
 
 
-def _orthophoto_colors(path: Path, ortho: Orthophoto, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear orthophoto colour per point -> (rgb uint8 [N, 3], on-image mask [N])."""
+def _orthophoto_colors(path: Path, ortho: Orthophoto, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear orthophoto colour per point -> (rgb uint8 [N, 3], on-image mask [N], coloured mask [N]).
+
+    Coloured points are on the image and on a valid pixel (not transparent, not nodata)."""
     sampled = ortho.sample(xyz[:, :2])
-    on_image = np.isfinite(sampled[:, 0])
-    coverage = float(on_image.mean())
-    if coverage == 0:
+    coloured = np.isfinite(sampled[:, 0])
+    on_image = ortho.contains(xyz[:, :2]) if ortho.valid is not None else coloured
+    if not on_image.any():
         raise import_error(path, f"no point lies on the orthophoto {ortho.source} (different CRS or area?)")
+    if not coloured.any():
+        raise import_error(
+            path, f"every point on the orthophoto {ortho.source} lies on transparent (alpha 0) or nodata pixels"
+        )
+    coverage = float(coloured.mean())
     if coverage < MIN_ORTHO_COVERAGE:
-        log.warning("%s: only %.0f%% of points lie on orthophoto %s", path, 100 * coverage, ortho.source)
+        log.warning("%s: only %.0f%% of points lie on orthophoto %s (%d off the image, %d on transparent or "
+                    "nodata pixels)", path, 100 * coverage, ortho.source, int((~on_image).sum()),
+                    int((on_image & ~coloured).sum()))
     rgb = np.zeros((len(xyz), 3), dtype=np.uint8)
-    rgb[on_image] = np.clip(np.round(sampled[on_image]), 0, 255).astype(np.uint8)
-    return rgb, on_image
+    rgb[coloured] = np.clip(np.round(sampled[coloured]), 0, 255).astype(np.uint8)
+    return rgb, on_image, coloured
