@@ -183,7 +183,7 @@ def test_bad_import_fails_before_generating_and_keeps_the_scenes(project, monkey
     good = TINY["acquisition"]["imports"][0]
     for imports, error, match in [
         ([good, {"kind": "las", "path": "data/00_external/autzen/gone.las"}], Exception,
-         r"acquisition\.imports\[1\] \(las data/00_external/autzen/gone\.las\): .*LAS/LAZ file not found"),
+         r"acquisition\.imports\[1\] \(las data/00_external/autzen/gone\.las, scene gone\): .*LAS/LAZ file not found"),
         ([{**good, "scene_id": "survey/2024"}], ConfigError, r"parameters\.acquisition\.imports\.0\.scene_id"),
         ([{**good, "options": {"orthofoto": "x.jpg"}}], ConfigError,
          r"parameters\.acquisition\.imports\.0: .*autzen_trim\.las: unknown option\(s\) 'orthofoto'"),
@@ -374,6 +374,8 @@ def test_evaluation_scores_the_scene_and_writes_one_report(project, monkeypatch)
 def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypatch, capsys):
     """`earthcrafter generate` with the trained flows of the tests above: a training tile's layout,
     then no condition; an unconditional scene is scored for appearance only."""
+    import json
+
     from earthcrafter.commands import main
     from earthcrafter.evaluation.generated import evaluate_generated
 
@@ -385,6 +387,24 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     table = pd.read_parquet(out / "manifest.parquet")
     assert table["layout_tile"].tolist() == [tile] and table["condition"].tolist() == ["layout"]
     assert (out / table["scene_id"].iloc[0] / "gaussians.ply").is_file() and tile in capsys.readouterr().out
+    # a real survey's tile carries its place on the map; a scene generated from its layout lands there
+    from earthcrafter.io.georef import local_to_source
+    from earthcrafter.io.tiles import read_tile
+
+    real = latents.loc[latents["scene_id"] == "autzen"].iloc[0]
+    georef = read_tile(project / real["tile_path"]).meta["extra"]["georef"]
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", real["tile_id"], "--out",
+                 str(out / "real")]) == 0  # fmt: skip
+    placed = json.loads(next((out / "real").glob("gen_*/georef.json")).read_text())
+    assert placed["crs"]["name"] == georef["crs"]["name"] and placed["crs"]["wkt"]
+    layout_tile = read_tile(project / real["tile_path"])
+    m = np.asarray(placed["local_to_source"])
+    assert np.allclose(m, local_to_source(georef, layout_tile.origin))
+    # the layout tile's own voxels, placed so, fall inside the survey's header bounds (in feet), to a voxel
+    centres = (layout_tile.coords + 0.5) * layout_tile.voxel_size @ m[:3, :3].T + m[:3, 3]
+    voxel_ft = layout_tile.voxel_size / 0.3048
+    assert centres[:, 0].min() > 636_001.76 - voxel_ft and centres[:, 0].max() < 637_179.22 + voxel_ft
+    assert centres[:, 1].min() > 848_935.20 - voxel_ft and centres[:, 1].max() < 849_497.90 + voxel_ft
     assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", "no_such_tile", "--out", str(out)]) == 2
     assert "no_such_tile" in capsys.readouterr().err
     # the tiny flows are trained on semantic layouts: an RGBD view is refused with the reason

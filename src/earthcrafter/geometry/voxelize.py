@@ -46,6 +46,7 @@ from earthcrafter.features.base import ImageFeatureExtractor, frame_features
 from earthcrafter.features.layout import FEATURE_LAYOUT, layout_channels, layout_to_json
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.crops import CropConfig, TileSpec, bounds_xy, central_crop, faces_in_box_xy, plan_tiles
+from earthcrafter.io.georef import scene_georef
 from earthcrafter.io.scene import Frame, Mesh, Scene, scene_biome
 from earthcrafter.io.tiles import TileViews, VoxelTile, class_histogram
 from earthcrafter.semantics import NUM_CLASSES
@@ -412,7 +413,8 @@ def _make_tile(
         "origin_m": [float(v) for v in plan.origin],
         "feature_layout": layout_to_json(layout),
         "counts": counts,
-        "extra": {"row": plan.spec.row, "col": plan.spec.col, "tile_size_m": plan.spec.size_m},
+        "extra": {"row": plan.spec.row, "col": plan.spec.col, "tile_size_m": plan.spec.size_m,
+                  **({"georef": georef} if (georef := scene_georef(scene.metadata)) else {})},
     }
     if feats.shape[1] != layout_channels(layout):
         raise ValueError(f"features have {feats.shape[1]} channels, layout expects {layout_channels(layout)}")

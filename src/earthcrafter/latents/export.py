@@ -9,7 +9,9 @@
   3DGS / 2DGS viewers, layout in docs/gaussians_ply.md);
 - ``orbit/``: a turntable of those surfels (PNG frames, GIF, MP4 when ffmpeg exists);
 - ``preview.png``: ground-truth voxels, decoded voxels and the surfels from one oblique camera;
-- ``summary.json``: what was decoded and how well the structure matches (IoU, precision, recall).
+- ``summary.json``: what was decoded and how well the structure matches (IoU, precision, recall);
+- ``georef.json`` (tiles of imported scenes): the CRS and the matrix from these files' tile-local
+  metres to the source's coordinates (earthcrafter.io.georef).
 
 The latent files name the weights that produced them (path and SHA-256); decoding refuses
 weights that changed since, so a reconstruction always pairs latents with their own decoder.
@@ -31,6 +33,7 @@ from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.raycast import MeshRaycaster
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.georef import write_georef
 from earthcrafter.io.latents import LatentTile, file_sha256, read_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.tiles import read_tile
@@ -138,6 +141,10 @@ def export_tile(
         summary.update(gaussians=len(gaussians), texvae=tex.meta["model"])
     with atomic_path(out / "preview.png") as tmp:
         Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
+    georef = write_georef(out, tile.meta.get("extra", {}).get("georef"), tile.origin,
+                          "voxels_gt.ply, voxels_decoded.ply, gaussians.ply: tile-local metres")  # fmt: skip
+    if georef is not None:
+        summary["georef"] = georef.name
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("exported %s to %s (structure IoU %.3f)", tile.tile_id, out, summary["iou"])
     return summary

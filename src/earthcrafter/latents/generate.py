@@ -41,6 +41,7 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow.latent_stats import check_latent_inputs, denormalize
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.georef import write_georef
 from earthcrafter.io.latents import LatentTile, file_sha256, write_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.structure import write_structure
@@ -227,6 +228,9 @@ def _write_scene(out: Path, final: Path, models: Generators, cfg: GenerationConf
         Image.fromarray(panel).save(tmp)
     if cfg.views:
         write_scene_view(out, f"{scene_id}: generated voxels and surfels", parent=final.parent)
+    if cfg.condition != "none":  # where its layout tile lies (heights are the sample's own, from the tile's bottom)
+        write_georef(out, tile.meta.get("extra", {}).get("georef"), tile.origin,
+                     "voxels.ply, gaussians.ply: the layout tile's local metres")  # fmt: skip
     summary = {"scene_id": scene_id, "layout_tile": row["tile_id"], "condition": cfg.condition,
                "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),
                "layout_tile_iou": iou, "path": str(final)}  # fmt: skip
