@@ -33,9 +33,20 @@ def test_imported_points_map_back_to_the_survey_coordinates(real_data, tmp_path)
 
     path = write_georef(tmp_path, georef, corner, "test outputs")
     doc = json.loads(path.read_text())
-    assert np.allclose(doc["local_to_source"], local_to_source(georef, corner)) and doc["crs"]["wkt"].startswith("PROJCRS")
+    assert np.allclose(doc["local_to_source"], local_to_source(georef, corner))
+    assert doc["crs"]["wkt"].startswith("PROJCRS")
 
 
 def test_a_synthetic_scene_has_no_georef(tmp_path):
     assert scene_georef({"source": "synthetic", "biome": "hills"}) is None
     assert write_georef(tmp_path, None, (0, 0, 0), "x") is None and not list(tmp_path.iterdir())
+
+
+def test_a_crs_given_as_text_is_kept_as_its_name(tmp_path):
+    """Meshes and frames record the CRS the user gave as a string (crs="EPSG:32610")."""
+    origin = {"metres": [10.0, 20.0, 0.0], "metres_per_unit": [1.0, 1.0, 1.0], "rotation": np.eye(3).tolist(),
+              "source_units": [10.0, 20.0, 0.0]}  # fmt: skip
+    georef = scene_georef({"source": "mesh", "crs": "EPSG:32610", "origin": origin})
+    doc = json.loads(write_georef(tmp_path, georef, (1.0, 2.0, 3.0), "mesh tile").read_text())
+    assert doc["crs"] == {"name": "EPSG:32610", "epsg": 32610, "wkt": None}
+    np.testing.assert_allclose(np.asarray(doc["local_to_source"]) @ [0, 0, 0, 1], [11.0, 22.0, 3.0, 1.0])

@@ -102,6 +102,18 @@ def test_logged_training_loss_is_the_loss_trained_on(tmp_path):
     trainer.fit()
     assert [r["loss"] for r in trainer.history["train"]] == pytest.approx(returned, rel=1e-6)
 
+    class SkipsEveryOtherStep(ToyTask):  # a step whose batch had nothing to learn from logs no loss
+        def training_step(self, model, batch):
+            loss, logs = super().training_step(model, batch)
+            returned.append(float(loss.detach()))
+            return loss, {**logs, "loss": returned[-1] if len(returned) % 2 else None}
+
+    returned.clear()
+    trainer = Trainer(SkipsEveryOtherStep(), _config(steps=6, log_every=2, val_every=0), ToyData(),
+                      out_dir=tmp_path / "skips", mlflow=False)  # fmt: skip
+    trainer.fit()
+    assert [r["loss"] for r in trainer.history["train"]] == pytest.approx(returned[::2], rel=1e-6)
+
 
 def test_the_other_stages_and_validation_sampling_do_not_define_a_run(tmp_path, caplog):
     """StructFM passes its whole configuration: the coarse stage's run must not start over when the
@@ -402,3 +414,21 @@ def test_validation_with_loader_workers_matches_the_main_process(tmp_path):
     assert ma.pop("train_time_s") > 0 and mb.pop("train_time_s") > 0 and ma == mb
     assert len(a.history["val"]) == 3 and a.history["val"] == b.history["val"]
     assert b._val_loader is None  # the workers are gone after the run
+
+
+def test_a_checkpoint_of_flows_on_other_latents_is_not_resumed(tmp_path, caplog):
+    """A flow's training data is latents made with statistics and a VAE (``task.inputs``): after the
+    latents are cached again with another VAE, the tile files keep their names and sizes, so only
+    those inputs tell that a checkpoint learned from other data."""
+    def trainer(inputs):
+        task = ToyTask()
+        task.inputs = inputs
+        return Trainer(task, _config(), ToyData(), out_dir=tmp_path, mlflow=False)
+
+    trainer({"kind": "struct", "vae": {"sha256": "a"}}).fit(stop_after=7)
+    with caplog.at_level("WARNING"):
+        trainer({"kind": "struct", "vae": {"sha256": "a"}}).fit()
+    assert "starting over" not in caplog.text
+    with caplog.at_level("WARNING"):
+        trainer({"kind": "struct", "vae": {"sha256": "b"}}).fit()
+    assert "latent statistics or VAE" in caplog.text and "starting over" in caplog.text

@@ -30,7 +30,19 @@ def scene_georef(metadata: dict) -> dict | None:
     origin = metadata.get("origin")
     if not isinstance(origin, dict) or not all(k in origin for k in ORIGIN_KEYS):
         return None
-    return {"crs": metadata.get("crs"), "origin": {k: origin[k] for k in ORIGIN_KEYS}}
+    return {"crs": _crs_record(metadata.get("crs")), "origin": {k: origin[k] for k in ORIGIN_KEYS}}
+
+
+def _crs_record(crs) -> dict:
+    """``{"name", "epsg", "wkt"}``: LiDAR imports store that; meshes and frames the string the user
+    gave (``crs="EPSG:32610"``), kept as the name (and the EPSG code when it is one)."""
+    if isinstance(crs, dict):
+        return {k: crs.get(k) for k in ("name", "epsg", "wkt")}
+    if crs is None:
+        return {"name": None, "epsg": None, "wkt": None}
+    text = str(crs)
+    code = text.split(":", 1)[1] if text.upper().startswith("EPSG:") else None
+    return {"name": text, "epsg": int(code) if code and code.isdigit() else None, "wkt": None}
 
 
 def local_to_source(georef: dict, offset_m=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -50,12 +62,12 @@ def write_georef(out_dir: str | Path, georef: dict | None, offset_m, frame: str)
     georef). ``frame`` says which outputs it covers."""
     if georef is None:
         return None
-    crs = georef.get("crs") or {}
+    crs = _crs_record(georef.get("crs"))
     doc = {
         "frame": frame,
         "local_to_source": local_to_source(georef, offset_m).tolist(),
         "convention": "source = local_to_source @ (x, y, z, 1); source in the CRS's own units",
-        "crs": {"name": crs.get("name"), "epsg": crs.get("epsg"), "wkt": crs.get("wkt")},
+        "crs": crs,
     }
     path = Path(out_dir) / GEOREF_FILE
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

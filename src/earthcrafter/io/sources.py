@@ -213,7 +213,10 @@ def _identical_files(files: Sequence[Path]) -> list[tuple[int, int]]:
         for key, members in groups.items():
             if len(members) > 1:
                 for i in members:
-                    refined[(*key, digest(i, whole))].append(i)
+                    try:
+                        refined[(*key, digest(i, whole))].append(i)
+                    except OSError:  # unreadable: compared with nothing, its own check reports it
+                        continue
         groups = refined
     return sorted(pair for members in groups.values() if len(members) > 1
                   for pair in itertools.combinations(members, 2))

@@ -333,6 +333,12 @@ def block_splits(tiles: pd.DataFrame, val_fraction: float, block_size_m: float, 
     training tile whose footprint overlaps a validation tile's (tiles overlap when the stride is
     below the tile size) becomes 'buffer': it would show validation ground to the model.
     ``tiles``: columns scene_id, x0, y0, extent_m (tile corner and edge, scene-local metres)."""
+    missing = [c for c in ("scene_id", "x0", "y0", "extent_m") if c not in tiles.columns]
+    if missing:
+        raise ValueError(f"split.by = block needs the manifest columns {missing} (tile corners and edges, written "
+                         "by voxelization): re-run `kedro run --pipelines=voxelization`")  # fmt: skip
+    if tiles.empty:
+        return pd.Series([], index=tiles.index, dtype=object)
     cx = ((tiles["x0"] + tiles["extent_m"] / 2) // block_size_m).astype(int)
     cy = ((tiles["y0"] + tiles["extent_m"] / 2) // block_size_m).astype(int)
     split = pd.Series([split_for_scene(f"{sc}/block_{i}_{j}", val_fraction, seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import torch
@@ -66,7 +66,7 @@ class LatentCacheConfig(BaseModel):
     check_split: str = "val"
     check_tiles: int = Field(0, ge=0, description="tiles of check_split decoded back from the cache; 0: all")
     threshold: float = 0.0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=dist.DEVICE_PATTERN, description="auto, cpu, cuda (cuda:LOCAL_RANK) or cuda:N")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's default)")
     progress: bool = True
     mlflow: bool = True

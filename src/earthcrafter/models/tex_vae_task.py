@@ -143,7 +143,7 @@ class TexVAETask(Task):
 
     def training_step(self, model: nn.Module, batch: TexBatch) -> tuple[Tensor, dict[str, float]]:
         if batch.voxels is None:  # every sample skipped
-            return self._blank_step(model), {"skipped": float(len(batch.skipped))}
+            return self._blank_step(model), {"skipped": float(len(batch.skipped)), "loss": None}
         gaussians, mean, logvar = model(batch.voxels, batch.voxel_size, sample=True, seeds=batch.seeds)
         terms: dict[str, Tensor] = {}
         psnr = []

@@ -26,6 +26,7 @@ from earthcrafter.models.tex_vae_data import TexVAEDataConfig, TexVAEDataset
 from earthcrafter.models.tex_vae_losses import LpipsPair
 from earthcrafter.models.tex_vae_task import RenderConfig, TexVAELossConfig, TexVAETask
 from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.distributed import DEVICE_PATTERN
 from earthcrafter.training.trainer import Trainer
 from earthcrafter.training.tracking import training_run
 
@@ -88,7 +89,7 @@ class TexVAETrainConfig(BaseModel):
     data: TexVAEDataConfig = TexVAEDataConfig()
     render: RenderConfig = RenderConfig()
     trainer: TrainerConfig = TrainerConfig()
-    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda (cuda:LOCAL_RANK) or cuda:N")
     threads: int | None = Field(
         None, ge=1, description="torch intra-op CPU threads during the run (None: torch's default)"
     )

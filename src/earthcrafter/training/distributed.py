@@ -41,6 +41,10 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+# What a configuration's ``device`` may say (checked again, with the reasons, by :func:`local_device`).
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
+
 def local_device(device: str = "auto") -> torch.device:
     """This process's device for ``device`` = "auto" (cuda:LOCAL_RANK when CUDA exists, else cpu),
     "cpu", "cuda" (cuda:LOCAL_RANK) or "cuda:N" (GPU N, for a single process); joins no process

@@ -12,7 +12,7 @@ import copy
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import torch
@@ -26,6 +26,7 @@ from earthcrafter.models.struct_vae import StructVAE, StructVAEConfig, struct_va
 from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.checkpoint import load_export
 from earthcrafter.training.config import TrainerConfig
+from earthcrafter.training.distributed import DEVICE_PATTERN
 from earthcrafter.training.task import Task
 from earthcrafter.training.trainer import Trainer
 from earthcrafter.training.voxel_data import VoxelDataConfig, VoxelSample, VoxelTileDataset
@@ -49,7 +50,7 @@ class StructVAERunConfig(BaseModel):
     table: str = Field("", description="value of the run's `table` tag ('3' for Table 3 rows)")
     output_dir: str = Field("data/06_models/structvae", description="checkpoints, model.pt, figures")
     report_dir: str = Field("data/08_reporting/train_structvae", description="Table 3 csv / md")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda (cuda:LOCAL_RANK) or cuda:N")
     accum_steps: int = Field(1, ge=1, description="micro-batches per rank per step")
     threshold: float = Field(0.0, description="decoder keep threshold on logits at validation")
     mlflow: bool = True

@@ -56,7 +56,9 @@ class Task(ABC):
 
     @abstractmethod
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward through ``model`` (possibly DDP-wrapped): (scalar loss, floats to log).
+        """Forward through ``model`` (possibly DDP-wrapped): (scalar loss, floats to log). The
+        trainer logs the loss as "loss"; a task may log its own "loss" instead, or None for a
+        micro-batch whose loss means nothing (all its samples skipped).
 
         The loss must be a mean over the batch's samples, so that averaging over ranks
         equals the loss of the global batch.

@@ -236,16 +236,18 @@ class Trainer:
         reads it itself; where some rank cannot, or its read fails, the state is sent from rank 0:
         a pickled multi-GB state through the process group (staged in GPU memory under NCCL).
         """
-        found, decision = None, None
+        found, decision, error = None, None, None
         if env.is_main:
             try:
                 found = ckpt.load_latest_with_path(self.checkpoint_dir)
                 decision = (_file_identity(found[0]), self._differences(found[1])) if found else (None, [])
             except Exception as e:  # noqa: BLE001 - raised on every rank below, none left waiting
-                decision = e
+                error, decision = e, f"{type(e).__name__}: {e}"  # text: any exception pickles as that
         decision = dist.broadcast_object(decision, env)
-        if isinstance(decision, Exception):
-            raise decision
+        if error is not None:
+            raise error
+        if isinstance(decision, str):
+            raise RuntimeError(f"rank 0 could not read the checkpoints in {self.checkpoint_dir}: {decision}")
         ident, differs = decision
         if differs:
             log.warning("%s holds checkpoints of another configuration (%s): starting over",
@@ -304,6 +306,8 @@ class Trainer:
         diff += _changed(self._defining(state.get("run_params", {})), self._run_params())  # filtered alike
         if state.get("train_data") != self._train_data:
             diff.append("training data (tiles or their files changed)")
+        if state.get("task_inputs") and self.task.inputs and state["task_inputs"] != self.task.inputs:
+            diff.append("what the data was made with (latent statistics or VAE)")
         return diff
 
     @functools.cached_property
@@ -324,16 +328,23 @@ class Trainer:
         """Starting over: checkpoints of an earlier run in this folder must not be resumed later.
         They are moved to ``checkpoints_stale/`` (replacing an older set there), not deleted: a
         setting changed by mistake costs a rename back, not the run."""
-        stale = ckpt.list_checkpoints(self.checkpoint_dir) if env.is_main else []
-        if stale:
-            shutil.rmtree(self.stale_checkpoint_dir, ignore_errors=True)
-            self.stale_checkpoint_dir.mkdir(parents=True)
-            for _, path in stale:
-                os.replace(path, self.stale_checkpoint_dir / path.name)
-            log.warning("starting %s from scratch: moved %d checkpoint(s) of an earlier run to %s (to resume it, "
-                        "move them back and restore its settings; delete the folder to free the space)",
-                        self.checkpoint_dir, len(stale), self.stale_checkpoint_dir)  # fmt: skip
-        dist.barrier(env)
+        failure = None
+        if env.is_main:
+            try:
+                stale = ckpt.list_checkpoints(self.checkpoint_dir)
+                if stale:
+                    shutil.rmtree(self.stale_checkpoint_dir, ignore_errors=True)
+                    self.stale_checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                    for _, path in stale:
+                        os.replace(path, self.stale_checkpoint_dir / path.name)
+                    log.warning("starting %s from scratch: moved %d checkpoint(s) of an earlier run to %s (to resume "
+                                "it, move them back and restore its settings; delete the folder to free the space)",
+                                self.checkpoint_dir, len(stale), self.stale_checkpoint_dir)  # fmt: skip
+            except OSError as e:  # raised on every rank: none left waiting at a barrier
+                failure = f"cannot move the checkpoints of an earlier run out of {self.checkpoint_dir}: {e}"
+        failure = dist.broadcast_object(failure, env)
+        if failure:
+            raise RuntimeError(failure)
 
     def _save(self, env, step, model, opt, sched, ema, train_time_s, skipped_steps, run_id) -> Path | None:
         rngs = dist.all_gather_object(ckpt.rng_state(), env)
@@ -353,6 +364,7 @@ class Trainer:
             "mlflow_run_id": run_id,
             "trainer_config": self.config.model_dump(mode="json"),
             "task_config": self.task.export_config(),
+            "task_inputs": self.task.inputs or {},
             "run_params": self._run_params(),
             "train_data": self._train_data,
             "git_commit": self._git_commit,
@@ -476,8 +488,12 @@ class Trainer:
                         with self._autocast(env):
                             loss, logs = task.training_step(ddp, batch)
                         (loss / self.accum_steps).backward()
-                    logs = {**logs, "loss": float(loss.detach())}  # the loss itself, once (a task may log it too)
+                    # the loss, once; a task's own "loss" log wins (None: this micro-batch has none to log,
+                    # e.g. a TexVAE batch whose samples were all skipped, so the curve is not pulled to 0)
+                    logs = {"loss": float(loss.detach()), **logs}
                     for k, v in logs.items():
+                        if v is None:
+                            continue
                         sums[k] += float(v) / self.accum_steps
                         weights[k] += 1 / self.accum_steps
                     for k, v in task.count(batch).items():

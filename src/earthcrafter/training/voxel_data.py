@@ -86,8 +86,8 @@ def check_manifest(
         counts = manifest["split"].value_counts().to_dict()
         hint = ""
         if "scene_id" in manifest.columns and manifest["scene_id"].nunique() < 5:
-            hint = (f"; the split is by scene and there are {manifest['scene_id'].nunique()} scene(s): "
-                    "set voxelization.split.by: block to split inside them (docs/features_and_tiles.md)")  # fmt: skip
+            hint = (f"; with {manifest['scene_id'].nunique()} scene(s), a split by scene may leave it empty: "
+                    "voxelization.split.by: block splits inside them, by blocks (docs/features_and_tiles.md)")  # fmt: skip
         raise ValueError(f"{what} has no tiles in split {split!r} (splits present: {counts}){hint}")
     base = Path(root) if root is not None else Path.cwd()
     resolve = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def assemble_tiles(featured_scenes: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Copy the accepted tiles into ``output_dir`` (atomically, as one folder) and return the
-    manifest (with the by-scene split) and the table of everything skipped, with reasons."""
+    manifest (split by scene or by block, ``split.by``) and the table of everything skipped, with reasons."""
     cfg = config.validate("voxelization", params)
     out = Path(cfg.output_dir)
     rows, skipped = [], []
@@ -52,11 +52,11 @@ def assemble_tiles(featured_scenes: dict, params: dict) -> tuple[pd.DataFrame, p
         raise ValueError(f"voxelization: no tile passed the filters ({len(skipped)} skipped); see the log for reasons")
     manifest = build_manifest(rows, cfg.split)
     skipped_df = skipped_table(skipped)
-    _log(manifest, skipped_df)
+    _log(manifest, skipped_df, cfg.split.by)
     return manifest, skipped_df
 
 
-def _log(manifest: pd.DataFrame, skipped: pd.DataFrame) -> None:
+def _log(manifest: pd.DataFrame, skipped: pd.DataFrame, split_by: str = "scene") -> None:
     counts = manifest["split"].value_counts().to_dict()
     tracking.log_metrics(
         {
@@ -74,8 +74,10 @@ def _log(manifest: pd.DataFrame, skipped: pd.DataFrame) -> None:
                  counts["buffer"])  # fmt: skip
     for split in ("train", "val"):
         if not counts.get(split):
-            log.warning("voxelization: no %s tiles (%d scene(s)): training needs both; a split by scene cannot "
-                        "divide one scene: set voxelization.split.by: block", split, manifest["scene_id"].nunique())
+            hint = ("a split by scene cannot divide one scene: set voxelization.split.by: block" if split_by == "scene"
+                    else "fewer blocks than the split needs: a smaller split.block_size_m, another val_fraction or seed")
+            log.warning("voxelization: no %s tiles (%d scene(s)): training needs both; %s", split,
+                        manifest["scene_id"].nunique(), hint)  # fmt: skip
     if not tracking.active():
         return
     from earthcrafter.features.preview import splat_voxels, tile_colors
