@@ -218,7 +218,7 @@ def evaluate_generated(generated: pd.DataFrame, latents_manifest: pd.DataFrame,
     metrics.update({f"height_mae_m/{k}": t / n for k, (t, n) in sorted(pooled.items()) if n})
 
     figures: dict[str, np.ndarray] = {}
-    order = {"val": 0, "train": 1}  # then any other (a block split's "buffer")
+    order = {"train": 0, "val": 1}  # then any other (a block split's "buffer": no reference set of its own)
     layout_split = sorted(set(tiles.loc[generated["layout_tile"], "split"]), key=lambda s: (order.get(s, 2), s))
     split = cfg.reference_split or layout_split[0]
     if not cfg.reference_split and len(layout_split) > 1:
