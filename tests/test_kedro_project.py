@@ -333,6 +333,18 @@ def test_texfm_and_generation_complete_the_dag(project, monkeypatch):
     assert len(load_ply(large / "gaussians.ply")) == summary["gaussians"] and (large / "preview.png").is_file()
     metrics = json.loads((project / "data" / "08_reporting" / "generation" / "metrics.json").read_text())
     assert metrics["large_autzen_voxels"] == summary["voxels"] and (large / "view.html").is_file()
+    # placed on the map like the survey's tiles: its frame's corner is theirs (z: the lowest tile's bottom)
+    from earthcrafter.io.tiles import read_tile
+    from earthcrafter.latents.large_scene import scene_voxels_from_tiles
+
+    survey = [read_tile(project / p) for p in tiles.loc[tiles["scene_id"] == "autzen", "tile_path"]]
+    m = np.asarray(json.loads((large / "georef.json").read_text())["local_to_source"])
+    ref = scene_voxels_from_tiles(survey)[:, :3]
+    centres = (ref + 0.5) * survey[0].voxel_size @ m[:3, :3].T + m[:3, 3]  # the real scene's voxels, in survey feet
+    voxel_ft = survey[0].voxel_size / 0.3048
+    assert centres[:, 0].min() > 636_001.76 - voxel_ft and centres[:, 0].max() < 637_179.22 + voxel_ft
+    assert centres[:, 1].min() > 848_935.20 - voxel_ft and centres[:, 1].max() < 849_497.90 + voxel_ft
+    assert centres[:, 2].min() > 406.26 - 2 * voxel_ft and centres[:, 2].max() < 520.51 + 2 * voxel_ft
     runs = _runs(project)
     assert {"train_texfm", "generation"} <= set(runs["tags.pipeline"])
     run = runs[runs["tags.stage"] == "generation"].iloc[0]  # the MLflow UI shows a self-contained view

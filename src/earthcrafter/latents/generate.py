@@ -186,8 +186,11 @@ def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cf
         meta = {"scene_id": f"large_{scene_id}", "layout_scene": scene_id, "layout_tiles": rows["tile_id"].tolist(),
                 "corner_m": corner.tolist(), "condition": cfg.condition, "seed": cfg.seed + n,
                 "stride_cells": cfg.large_stride_cells, "resample": cfg.large_resample, "structfm": cfg.structfm_dir}  # fmt: skip
+        georef = tiles[0].meta.get("extra", {}).get("georef")  # the frame of scene_voxels_from_tiles: its corner
+        place = (georef, np.min([t.origin for t in tiles], axis=0)) if georef else None
         summaries.append(write_large_scene(Path(cfg.out_dir) / f"large_{scene_id}", scene, raster, meta, cfg.frames,
-                                           cfg.large_size, reference=scene_voxels_from_tiles(tiles), view=cfg.views))  # fmt: skip
+                                           cfg.large_size, reference=scene_voxels_from_tiles(tiles), view=cfg.views,
+                                           georef=place))  # fmt: skip
     return summaries
 
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from earthcrafter.flow.latent_stats import denormalize
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.georef import write_georef
 from earthcrafter.io.scene import write_mesh_ply
 from earthcrafter.io.structure import write_structure
 from earthcrafter.io.tiles import VoxelTile
@@ -374,18 +375,23 @@ def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def write_large_scene(
     out: str | Path, scene: LargeScene, raster: np.ndarray, meta: dict, frames: int = 24, size: int = 384,
-    reference: np.ndarray | None = None, view: bool = True,
+    reference: np.ndarray | None = None, view: bool = True, georef: tuple[dict, np.ndarray] | None = None,
 ) -> dict:
     """Write ``out/``: layout.png, voxels.ply, structure.parquet, gaussians.ply, view.html (``view``:
     the interactive view, :func:`~earthcrafter.render.html_view.write_scene_view`), preview.png (the
     map, [the reference scene's voxels,] the generated voxels, the surfels from one aerial camera),
     top.png (the map[, the reference] and the surfels straight from above, north up), orbit/ and
     summary.json (with :func:`seam_scores`). ``reference``: voxels [N, 4] (x, y, z, class) of the
-    map's own scene in the same frame, coloured by class. The folder appears whole or not at all
-    (a re-run replaces it at once). Returns the summary."""
+    map's own scene in the same frame, coloured by class. ``georef``: (the tiles' georef, the
+    frame's corner in their scene's frame) for a map of an imported scene's tiles: georef.json
+    (earthcrafter.io.georef). The folder appears whole or not at all (a re-run replaces it at
+    once). Returns the summary."""
     final = Path(out)
     with atomic_path(final) as out:
         out.mkdir()
+        if georef is not None:
+            write_georef(out, georef[0], georef[1], "voxels.ply, gaussians.ply: the map's frame (from its corner; "
+                         "z from the lowest tile's bottom, as the reference scene)")  # fmt: skip
         return _write_large_scene(out, final, scene, raster, meta, frames, size, reference, view)
 
 
