@@ -167,6 +167,12 @@ def class_histogram(labels: np.ndarray) -> dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
 
 
+def unlabeled_share(hist: dict[str, int]) -> float | None:
+    """The share of class ``unlabeled`` in a class histogram; None when it counts nothing."""
+    total = sum(hist.values())
+    return float(hist.get(CLASS_NAMES[0], 0) / total) if total else None
+
+
 def record_unlabeled_share(path: str | Path, scene_id: str, metadata: dict) -> float | None:
     """The share of class ``unlabeled`` in ``metadata["class_histogram"]`` (None when it counts nothing).
 
@@ -175,12 +181,11 @@ def record_unlabeled_share(path: str | Path, scene_id: str, metadata: dict) -> f
     fine, but its tiles teach the semantic heads little besides "unlabeled".
     """
     hist = metadata.get("class_histogram") or {}
-    total = sum(hist.values())
-    if not total:
+    share = unlabeled_share(hist)
+    if share is None:
         return None
-    unlabeled = hist.get(CLASS_NAMES[0], 0)
-    share = float(unlabeled / total)
     if share > MAX_UNLABELED_SHARE:
+        unlabeled, total = hist.get(CLASS_NAMES[0], 0), sum(hist.values())
         items = HISTOGRAM_ITEMS.get(metadata.get("source"), "items")
         counts = {name: n for name, n in hist.items() if n}
         asprs = metadata.get("asprs_histogram")

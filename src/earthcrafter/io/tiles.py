@@ -106,6 +106,11 @@ class VoxelTile:
         return np.asarray(self.meta["origin_m"], dtype=np.float64)
 
     @property
+    def georef(self) -> dict | None:
+        """The scene's CRS and origin (earthcrafter.io.georef) for a tile of an imported scene, else None."""
+        return self.meta.get("extra", {}).get("georef")
+
+    @property
     def layout(self) -> dict[str, slice]:
         lay = self.meta["feature_layout"]
         return layout_from_json(lay) if isinstance(lay, str) else {k: slice(*v) for k, v in lay.items()}

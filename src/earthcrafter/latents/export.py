@@ -141,7 +141,7 @@ def export_tile(
         summary.update(gaussians=len(gaussians), texvae=tex.meta["model"])
     with atomic_path(out / "preview.png") as tmp:
         Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
-    georef = write_georef(out, tile.meta.get("extra", {}).get("georef"), tile.origin,
+    georef = write_georef(out, tile.georef, tile.origin,
                           "voxels_gt.ply, voxels_decoded.ply, gaussians.ply: tile-local metres")  # fmt: skip
     if georef is not None:
         summary["georef"] = georef.name

@@ -52,6 +52,7 @@ from earthcrafter.latents.large_scene import (
     cell_layout,
     class_raster_from_tiles,
     generate_large_scene,
+    map_georef,
     scene_voxels_from_tiles,
     write_large_scene,
 )
@@ -186,11 +187,9 @@ def generate_large_scenes(models: Generators, latents_manifest: pd.DataFrame, cf
         meta = {"scene_id": f"large_{scene_id}", "layout_scene": scene_id, "layout_tiles": rows["tile_id"].tolist(),
                 "corner_m": corner.tolist(), "condition": cfg.condition, "seed": cfg.seed + n,
                 "stride_cells": cfg.large_stride_cells, "resample": cfg.large_resample, "structfm": cfg.structfm_dir}  # fmt: skip
-        georef = tiles[0].meta.get("extra", {}).get("georef")  # the frame of scene_voxels_from_tiles: its corner
-        place = (georef, np.min([t.origin for t in tiles], axis=0)) if georef else None
         summaries.append(write_large_scene(Path(cfg.out_dir) / f"large_{scene_id}", scene, raster, meta, cfg.frames,
                                            cfg.large_size, reference=scene_voxels_from_tiles(tiles), view=cfg.views,
-                                           georef=place))  # fmt: skip
+                                           georef=map_georef(tiles)))  # fmt: skip
     return summaries
 
 
@@ -232,7 +231,7 @@ def _write_scene(out: Path, final: Path, models: Generators, cfg: GenerationConf
     if cfg.views:
         write_scene_view(out, f"{scene_id}: generated voxels and surfels", parent=final.parent)
     if cfg.condition != "none":  # where its layout tile lies (heights are the sample's own, from the tile's bottom)
-        write_georef(out, tile.meta.get("extra", {}).get("georef"), tile.origin,
+        write_georef(out, tile.georef, tile.origin,
                      "voxels.ply, gaussians.ply: the layout tile's local metres")  # fmt: skip
     summary = {"scene_id": scene_id, "layout_tile": row["tile_id"], "condition": cfg.condition,
                "seed": cfg.seed + n, "voxels": len(voxels), "cells": len(z_s), "gaussians": len(gaussians),

@@ -97,6 +97,12 @@ def class_raster_from_tiles(tiles: Sequence[VoxelTile]) -> tuple[np.ndarray, flo
     return raster, vs, corner[:2]
 
 
+def map_georef(tiles: Sequence[VoxelTile]) -> tuple[dict, np.ndarray] | None:
+    """(the tiles' georef, the corner of their map frame in the scene's frame): where a large scene
+    of these tiles' map lies (:func:`write_large_scene`); None for tiles of a synthetic scene."""
+    return (tiles[0].georef, _tile_frame(tiles)[1]) if tiles[0].georef else None
+
+
 def scene_voxels_from_tiles(tiles: Sequence[VoxelTile]) -> np.ndarray:
     """[N, 4] int64 (x, y, z, class): the union of the tiles' voxels in the frame of
     :func:`class_raster_from_tiles` (z from the lowest tile bottom, rounded to whole voxels)."""
@@ -436,6 +442,6 @@ def _write_large_scene(out: Path, final: Path, scene: LargeScene, raster: np.nda
 
 __all__ = [
     "EMPTY", "Generators", "LargeScene", "cell_layout", "class_raster_from_image", "class_raster_from_tiles",
-    "generate_large_scene", "raster_image", "scene_voxels_from_tiles", "seam_scores", "top_view", "window_starts",
-    "write_large_scene",
+    "generate_large_scene", "map_georef", "raster_image", "scene_voxels_from_tiles", "seam_scores", "top_view",
+    "window_starts", "write_large_scene",
 ]

@@ -124,3 +124,21 @@ def broadcast_object(obj, env: DistEnv, src: int = 0):
     dist.broadcast_object_list(box, src=src)
     return box[0]
 
+
+def decided_on_main(fn, env: DistEnv, what: str):
+    """``fn()`` on rank 0, its result on every rank. An exception there is raised on every rank
+    (the others get its text: any exception pickles that way), so no rank is left waiting in the
+    next collective for one that failed."""
+    result, error = None, None
+    if env.is_main:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    result, text = broadcast_object((result, None if error is None else f"{type(error).__name__}: {error}"), env)
+    if error is not None:
+        raise error
+    if text is not None:
+        raise RuntimeError(f"rank 0 failed {what}: {text}")
+    return result
+

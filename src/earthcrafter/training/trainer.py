@@ -236,19 +236,14 @@ class Trainer:
         reads it itself; where some rank cannot, or its read fails, the state is sent from rank 0:
         a pickled multi-GB state through the process group (staged in GPU memory under NCCL).
         """
-        found, decision, error = None, None, None
-        if env.is_main:
-            try:
-                found = ckpt.load_latest_with_path(self.checkpoint_dir)
-                decision = (_file_identity(found[0]), self._differences(found[1])) if found else (None, [])
-            except Exception as e:  # noqa: BLE001 - raised on every rank below, none left waiting
-                error, decision = e, f"{type(e).__name__}: {e}"  # text: any exception pickles as that
-        decision = dist.broadcast_object(decision, env)
-        if error is not None:
-            raise error
-        if isinstance(decision, str):
-            raise RuntimeError(f"rank 0 could not read the checkpoints in {self.checkpoint_dir}: {decision}")
-        ident, differs = decision
+        found = None
+
+        def decide():
+            nonlocal found
+            found = ckpt.load_latest_with_path(self.checkpoint_dir)
+            return (_file_identity(found[0]), self._differences(found[1])) if found else (None, [])
+
+        ident, differs = dist.decided_on_main(decide, env, f"to read the checkpoints in {self.checkpoint_dir}")
         if differs:
             log.warning("%s holds checkpoints of another configuration (%s): starting over",
                         self.checkpoint_dir, ", ".join(differs[:8]))
@@ -328,23 +323,18 @@ class Trainer:
         """Starting over: checkpoints of an earlier run in this folder must not be resumed later.
         They are moved to ``checkpoints_stale/`` (replacing an older set there), not deleted: a
         setting changed by mistake costs a rename back, not the run."""
-        failure = None
-        if env.is_main:
-            try:
-                stale = ckpt.list_checkpoints(self.checkpoint_dir)
-                if stale:
-                    shutil.rmtree(self.stale_checkpoint_dir, ignore_errors=True)
-                    self.stale_checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                    for _, path in stale:
-                        os.replace(path, self.stale_checkpoint_dir / path.name)
-                    log.warning("starting %s from scratch: moved %d checkpoint(s) of an earlier run to %s (to resume "
-                                "it, move them back and restore its settings; delete the folder to free the space)",
-                                self.checkpoint_dir, len(stale), self.stale_checkpoint_dir)  # fmt: skip
-            except OSError as e:  # raised on every rank: none left waiting at a barrier
-                failure = f"cannot move the checkpoints of an earlier run out of {self.checkpoint_dir}: {e}"
-        failure = dist.broadcast_object(failure, env)
-        if failure:
-            raise RuntimeError(failure)
+        def move_aside():
+            stale = ckpt.list_checkpoints(self.checkpoint_dir)
+            if stale:
+                shutil.rmtree(self.stale_checkpoint_dir, ignore_errors=True)
+                self.stale_checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                for _, path in stale:
+                    os.replace(path, self.stale_checkpoint_dir / path.name)
+                log.warning("starting %s from scratch: moved %d checkpoint(s) of an earlier run to %s (to resume "
+                            "it, move them back and restore its settings; delete the folder to free the space)",
+                            self.checkpoint_dir, len(stale), self.stale_checkpoint_dir)  # fmt: skip
+
+        dist.decided_on_main(move_aside, env, f"to move the checkpoints of an earlier run out of {self.checkpoint_dir}")
 
     def _save(self, env, step, model, opt, sched, ema, train_time_s, skipped_steps, run_id) -> Path | None:
         rngs = dist.all_gather_object(ckpt.rng_state(), env)

@@ -15,10 +15,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from earthcrafter import config, tracking
-from earthcrafter.io.import_common import MAX_UNLABELED_SHARE
+from earthcrafter.io.import_common import MAX_UNLABELED_SHARE, unlabeled_share
 from earthcrafter.io.scene import scene_biome
 from earthcrafter.io.sources import check_sources, import_source
-from earthcrafter.semantics import CLASS_NAMES, colorize
+from earthcrafter.semantics import colorize
 from earthcrafter.world import generate_site, scene_id
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
                 "num_faces": 0 if scene.mesh is None else len(scene.mesh.faces),
                 "num_points": 0 if scene.points is None else len(scene.points.xyz),
                 "num_classes": sum(1 for v in hist.values() if v > 0),
-                "unlabeled_share": _unlabeled_share(hist),
+                "unlabeled_share": _nan_if_none(unlabeled_share(hist)),
             }
         )
         if scene.frames and len(sheet) < 8:
@@ -108,7 +108,5 @@ def summarize_scenes(scenes: dict) -> pd.DataFrame:
     return df
 
 
-def _unlabeled_share(hist: dict) -> float:
-    """Share of class "unlabeled" (the first class) in a class histogram; NaN when it counts nothing."""
-    total = float(sum(hist.values()))
-    return float(hist.get(CLASS_NAMES[0], 0)) / total if total > 0 else float("nan")
+def _nan_if_none(share: float | None) -> float:
+    return float("nan") if share is None else share
