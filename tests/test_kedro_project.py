@@ -140,6 +140,7 @@ def test_data_pipeline_from_scenes_to_tiles(project, monkeypatch):
     report = pd.read_parquet(project / "data" / "08_reporting" / "meshing" / "meshing_report.parquet")
     by_scene = report.set_index("scene_id")
     assert by_scene.loc["autzen", "method"] == "dsm" and by_scene.loc["autzen", "rendered_frames"] > 0
+    assert by_scene.loc["autzen", "frame_shading"] == "measured"  # survey colours are not lit a second time
     assert by_scene.loc["syn_s3_0000", "method"] == "tsdf"
     # 6 frames of 64 px (3 m per pixel) bound the quality here; tests/meshing checks F > 0.98 at scale
     assert 0.1 < by_scene.loc["syn_s3_0000", "fscore"] <= 1.0

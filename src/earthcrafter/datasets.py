@@ -17,8 +17,8 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from earthcrafter.io.atomic import atomic_path, atomic_write_text, json_default
-from earthcrafter.io.imported_scene import write_imported_scene
-from earthcrafter.io.scene import Scene, list_scenes, read_scene
+from earthcrafter.io.imported_scene import read_imported_scene, write_imported_scene
+from earthcrafter.io.scene import Scene, list_scenes
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[str, Any]]):
     """A folder of scene folders (``<path>/<scene_id>/``), partitioned by scene.
 
-    ``load`` returns ``{scene_id: loader}`` where ``loader()`` reads the scene, so nodes
-    map over scenes without holding them all in memory. ``save`` takes
+    ``load`` returns ``{scene_id: loader}`` where ``loader()`` reads the scene (an
+    ``ImportedScene`` with its orthophoto when the folder has one), so nodes map over scenes
+    without holding them all in memory. ``save`` takes
     ``{scene_id: Scene | callable returning Scene}`` (callables are evaluated one at a
     time, writing as they go) into a new folder beside ``path`` that replaces it only once
     every scene is written, so the folder always equals the latest output: a failure on any
@@ -44,7 +45,7 @@ class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[st
         if not self._path.is_dir():
             raise DatasetError(f"no scenes at {self._path}: run the stage that produces them first")
         ids = list_scenes(self._path)
-        return {sid: (lambda sid=sid: read_scene(self._path / sid, self._load_frames)) for sid in ids}
+        return {sid: (lambda sid=sid: read_imported_scene(self._path / sid, self._load_frames)) for sid in ids}
 
     def save(self, data: dict[str, Any]) -> None:
         if not data:

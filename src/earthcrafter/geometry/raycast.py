@@ -2,19 +2,27 @@
 
 open3d's ``RaycastingScene`` (Embree) does the ray-triangle work; this module turns hits
 into the frame layers of :class:`earthcrafter.io.scene.Frame`. Shading is a simple sun
-model (Lambert + ambient, optional cast shadows) so renders read like aerial photos
-while albedo stays in the mesh's vertex colours.
+model (Lambert + ambient, optional cast shadows) so renders of albedo (the synthetic world's
+vertex colours) read like aerial photos; colours that are photographs already (LiDAR points
+coloured by imagery, textured survey meshes) render with :meth:`Shading.measured`, which adds
+no light of its own. A *drape* (:func:`orthophoto_drape`) replaces the vertex colours by a
+finer image where it has one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import open3d as o3d
 
 from earthcrafter.geometry.cameras import Camera
+from earthcrafter.io.orthophoto import Orthophoto
 from earthcrafter.io.scene import Frame, Mesh
+
+# (surface points [N, 3], unit normals [N, 3]) -> RGB [N, 3] in [0, 255], NaN where it has no colour
+Drape = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 SKY_RGB = np.array([185, 205, 230], dtype=np.float64)
 
@@ -31,6 +39,29 @@ class Shading:
         """Unit vector pointing from the ground towards the sun."""
         az, el = np.deg2rad(self.sun_azimuth_deg), np.deg2rad(self.sun_elevation_deg)
         return np.array([np.cos(el) * np.sin(az), np.cos(el) * np.cos(az), np.sin(el)])
+
+    @classmethod
+    def measured(cls) -> Shading:
+        """No light added: the colour is already what a camera saw (its sun and shadows included)."""
+        return cls(ambient=1.0, shadows=False)
+
+
+def orthophoto_drape(ortho: Orthophoto, min_normal_z: float = 0.5) -> Drape:
+    """Colour surfaces that face up (normal z >= ``min_normal_z``) from ``ortho`` at their xy.
+
+    An orthophoto looks straight down, so it holds the colour of roofs, ground and crowns at its
+    own resolution, but a wall appears in it only as the sliver of roof edge or ground at the
+    wall's xy: steeper surfaces, and points off the image or on its nodata pixels, keep the
+    mesh's colour (NaN here).
+    """
+
+    def drape(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        out = np.full((len(points), 3), np.nan, np.float32)
+        up = normals[:, 2] >= min_normal_z
+        out[up] = ortho.sample(points[up, :2])
+        return out
+
+    return drape
 
 
 class MeshRaycaster:
@@ -70,7 +101,11 @@ class MeshRaycaster:
         rays = np.concatenate([origins.reshape(-1, 3), dirs.reshape(-1, 3)], axis=1).astype(np.float32)
         return self._scene.test_occlusions(o3d.core.Tensor(rays)).numpy().reshape(origins.shape[:-1])
 
-    def render(self, camera: Camera, name: str = "frame", shading: Shading | None = None) -> Frame:
+    def render(
+        self, camera: Camera, name: str = "frame", shading: Shading | None = None, drape: Drape | None = None
+    ) -> Frame:
+        """Ray cast ``camera``. Albedo is the mesh's interpolated vertex colour, or ``drape``'s colour
+        where it has one; ``shading`` defaults to the sun model."""
         shading = shading or Shading()
         origins, dirs = camera.pixel_rays()
         hit = self.cast(origins, dirs)
@@ -89,6 +124,13 @@ class MeshRaycaster:
         tri = self.mesh.faces[p]  # [H, W, 3]
         w1, w2 = uv[..., 0:1], uv[..., 1:2]
         albedo = (1 - w1 - w2) * self._colors[tri[..., 0]] + w1 * self._colors[tri[..., 1]] + w2 * self._colors[tri[..., 2]]
+        if drape is not None and valid.any():
+            points = origins[valid] + dirs[valid] * t[valid, None]
+            draped = drape(points, normal[valid])
+            has = ~np.isnan(draped).any(axis=1)
+            a = albedo[valid]
+            a[has] = draped[has]
+            albedo[valid] = a
 
         sun = shading.sun_dir
         lambert = np.clip(normal @ sun, 0.0, 1.0)
@@ -101,7 +143,7 @@ class MeshRaycaster:
             lambert[valid] = lam
         light = shading.ambient + (1 - shading.ambient) * lambert
         rgb = np.where(valid[..., None], albedo * light[..., None], SKY_RGB)
-        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)  # round, not truncate
 
         semantic = np.zeros(valid.shape, np.uint8)
         if self.mesh.face_semantic is not None:
@@ -117,8 +159,10 @@ class MeshRaycaster:
         return np.where(np.isfinite(t), z_top - t, np.nan)
 
 
-def render_frames(mesh: Mesh, cameras: list[Camera], shading: Shading | None = None, names=None) -> list[Frame]:
+def render_frames(
+    mesh: Mesh, cameras: list[Camera], shading: Shading | None = None, names=None, drape: Drape | None = None
+) -> list[Frame]:
     """Render every camera of ``cameras``; frame names default to zero-padded indices."""
     caster = MeshRaycaster(mesh)
     names = names or [f"{i:03d}" for i in range(len(cameras))]
-    return [caster.render(cam, name, shading) for cam, name in zip(cameras, names)]
+    return [caster.render(cam, name, shading, drape) for cam, name in zip(cameras, names)]

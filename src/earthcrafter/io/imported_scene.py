@@ -5,8 +5,8 @@ Beside the standard layout of ``earthcrafter.io.scene``, an imported scene may c
     orthophoto.png         uint8 RGB, the orthophoto cropped to the scene (LiDAR sources); RGBA when
                            some pixels hold no image (transparent or nodata in the source): alpha 0
 
-described by ``metadata["orthophoto"]`` (added when the file is written, so a scene written
-by plain ``write_scene`` never names a file it lacks)::
+described by ``metadata["orthophoto"]`` (set when the file is written, and dropped when a scene
+without an orthophoto is written, so a folder never names a file it lacks)::
 
     {"file": "orthophoto.png", "width": W, "height": H,
      "affine_local_m": [[A, B, C], [D, E, F]],   # (x, y) local metres of pixel (col, row) centre
@@ -26,7 +26,7 @@ from PIL import Image
 
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.orthophoto import Orthophoto
-from earthcrafter.io.scene import Scene, read_metadata, write_scene
+from earthcrafter.io.scene import Scene, read_metadata, read_scene, write_scene
 
 ORTHOPHOTO_FILE = "orthophoto.png"
 
@@ -58,7 +58,9 @@ def write_imported_scene(root: str | Path, scene: Scene) -> Path:
     """
     ortho = getattr(scene, "orthophoto", None)
     if ortho is None:
-        return write_scene(root, scene)
+        # metadata copied from an imported scene (a later stage's output) must not name its file
+        meta = {k: v for k, v in scene.metadata.items() if k != "orthophoto"}
+        return write_scene(root, replace(scene, metadata=meta))
     scene = replace(scene, metadata={**scene.metadata, "orthophoto": orthophoto_metadata(ortho)})
     out = Path(root) / scene.scene_id
     with atomic_path(out) as tmp:
@@ -68,6 +70,15 @@ def write_imported_scene(root: str | Path, scene: Scene) -> Path:
             Image.fromarray(image).save(png, format="PNG")
         os.replace(staged, tmp)
     return out
+
+
+def read_imported_scene(scene_dir: str | Path, load_frames: bool = True) -> Scene:
+    """``read_scene``, as an :class:`ImportedScene` with its orthophoto when the folder has one."""
+    scene = read_scene(scene_dir, load_frames)
+    ortho = read_scene_orthophoto(scene_dir)
+    if ortho is None:
+        return scene
+    return ImportedScene(scene.scene_id, scene.metadata, scene.mesh, scene.points, scene.frames, orthophoto=ortho)
 
 
 def read_scene_orthophoto(scene_dir: str | Path) -> Orthophoto | None:

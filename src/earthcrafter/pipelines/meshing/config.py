@@ -3,6 +3,8 @@ frames rendered for scenes that have none and the mesh-quality measurement."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from earthcrafter.geometry.surface import MeshingConfig
@@ -19,6 +21,14 @@ class RenderFramesConfig(BaseModel):
     fov_deg: float = Field(60.0, gt=5, lt=150)
     pitch_deg_range: tuple[float, float] = (35.0, 70.0)
     seed: int = 0
+    # measured: the colours are photographs already (LiDAR points coloured by imagery, textured
+    # meshes), so no light is added; sun: Lambert + shadows, for albedo or uncoloured meshes;
+    # auto: measured when the mesh has vertex colours, else sun.
+    shading: Literal["auto", "measured", "sun"] = "auto"
+    # Surfaces facing up (normal z >= drape_min_normal_z) take the scene's orthophoto colour at
+    # full image resolution instead of the mesh's vertex colours (one per DSM cell).
+    orthophoto_drape: bool = True
+    drape_min_normal_z: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class QualityConfig(BaseModel):
