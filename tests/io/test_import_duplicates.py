@@ -99,3 +99,21 @@ def test_overlapping_surveys_in_one_crs_are_warned_about(tmp_path, caplog):
     assert "acquisition.imports[0] (las " in message and "acquisition.imports[1] (las " in message
     assert "scene tile_c" not in message and "scene tile_d" not in message  # apart; another CRS
     assert "crop" in message
+
+
+
+def test_overlap_check_keeps_laspy_error_lines_back(tmp_path, caplog, monkeypatch):
+    """laspy logs an ERROR line per LAZ backend that fails to open a file, then raises. The overlap
+    check reads headers only and must not print them: the file's own check reports the problem."""
+    import laspy
+
+    def failing_open(path, *args, **kwargs):
+        logging.getLogger("laspy.lasreader").error("backend lazrs: cannot read chunk table")
+        raise laspy.errors.LaspyException("no backend could open it")
+
+    monkeypatch.setattr(sources.laspy, "open", failing_open)
+    with caplog.at_level(logging.DEBUG):
+        sources._warn_overlapping_surveys([{"kind": "las", "path": str(tmp_path / "a.laz")},
+                                           {"kind": "las", "path": str(tmp_path / "b.laz")}], "x")  # fmt: skip
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "cannot read chunk table" in caplog.text  # kept, at DEBUG

@@ -105,7 +105,7 @@ def import_las(
     if not path.is_file():
         raise import_error(path, "LAS/LAZ file not found")
 
-    with _laspy_log_folded(path), _open_las(path) as reader:
+    with laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
         horizontal, vertical = _linear_units(path, header, units, vertical_units, force_units)
@@ -204,7 +204,7 @@ def check_las(
     _check_nodata_option(path, orthophoto, orthophoto_nodata)
     if not path.is_file():
         raise import_error(path, "LAS/LAZ file not found")
-    with _laspy_log_folded(path), _open_las(path) as reader:
+    with laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
         horizontal, _ = _linear_units(path, header, units, vertical_units, force_units, quiet=True)
@@ -256,7 +256,7 @@ def _check_nodata_option(path: Path, orthophoto, nodata) -> None:
 
 
 @contextlib.contextmanager
-def _laspy_log_folded(path: Path) -> Iterator[None]:
+def laspy_log_folded(path: Path) -> Iterator[None]:
     """Hold back laspy's own ERROR log lines (a LAZ backend that fails logs one per backend tried,
     then raises): the error we raise carries the message. They are re-logged at DEBUG level."""
     logger = logging.getLogger("laspy.lasreader")

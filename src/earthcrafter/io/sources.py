@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from earthcrafter.io.frames_import import CAMERAS_FILE, check_frames, import_frames
 from earthcrafter.io.import_common import DataImportError, check_scene_id, record_unlabeled_share, scene_id_from_path
 from earthcrafter.io.imported_scene import write_imported_scene
-from earthcrafter.io.las import check_las, import_las
+from earthcrafter.io.las import check_las, import_las, laspy_log_folded
 from earthcrafter.io.mesh_import import check_mesh, import_mesh
 from earthcrafter.io.scene import Scene
 
@@ -272,7 +272,7 @@ def _las_extent(spec: Mapping) -> tuple[tuple, np.ndarray] | None:
     """(CRS and units, header box within the crop) of a LAS source: the header alone is read.
     None when the header does not read (its check reports that) or the crop leaves nothing."""
     try:
-        with laspy.open(spec["path"]) as reader:
+        with laspy_log_folded(spec["path"]), laspy.open(spec["path"]) as reader:
             header = reader.header
             crs = header.parse_crs()
     except Exception:  # an unreadable header or CRS: compared with nothing
