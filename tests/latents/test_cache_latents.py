@@ -98,8 +98,11 @@ def test_rerun_reuses_valid_files_and_reencodes_what_changed(tiles, monkeypatch)
     # one tile with new content: only that tile is encoded again
     write_tiles(tiles["root"] / "other", ["train"], seed=40)
     (tiles["root"] / "other" / "t000.parquet").replace(manifest["path"].iloc[0])
+    hashed.clear()
     fourth, _, _, m4 = cache_latents(manifest, cfg)
     assert m4["encoded"] == 1 and fourth.set_index("tile_id")["status"].to_dict()["t000"] == "encoded"
+    tile_reads = [p for p in hashed if p.endswith(".parquet")]
+    assert sorted(tile_reads) == sorted(manifest["path"].map(str)), "each re-written tile is hashed once"
     after = read_latent_tile(fourth["struct_path"].iloc[0])
     assert after.meta["source"]["sha256"] != before.meta["source"]["sha256"]
     assert not np.array_equal(after.coords, before.coords) or not np.array_equal(after.mean, before.mean)

@@ -106,19 +106,20 @@ def _source_ref(path: str, recorded: dict | None = None) -> dict:
     return {"path": path, "sha256": file_sha256(path), **now}
 
 
-def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> dict | None:
-    """The tile's source reference (:func:`_source_ref`) when every latent file of the tile exists
-    and was written from the same weights and the same tile bytes; None when it must be encoded."""
+def _reusable(paths: dict[str, Path], enc: _Encoder, tile_path: str) -> tuple[bool, dict | None]:
+    """Whether every latent file of the tile exists and was written from the same weights and the
+    same tile bytes, and the tile's source reference (:func:`_source_ref`) when it was computed on
+    the way (so a changed tile is hashed once, not again for its encoding)."""
     metas = {}
     for kind, p in paths.items():
         try:
             metas[kind] = read_latent_meta(p)
         except (OSError, ValueError):
-            return None
+            return False, None
         if metas[kind]["model"].get("sha256") != enc.ref(kind)["sha256"]:
-            return None
+            return False, None
     source = _source_ref(tile_path, metas["struct"]["source"])
-    return source if all(m["source"].get("sha256") == source["sha256"] for m in metas.values()) else None
+    return all(m["source"].get("sha256") == source["sha256"] for m in metas.values()), source
 
 
 def _views_stamp(tile_path: str, tile_id: str) -> list[int]:
@@ -207,8 +208,8 @@ def encode_tiles(
     for r in tqdm(mine.itertuples(index=False), total=len(mine), desc="cache_latents",
                   disable=not (env.is_main and cfg.progress)):  # fmt: skip
         paths = {k: latent_path(out_dir, k, r.tile_id) for k in enc.kinds}
-        source = _reusable(paths, enc, r.tile_path) if cfg.reuse else None
-        if source is not None:
+        reuse, source = _reusable(paths, enc, r.tile_path) if cfg.reuse else (False, None)
+        if reuse:
             latents = {k: read_latent_tile(p) for k, p in paths.items()}
             for kind, lt in latents.items():
                 if lt.meta["source"] != source:  # the same bytes with a new size/mtime stamp (a copy, a checkout):
@@ -216,7 +217,7 @@ def encode_tiles(
                     write_latent_tile(paths[kind], lt)
             status = "reused"
         else:
-            source = _source_ref(r.tile_path)
+            source = source or _source_ref(r.tile_path)
             tile = read_tile(r.tile_path)
             if len(tile) == 0:
                 skipped.append({"tile_id": r.tile_id, "scene_id": r.scene_id, "reason": "tile has zero voxels"})
