@@ -83,3 +83,16 @@ def test_the_closure_follows_imports_inside_functions():
     assert SRC / "earthcrafter" / "geometry" / "surface.py" in code
     assert SRC / "earthcrafter" / "geometry" / "raycast.py" in code
     assert SRC / "earthcrafter" / "models" / "struct_vae.py" not in code
+
+
+def test_the_report_is_remade_when_a_table_it_shows_changes():
+    """The evaluation report shows Tables 2-4 (written by the ablation pipelines, outside dvc repro)
+    and the meshing report: its stage must depend on them, or dvc repro keeps a report saying
+    'not run' beside a table that exists."""
+    from earthcrafter.evaluation.html_report import TABLES
+
+    deps = [ROOT / d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluation"]["deps"]]
+    reports = ROOT / "data" / "08_reporting"
+    for title, (rel, _) in TABLES.items():
+        path = reports / rel
+        assert any(d == path or d in path.parents for d in deps), f"{title}: {path} is not an evaluation dependency"

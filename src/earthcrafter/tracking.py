@@ -35,6 +35,16 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str 
         mlflow.log_metrics(clean, step=step)
 
 
+def log_metrics_to_run(run_id: str | None, metrics: dict[str, float], prefix: str = "") -> None:
+    """Add ``metrics`` to a run that may already be closed (e.g. a training's, once generation from
+    it is scored); rank 0 only, nothing without a run id."""
+    if run_id and is_main_process():
+        clean = {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None}
+        client = mlflow.MlflowClient()
+        for key, value in clean.items():
+            client.log_metric(run_id, key, value)
+
+
 def log_params(params: dict[str, Any], prefix: str = "", changed_prefix: str = "") -> list[str]:
     """Log params in batches (MLflow caps a batch at 100 and a value at 6000 chars).
 

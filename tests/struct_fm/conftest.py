@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent / "latents"))
 sys.path.insert(0, str(Path(__file__).parent.parent / "training"))
 
-from shared_fixtures import one_thread  # noqa: E402,F401
+from shared_fixtures import mlflow_uri, one_thread  # noqa: E402,F401
 
 
 import pytest  # noqa: E402

@@ -290,6 +290,35 @@ def test_table4_report_with_and_without_the_optional_rows(tmp_path, tiles32):
     assert len(rows) == 4  # the skipped U-Net row is not in the table
 
 
+def test_table4_rows_are_mlflow_runs_holding_the_table_numbers(tmp_path, tiles32, mlflow_uri):
+    """One search (tags.table = '4' and tags.stage != 'coarse') finds one run per row, holding the
+    numbers the table is made of; the main training is not among them."""
+    import mlflow
+
+    from earthcrafter.pipelines.train_structfm.nodes import make_row_trainer
+
+    manifest, stats = tiles32
+    tr = dict(steps=1, batch_size=2, progress=False, cpu_threads=1, val_batch_size=2)
+    params = {"output_dir": str(tmp_path / "fm"), "name": f"sfm{tmp_path.name}", "structvae_path": tiles32.structvae,
+              "preview_tiles": 1, "model": TINY, "sample": {"steps": 2}, "coarse": tr, "fine": tr,
+              "ablations": {"two_stage": {"variant": "two_stage"}, "dense": {"variant": "dense"}}}  # fmt: skip
+    rows = {row: make_row_trainer(row)(manifest, stats, params) for row in ("two_stage", "dense")}
+    main = train_structfm(manifest, stats, params)
+    runs = mlflow.search_runs(filter_string=f"tags.table = '4' and tags.stage != 'coarse' and "
+                                            f"attributes.run_name LIKE 'sfm{tmp_path.name}%'", search_all_experiments=True)
+    assert sorted(runs["tags.ablation"]) == ["dense", "two_stage"]
+    for _, run in runs.iterrows():
+        m = rows[run["tags.ablation"]]
+        assert run["metrics.final/gen_cell_iou"] == pytest.approx(m["gen_cell_iou"])
+        assert run["metrics.final/gen_iou"] == pytest.approx(m["gen_iou"])
+    two = runs.set_index("tags.ablation").loc["two_stage"]
+    assert two["metrics.final/gen_coarse_cell_iou"] == pytest.approx(rows["two_stage"]["gen_coarse_cell_iou"])
+    assert two["run_id"] == rows["two_stage"]["fine/run_id"]
+    main_runs = mlflow.search_runs(filter_string=f"tags.ablation = 'main' and attributes.run_name LIKE 'sfm{tmp_path.name}%'",
+                                   search_all_experiments=True)  # fmt: skip
+    assert set(main_runs["tags.table"]) == {"none"} and set(main_runs["run_id"]) == {main["coarse/run_id"], main["fine/run_id"]}
+
+
 @pytest.mark.parametrize("patch,kx", [(1, 2), (2, 1)], ids=["cells", "half-known-patches"])
 def test_outpainting_keeps_the_known_cells_and_samples_the_rest(patch, kx):
     """With the cells of some columns known, generation returns exactly those cells with their

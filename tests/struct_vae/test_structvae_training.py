@@ -119,6 +119,8 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
     assert df["latent_skip"].tolist() == ["position" if r == "fullattn" else "off" for r in ROWS]  # from the runs' params
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "| XCube* |" in md and "paper Acc" in md
+    logged = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/table3.json")["table3"]  # as Tables 2 and 4
+    assert [r["row"] for r in logged] == list(ROWS)
     assert [n.name for n in create_pipeline().nodes] == ["train_structvae"]
     assert unconfigured == {"ablation": "latent_skip", "status": "not configured"}
     assert len(create_ablations_pipeline().nodes) == len(TABLE3_ROWS) + 1

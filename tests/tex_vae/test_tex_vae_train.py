@@ -102,7 +102,8 @@ def test_training_run_and_table2_in_mlflow(synth_manifest, tmp_path, mlflow_stor
         results = run_table2(cfg, synth_manifest, rows=["TexA", "TexB"])
     run = mlflow.get_run(summary["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert run.data.tags["ablation"] == "TexE" and run.data.tags["table"] == "2" and run.data.tags["model"] == "texvae"
+    # the stage's main training is not a Table 2 row: a search for the table's rows must not find it
+    assert run.data.tags["ablation"] == "TexE" and run.data.tags["table"] == "none" and run.data.tags["model"] == "texvae"
     assert run.data.tags["lpips"].startswith("disabled: ")  # no LPIPS weights in the test environment
     assert np.isfinite(run.data.metrics["final/psnr"]) and "final/l1" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "figures")}
@@ -112,6 +113,8 @@ def test_training_run_and_table2_in_mlflow(synth_manifest, tmp_path, mlflow_stor
 
     assert results["TexA"]["status"] == "skipped" and "dino" in results["TexA"]["reason"]
     assert results["TexB"]["status"] == "finished" and results["TexB"]["L"] == 6 and results["TexB"]["in_channels"] == 16
+    assert mlflow.get_run(results["TexB"]["run_id"]).data.tags["table"] == "2"
+    assert set(find_table2_runs()["run_id"]) == {results["TexA"]["run_id"], results["TexB"]["run_id"]}
     runs = find_table2_runs([r["run_id"] for r in results.values()])
     df = table2(runs, {k: cfg.ablations.rows[k] for k in ("TexA", "TexB")})
     assert list(df["row"]) == ["TexA", "TexB"]

@@ -161,11 +161,13 @@ def train_texvae(
     out_dir: str | Path | None = None,
     run_name: str | None = None,
     mlflow: bool = True,
+    table: str = "none",
 ) -> tuple[TexVAE, dict[str, Any]]:
     """Train one TexVAE; return the EMA model and a summary (validation metrics, run facts).
 
-    The run is tagged ``model=texvae, table=2, ablation=<cfg.row>`` plus ``lpips`` (enabled
-    backbones or ``disabled: <reason>``), ``features``, ``arch`` and the grid ``L``.
+    The run is tagged ``model=texvae, table=<table>, ablation=<cfg.row>`` (``table=2`` for the
+    Table 2 sweep's rows, ``none`` for the stage's main training) plus ``lpips`` (enabled backbones
+    or ``disabled: <reason>``), ``features``, ``arch`` and the grid ``L``.
     """
     train_set, val_set = build_datasets(cfg, manifest)
     in_channels = train_set.layout_channels()
@@ -173,7 +175,7 @@ def train_texvae(
     task = texvae_task(cfg, in_channels)
     lpips = task.lpips
     name = run_name or f"texvae/{cfg.row}"
-    tags = {**TABLE2_TAGS, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
+    tags = {"model": "texvae", "table": table, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip
     trainer = Trainer(
         task, cfg.trainer, train_set, val_set, out_dir=out_dir or cfg.out_dir, run_name=name, tags=tags,
@@ -235,7 +237,7 @@ def run_table2(
             results[name] = {"row": name, "status": "skipped", "reason": reason, "run_id": log_skipped_row(name, reason, mlflow)}
             continue
         log.info("Table 2 row %s: %s", name, spec.description)
-        _, summary = train_texvae(rc, man, mlflow=mlflow)
+        _, summary = train_texvae(rc, man, mlflow=mlflow, table=TABLE2_TAGS["table"])
         results[name] = {"status": "finished", **summary}
     return results
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import Dataset
 
+from earthcrafter import tracking
 from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.flow import RectifiedFlow, euler_sample
 from earthcrafter.flow.latent_stats import latent_inputs, normalize
@@ -294,19 +295,27 @@ def build_datasets(manifest: pd.DataFrame, stats: dict, cfg: StructFMRunConfig) 
                               cache=d.cache_tiles))  # fmt: skip
 
 
-def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfig | dict) -> dict[str, Any]:
+def train_structfm(
+    manifest: pd.DataFrame, stats: dict, config: StructFMRunConfig | dict, tags: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Train the coarse, then the fine stage; generate from validation layouts. Final metrics
-    ``coarse/*``, ``fine/*`` (validation) and ``gen_*`` (generated and decoded structures)."""
+    ``coarse/*``, ``fine/*`` (validation) and ``gen_*`` (generated and decoded structures).
+
+    Each stage's MLflow run is tagged ``model=structfm``, ``stage`` and ``tags`` (default
+    ``ablation=main, table=none``; Table 4 rows: ``ablation=<row>, table=4``); the ``gen_*``
+    metrics are added to the last stage's run as ``final/gen_*``, so one run per row holds them."""
     cfg = config if isinstance(config, StructFMRunConfig) else StructFMRunConfig.model_validate(config)
     if "struct" not in stats:
         raise ValueError("latents_stats has no 'struct' entry: run `kedro run --pipelines=cache_latents`")
     train, val = build_datasets(manifest, stats["struct"], cfg)
     log.info("StructFM: %d training / %d validation tiles, grid %d", len(train), len(val), cfg.model.grid)
     metrics: dict[str, Any] = {"train_tiles": len(train), "val_tiles": len(val)}
-    for stage in ("coarse", "fine") if cfg.variant == "two_stage" else ("dense",):
+    run_tags = {"model": "structfm", "ablation": "main", "table": "none", **(tags or {})}
+    stages = ("coarse", "fine") if cfg.variant == "two_stage" else ("dense",)
+    for stage in stages:
         task = StructFMTask(stage, cfg.model, cfg.data, cfg.sample, latent_inputs(stats, "struct"))
         trainer = Trainer(task, cfg.fine if stage == "dense" else getattr(cfg, stage), train, val, out_dir=Path(cfg.output_dir) / stage,
-                          run_name=f"{cfg.name}/{stage}", tags={"model": "structfm", "stage": stage},
+                          run_name=f"{cfg.name}/{stage}", tags={**run_tags, "stage": stage},
                           params=cfg.model_dump(mode="json"), device=cfg.device, mlflow=cfg.mlflow,
                           operational_sections=("coarse", "fine"))  # the stage's own: its trainer config  # fmt: skip
         result = trainer.fit()
@@ -317,9 +326,12 @@ def train_structfm(manifest: pd.DataFrame, stats: dict, config: StructFMRunConfi
 
         tiles = train if cfg.preview_split == "train" else val
         model = load_structfm(cfg.output_dir)
-        metrics.update(generate_preview(model, tiles, stats["struct"], cfg))
+        generated = generate_preview(model, tiles, stats["struct"], cfg)
         if model.config.height_dropout > 0:  # it also takes photos: the same tiles from their views' colours alone
-            metrics.update(generate_preview(model, tiles, stats["struct"], cfg, given="rgb"))
+            generated.update(generate_preview(model, tiles, stats["struct"], cfg, given="rgb"))
+        metrics.update(generated)
+        numeric = {k: v for k, v in generated.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracking.log_metrics_to_run(metrics[f"{stages[-1]}/run_id"], numeric, prefix="final/")
     return metrics
 
 

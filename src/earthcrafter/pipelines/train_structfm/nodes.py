@@ -27,7 +27,8 @@ def make_row_trainer(row: str, optional: bool = False):
         if optional and row not in cfg.ablations:
             log.info("structfm_ablations: row %s is not configured (train_structfm.ablations): skipped", row)
             return {"skipped": f"train_structfm.ablations has no row {row!r}"}
-        return train_structfm(latents_manifest, latents_stats, ablation_config(cfg, row))
+        row_tags = {"ablation": row, "table": "4"}
+        return train_structfm(latents_manifest, latents_stats, ablation_config(cfg, row), tags=row_tags)
 
     train_row.__name__ = f"train_structfm_{row}"
     return train_row

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from earthcrafter import tracking
 from earthcrafter.evaluation.reports import OPTIONAL_TABLE3_ROWS, find_table3_runs, table3, table3_markdown
 from earthcrafter.io.atomic import atomic_write_text
 from earthcrafter.training.structvae import StructVAERunConfig, ablation_config, train_structvae
@@ -53,6 +54,7 @@ def report_table3(params: dict, *row_metrics: dict) -> dict:
     caption = (f"StructVAE ablations (paper Table 3) on the `{cfg.data.train_split}`/`{cfg.data.val_split}` "
                f"tiles of this dataset, {budget}, batch {cfg.trainer.batch_size}, L={cfg.model.L}.")
     atomic_write_text(out / "table3.md", table3_markdown(df, caption))
+    tracking.log_dict({"table3": df.to_dict(orient="records")}, "table3.json")  # beside Tables 2 and 4's
     log.info("Table 3 written to %s", out)
     return {"rows": df.to_dict(orient="records")}
 
