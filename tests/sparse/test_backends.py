@@ -108,3 +108,54 @@ def test_heads_the_fused_kernels_cannot_take_fall_back(monkeypatch):
     backends._warned.clear()
     with use_backends(attn="torch_varlen"), pytest.warns(UserWarning, match="head dim 20 is not a multiple of 8"):
         assert resolve_attn_backend(cuda, torch.bfloat16, 20) == "sdpa_padded"
+
+
+def test_a_cpu_only_spconv_build_is_never_chosen_for_cuda_tensors(monkeypatch):
+    """The ``spconv`` distribution is CPU-only (the CUDA builds are spconv-cuXYZ): on CUDA the
+    automatic choice takes the torch backend and says why; forcing spconv raises with the fix."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(backends, "spconv_module", lambda: object())
+    monkeypatch.setattr(backends, "spconv_cpu_only", lambda: True)
+    monkeypatch.setattr(backends, "_version", lambda module: "spconv 2.3.8")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    backends._warned.clear()
+    before = backends._fallbacks["conv.spconv_to_torch"]
+    with pytest.warns(UserWarning, match=r"CPU-only build.*pip install spconv-cu126"):
+        assert resolve_conv_backend(cuda, torch.bfloat16) == "torch"
+    assert backends._fallbacks["conv.spconv_to_torch"] == before + 1
+    assert resolve_conv_backend(CPU, torch.float32) == "torch"
+    with use_backends(conv="spconv"):
+        with pytest.raises(RuntimeError, match=r"requested on CUDA.*\(spconv 2\.3\.8\) is a CPU-only build"):
+            resolve_conv_backend(cuda, torch.bfloat16)
+        assert resolve_conv_backend(CPU, torch.float32) == "spconv"  # the CPU build serves CPU tensors
+    assert backend_report()["sparse.spconv_cuda"] is False
+
+
+def test_a_cuda_spconv_build_is_chosen_for_cuda_tensors(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(backends, "spconv_module", lambda: object())
+    monkeypatch.setattr(backends, "spconv_cpu_only", lambda: False)
+    assert resolve_conv_backend(cuda, torch.bfloat16) == "spconv"
+    assert resolve_conv_backend(cuda, torch.float64) == "torch"
+    assert resolve_conv_backend(CPU, torch.float32) == "torch"
+    with use_backends(conv="spconv"):
+        assert resolve_conv_backend(cuda, torch.bfloat16) == "spconv"
+    assert backend_report()["sparse.spconv_cuda"] is True
+
+
+def test_the_installed_spconv_build_is_probed_and_reported():
+    report = backend_report()
+    if backends.spconv_module() is None:
+        assert report["sparse.spconv_cuda"] is None
+    else:
+        assert report["sparse.spconv_cuda"] is (not backends.spconv_cpu_only())
+        assert report["sparse.spconv_cuda"] is (backends._import("cumm.tensorview").is_cpu_only() is False)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "dist"),
+    [("12.8", "spconv-cu126"), ("12.6", "spconv-cu126"), ("12.5", "spconv-cu124"), ("12.1", "spconv-cu121"),
+     ("12.0", "spconv-cu120"), ("11.8", "spconv-cu118"), ("13.0", "spconv-cu126"), ("11.7", None), (None, None)],
+)
+def test_the_spconv_cuda_build_matches_torchs_cuda(cuda, dist):
+    assert backends.spconv_distribution_for(cuda) == dist

@@ -99,7 +99,7 @@ def test_paper_models_train_on_the_cpu_at_a_small_budget():
     works on the whole 45³ grid (91k cells at width 1024): beyond a CPU."""
     params = dr.load_parameters(ROOT / "conf", "paper")
     records = dr.dry_run(params, ["structvae", "texvae", "structfm_fine", "texfm"], steps=1, batch=1, voxels=1000,
-                         tiles=1)  # fmt: skip
+                         tiles=1, device="cpu")  # conf/paper says cuda  # fmt: skip
     got = {r["model"]: r for r in records}
     for r in records:
         assert r["status"] == "ok" and not r["no_grad"], r

@@ -9,6 +9,10 @@ broken wheel never breaks ``import earthcrafter.sparse``. Asking explicitly for 
 whose package is missing raises; asking for a GPU-only backend with CPU tensors (or an
 unsupported dtype) falls back to the portable backend for that call, with a warning
 the first time and a count in :func:`backend_report`.
+
+spconv comes as a CPU-only build (the ``spconv`` distribution) and as CUDA builds
+(``spconv-cu118`` ... ``spconv-cu126``) that install the same package: with the CPU-only
+build, CUDA tensors take the torch conv backend (automatic choice) or raise (spconv forced).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from types import ModuleType
 import torch
 
 CONV_BACKENDS = ("spconv", "torch")
+# CUDA versions spconv publishes builds for (distribution spconv-cuXYZ); scripts/setup.sh has the same list
+SPCONV_CUDA_BUILDS = ("11.8", "12.0", "12.1", "12.4", "12.6")
 ATTN_BACKENDS = ("flash_attn", "torch_varlen", "sdpa_padded", "reference")
 CONV_ENV = "EARTHCRAFTER_CONV_BACKEND"
 ATTN_ENV = "EARTHCRAFTER_ATTN_BACKEND"
@@ -71,6 +77,40 @@ def _version(module: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+@functools.cache
+def spconv_cpu_only() -> bool | None:
+    """True when the importable spconv is a CPU-only build (its kernels cannot take CUDA tensors),
+    False for a CUDA build, None when spconv is not importable."""
+    if spconv_module() is None:
+        return None
+    probe = getattr(_import("cumm.tensorview"), "is_cpu_only", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except Exception:
+            pass
+    return (_version("spconv") or "").split(" ")[0] == "spconv"  # the CPU build's distribution name
+
+
+def spconv_distribution_for(cuda: str | None) -> str | None:
+    """The spconv CUDA build for CUDA version ``cuda`` (e.g. torch.version.cuda "12.8"): the newest
+    ``spconv-cuXYZ`` not newer than it; None when there is none (no CUDA, or older than 11.8)."""
+    try:
+        want = tuple(int(p) for p in (cuda or "").split(".")[:2])
+    except ValueError:
+        return None
+    fit = [v for v in SPCONV_CUDA_BUILDS if tuple(int(p) for p in v.split(".")) <= want]
+    return f"spconv-cu{fit[-1].replace('.', '')}" if fit and want else None
+
+
+def _spconv_cpu_only_fix() -> str:
+    """What is installed, and the command that replaces it by the CUDA build for this torch."""
+    dist = spconv_distribution_for(torch.version.cuda)
+    install = f"pip install {dist}" if dist else "pip install spconv-cuXYZ (XYZ: your CUDA version)"
+    return (f"the installed spconv ({_version('spconv') or 'unknown distribution'}) is a CPU-only build; "
+            f"for torch's CUDA {torch.version.cuda}: pip uninstall -y spconv cumm && {install}")  # fmt: skip
 
 
 # --------------------------------------------------------------------- overrides
@@ -138,6 +178,8 @@ def resolve_conv_backend(device: torch.device, dtype: torch.dtype) -> str:
     if wanted == "spconv":
         if spconv_module() is None:
             raise ImportError("conv backend 'spconv' was requested but spconv is not importable")
+        if device.type == "cuda" and spconv_cpu_only():
+            raise RuntimeError(f"conv backend 'spconv' was requested on CUDA, but {_spconv_cpu_only_fix()}")
         if dtype == torch.float64 and device.type == "cuda":
             return _fallback("conv", "spconv", "torch", "float64 on CUDA")
         return "spconv"
@@ -145,7 +187,10 @@ def resolve_conv_backend(device: torch.device, dtype: torch.dtype) -> str:
     # scatter-add shares its row pointers between OpenMP threads (a data race); the
     # spconv backend pins one thread around it, which works when spconv and torch share
     # the OpenMP runtime, but a silent wrong sum is too costly to rely on by default.
+    # A CPU-only spconv build on CUDA: the torch path, with a warning saying how to get the CUDA build.
     if device.type == "cuda" and spconv_module() is not None and dtype != torch.float64:
+        if spconv_cpu_only():
+            return _fallback("conv", "spconv", "torch", _spconv_cpu_only_fix())
         return "spconv"
     return "torch"
 
@@ -203,6 +248,7 @@ def backend_report() -> dict:
         "sparse.cuda_available": cuda,
         "sparse.cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "sparse.spconv_version": _version("spconv"),
+        "sparse.spconv_cuda": None if spconv_cpu_only() is None else not spconv_cpu_only(),  # a CUDA build
         "sparse.flash_attn_version": _version("flash_attn"),
         "sparse.torch_varlen_available": torch_varlen_fn() is not None,
         "sparse.conv_requested": requested_conv_backend() or "auto",
