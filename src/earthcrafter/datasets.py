@@ -1,13 +1,16 @@
 """Kedro datasets for earthcrafter's data layers (the only io code that knows Kedro).
 
 Every save is atomic: a crashed node leaves the previous version in place, never half of
-a new one.
+a new one. Under ``torchrun`` only rank 0 saves (:class:`ProjectDataset`).
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +25,70 @@ from earthcrafter.io.scene import Scene, list_scenes
 
 log = logging.getLogger(__name__)
 
+_NOTHING = object()
 
-class SceneFolderDataset(AbstractDataset[dict[str, Callable[[], Scene]], dict[str, Any]]):
+
+def _env_int(name: str, default: int) -> int:
+    """An integer environment variable, read as ``earthcrafter.training.distributed`` reads torchrun's
+    (unset or empty: ``default``). That module is not imported here: every Kedro run loads this one."""
+    raw = os.environ.get(name) or ""
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def _other_rank() -> tuple[int, int] | None:
+    """(rank, world size) when this process is a rank other than 0 of a torchrun job, else None."""
+    rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    return (rank, world) if world > 1 and rank != 0 else None
+
+
+class ProjectDataset(AbstractDataset):
+    """Base of earthcrafter's datasets: under ``torchrun`` only rank 0 saves.
+
+    Every rank of a torchrun job runs the pipeline, and the trainers hand rank 0's results to every
+    rank; rank 0 writes them. On the other ranks a save writes nothing (N ranks renaming into one
+    path race, and model files would be written N times); what it was given is kept, as the file
+    would read back (:meth:`_as_loaded`), and that rank's later loads return it, so a node
+    downstream does not read a file rank 0 may still be writing. A dataset whose data does not read
+    back as given (a folder of scenes) keeps nothing: its loads read the disk.
+    """
+
+    _held: Any = _NOTHING
+
+    def _as_loaded(self, data: Any) -> Any:
+        """``data`` as a load would return it after it was saved (``_NOTHING``: loads read the disk)."""
+        return _NOTHING
+
+    @classmethod
+    def _save_wrapper(cls, save_func):
+        save = super()._save_wrapper(save_func)
+
+        @functools.wraps(save_func)
+        def save_on_rank_zero(self, data) -> None:
+            other = _other_rank()
+            if other is None:
+                return save(self, data)
+            log.debug("rank %d of %d: not saving %s (rank 0 does)", *other, self)
+            self._held = self._as_loaded(data)
+
+        save_on_rank_zero.__savewrapped__ = True  # Kedro re-wraps an inherited save from __wrapped__ (the plain one)
+        return save_on_rank_zero
+
+    @classmethod
+    def _load_wrapper(cls, load_func):
+        load = super()._load_wrapper(load_func)
+
+        @functools.wraps(load_func)
+        def held_or_load(self):
+            return load(self) if self._held is _NOTHING else self._held
+
+        held_or_load.__loadwrapped__ = True
+        return held_or_load
+
+
+class SceneFolderDataset(ProjectDataset, AbstractDataset[dict[str, Callable[[], Scene]], dict[str, Any]]):
     """A folder of scene folders (``<path>/<scene_id>/``), partitioned by scene.
 
     ``load`` returns ``{scene_id: loader}`` where ``loader()`` reads the scene (an
@@ -87,7 +152,7 @@ def _is_folder_name(name: str) -> bool:
     return isinstance(name, str) and bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
-class FileDataset(AbstractDataset):
+class FileDataset(ProjectDataset):
     """Base of the single-file datasets: a ``path`` (and Kedro ``metadata``); exists when the file does."""
 
     def __init__(self, path: str, metadata: dict | None = None):
@@ -110,6 +175,9 @@ class AtomicJSONDataset(FileDataset):
     def save(self, data: dict) -> None:
         atomic_write_text(self._path, json.dumps(data, indent=2, sort_keys=True, default=_json_or_str) + "\n")
 
+    def _as_loaded(self, data: dict) -> dict:
+        return json.loads(json.dumps(data, default=_json_or_str))
+
 
 def _json_or_str(o):
     try:
@@ -129,6 +197,9 @@ class AtomicTextDataset(FileDataset):
     def save(self, data: str) -> None:
         atomic_write_text(self._path, data)
 
+    def _as_loaded(self, data: str) -> str:
+        return data
+
 
 class AtomicParquetDataset(FileDataset):
     """A pandas DataFrame as one Parquet file, written atomically."""
@@ -142,8 +213,11 @@ class AtomicParquetDataset(FileDataset):
         with atomic_path(self._path) as tmp:
             data.to_parquet(tmp, index=False)
 
+    def _as_loaded(self, data: pd.DataFrame) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(data.to_parquet(index=False)))
 
-class SceneTilesDataset(AbstractDataset[dict[str, Path], dict[str, Any]]):
+
+class SceneTilesDataset(ProjectDataset, AbstractDataset[dict[str, Path], dict[str, Any]]):
     """Per-scene voxel tiles: ``<path>/<scene_id>/`` holds ``<tile_id>.parquet``,
     ``<tile_id>.views.npz`` and ``report.json`` (with the skipped items and their reasons).
 

@@ -298,6 +298,7 @@ def test_table4_rows_are_mlflow_runs_holding_the_table_numbers(tmp_path, tiles32
     from earthcrafter.pipelines.train_structfm.nodes import make_row_trainer
 
     manifest, stats = tiles32
+    mlflow.set_experiment("structfm-tests")  # this store's (another test module may have set another store's)
     tr = dict(steps=1, batch_size=2, progress=False, cpu_threads=1, val_batch_size=2)
     params = {"output_dir": str(tmp_path / "fm"), "name": f"sfm{tmp_path.name}", "structvae_path": tiles32.structvae,
               "preview_tiles": 1, "model": TINY, "sample": {"steps": 2}, "coarse": tr, "fine": tr,

@@ -96,10 +96,13 @@ def test_ranks_logging_different_keys_reduce_them_in_step(tmp_path):
 def test_rank_zero_alone_decides_whether_a_checkpoint_continues_the_run(tmp_path):
     """Killed at step 4, restarted where rank 1 would fingerprint the data differently: rank 0's
     decision (resume) holds on both ranks — a split decision hangs the job — and only rank 0
-    takes the fingerprint (a stat per tile: at paper scale 450k per rank)."""
-    _torchrun_disagree(tmp_path, "fingerprint", 1)
-    _torchrun_disagree(tmp_path, "fingerprint", 2)
+    takes the fingerprint (a stat per tile: at paper scale 450k per rank), once per run, before
+    the first step (not at a checkpoint, with the other ranks waiting in the next collective)."""
+    _torchrun_disagree(tmp_path, "fingerprint", 1)  # checkpoints at steps 2 and 4
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["fingerprints"] == [0] and r1["fingerprints"] == []
+    _torchrun_disagree(tmp_path, "fingerprint", 2)  # resumed at 4, checkpoint at 6
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert [r["step"] for r in r0["history"]] == [r["step"] for r in r1["history"]] == [1, 2, 3, 4, 5, 6]
-    assert r0["fingerprints"] > 0 and r1["fingerprints"] == 0
+    assert r0["fingerprints"] == [0] and r1["fingerprints"] == []
     assert not (tmp_path / "checkpoints_stale").exists(), "resumed, not started over"

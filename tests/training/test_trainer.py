@@ -114,6 +114,17 @@ def test_logged_training_loss_is_the_loss_trained_on(tmp_path):
     trainer.fit()
     assert [r["loss"] for r in trainer.history["train"]] == pytest.approx(returned[::2], rel=1e-6)
 
+    # logged every step: a window of one skipped step has no loss; training goes on (the progress
+    # bar and the loss-curve figure read rows without one), and the row says nothing rather than 0
+    returned.clear()
+    trainer = Trainer(SkipsEveryOtherStep(), _config(steps=4, log_every=1, val_every=0, progress=True), ToyData(),
+                      out_dir=tmp_path / "skips1", mlflow=False)  # fmt: skip
+    trainer.fit()
+    assert ["loss" in r for r in trainer.history["train"]] == [True, False, True, False]
+    from earthcrafter.training.figures import loss_curve_figure
+
+    loss_curve_figure(trainer.history["train"], [])
+
 
 def test_the_other_stages_and_validation_sampling_do_not_define_a_run(tmp_path, caplog):
     """StructFM passes its whole configuration: the coarse stage's run must not start over when the
@@ -291,17 +302,36 @@ def test_nonfinite_step_is_skipped(tmp_path):
     assert t.history["train"][-1]["skipped_steps"] == 3
 
 
-def test_accumulation_matches_full_batch(tmp_path):
+@pytest.mark.parametrize("steps, accum", [(1, 2), (4, 4)])
+def test_accumulation_matches_full_batch(tmp_path, steps, accum):
+    """``trainer.accum_steps`` (any model's trainer section): ``accum`` micro-batches of
+    ``batch / accum`` take the step one batch of ``batch`` takes."""
     class NoDropout(ToyTask):
         def build_model(self):
             return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
 
-    cfg = _config(steps=4, ckpt_every=0, val_every=0)
-    a = Trainer(NoDropout(), cfg, ToyData(), out_dir=tmp_path / "a", mlflow=False)
-    b = Trainer(NoDropout(), cfg, ToyData(), out_dir=tmp_path / "b", mlflow=False, accum_steps=4)
+    whole = _config(steps=steps, warmup_steps=0, ckpt_every=0, val_every=0)
+    micro = _config(steps=steps, warmup_steps=0, ckpt_every=0, val_every=0, accum_steps=accum)
+    a = Trainer(NoDropout(), whole, ToyData(), out_dir=tmp_path / "a", mlflow=False)
+    b = Trainer(NoDropout(), micro, ToyData(), out_dir=tmp_path / "b", mlflow=False)
     a.fit(), b.fit()
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
+    torch.manual_seed(0)
+    moved = 0
+    for p, q, p0 in zip(a.model.parameters(), b.model.parameters(), NoDropout().build_model().parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        moved += not torch.equal(p, p0)
+    assert moved  # the step did train
+
+
+def test_accum_steps_is_a_trainer_setting():
+    assert TrainerConfig(batch_size=8, accum_steps=2).accum_steps == 2
+    with pytest.raises(ValueError, match="multiple of accum_steps"):
+        TrainerConfig(batch_size=6, accum_steps=4)
+    from earthcrafter.training.structvae import StructVAERunConfig
+
+    assert StructVAERunConfig(trainer={"batch_size": 4, "accum_steps": 2}).trainer.accum_steps == 2
+    with pytest.raises(ValueError, match="train_structvae.trainer.accum_steps"):
+        StructVAERunConfig(accum_steps=2)
 
 
 def test_mlflow_nested_run_with_tags_metrics_artifacts(tmp_path, mlflow_uri):
@@ -350,8 +380,8 @@ def test_loading_time_is_logged_apart(tmp_path):
             return super().__getitem__(item)
 
     for accum in (1, 2):  # per optimiser step, over all its micro-batches
-        t = Trainer(ToyTask(), _config(steps=4, log_every=2, ckpt_every=0, val_every=0), SlowData(),
-                    out_dir=tmp_path / str(accum), mlflow=False, accum_steps=accum)
+        t = Trainer(ToyTask(), _config(steps=4, log_every=2, ckpt_every=0, val_every=0, accum_steps=accum),
+                    SlowData(), out_dir=tmp_path / str(accum), mlflow=False)
         t.fit()
         for row in t.history["train"]:
             step_s = 8 / row["samples_per_s"]  # batch_size 8
@@ -432,3 +462,77 @@ def test_a_checkpoint_of_flows_on_other_latents_is_not_resumed(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         trainer({"kind": "struct", "vae": {"sha256": "b"}}).fit()
     assert "latent statistics or VAE" in caplog.text and "starting over" in caplog.text
+
+
+@pytest.fixture
+def commits(monkeypatch):
+    """The commit reader answers with the next of the commits appended to the yielded list (the code
+    changing while a process runs); the process's cached commit is cleared before and after."""
+    from earthcrafter import tracking
+    from earthcrafter.training import trainer as trainer_module
+
+    answers: list[str] = []
+    monkeypatch.setattr(tracking, "git_commit", lambda cwd=None: answers.pop(0))
+    trainer_module.code_commit.cache_clear()
+    yield answers
+    trainer_module.code_commit.cache_clear()
+
+
+def test_every_run_of_a_process_carries_the_commit_it_started_with(tmp_path, mlflow_uri, commits):
+    import mlflow
+
+    commits += ["A", "B"]  # a commit lands while the first run trains
+    runs = []
+    for name in ("first", "second"):
+        t = Trainer(ToyTask(), _config(steps=2, warmup_steps=0, val_every=0, ckpt_every=0), ToyData(),
+                    out_dir=tmp_path / name, run_name=f"toy/{name}")
+        t.fit()
+        runs.append(t.run_id)
+    assert [mlflow.get_run(r).data.tags["git_commit"] for r in runs] == ["A", "A"]
+
+
+def test_a_resumed_run_keeps_its_commit_and_tags_the_resuming_one(tmp_path, mlflow_uri, commits):
+    """Killed under commit A, resumed to the end under B, the finished run handed back again under C
+    (each a new process): the run stays labelled with the code it was started with."""
+    import mlflow
+
+    from earthcrafter.training import trainer as trainer_module
+
+    def run(commit, **kw):
+        trainer_module.code_commit.cache_clear()  # a new process
+        commits.append(commit)
+        t = Trainer(ToyTask(), _config(val_every=0), ToyData(), out_dir=tmp_path, run_name="toy/commits")
+        t.fit(**kw)
+        return t.run_id
+
+    ids = {run("A", stop_after=7), run("B"), run("C")}
+    assert len(ids) == 1  # one run, continued
+    tags = mlflow.get_run(ids.pop()).data.tags
+    assert tags["git_commit"] == "A"
+    assert tags["resume_6.git_commit"] == "B" and tags["resume_12.git_commit"] == "C"
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_the_training_data_is_fingerprinted_once_before_the_first_step(tmp_path, resume):
+    """A fingerprint is a stat per tile (~450k at paper scale): taken once, before training (under
+    DDP the other ranks wait in no step's collective for it), whatever the number of checkpoints."""
+    steps_at_call = []
+
+    class CountingTask(ToyTask):
+        steps = 0
+
+        def training_step(self, model, batch):
+            CountingTask.steps += 1
+            return super().training_step(model, batch)
+
+    class CountedData(ToyData):
+        def fingerprint(self):
+            steps_at_call.append(CountingTask.steps)
+            return super().fingerprint()
+
+    t = Trainer(CountingTask(), _config(ckpt_every=2, val_every=0, resume=resume), CountedData(), out_dir=tmp_path,
+                mlflow=False)
+    t.fit()
+    assert len(ckpt.list_checkpoints(t.checkpoint_dir)) == 2 and CountingTask.steps == 12  # 6 saved, 2 kept
+    assert steps_at_call == [0]
+    assert ckpt.load_latest(t.checkpoint_dir)["train_data"] == ToyData().fingerprint()

@@ -11,14 +11,17 @@ class TrainerConfig(BaseModel):
     """Optimisation, schedule, precision, checkpointing and logging of one training run.
 
     ``batch_size`` is the *global* batch: with W processes each rank takes
-    ``batch_size / W`` samples per step, so a run's trajectory does not depend on how many
-    devices it is spread over.
+    ``batch_size / W`` samples per step (in ``accum_steps`` micro-batches), so a run's trajectory
+    does not depend on how many devices it is spread over.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(1000, ge=1, description="optimizer steps in the whole run (the schedule's length)")
     batch_size: int = Field(4, ge=1, description="global batch (samples per step over all ranks)")
+    accum_steps: int = Field(
+        1, ge=1, description="micro-batches per rank per step (gradient accumulation): the same global batch in "
+        "less memory; batch_size / world size must be a multiple of it")
     lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of the peak")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to the peak lr")
@@ -52,4 +55,6 @@ class TrainerConfig(BaseModel):
     def _check(self) -> TrainerConfig:
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accum_steps ({self.accum_steps})")
         return self

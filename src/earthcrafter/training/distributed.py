@@ -9,7 +9,11 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import secrets
+import socket
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -142,3 +146,53 @@ def decided_on_main(fn, env: DistEnv, what: str):
         raise RuntimeError(f"rank 0 failed {what}: {text}")
     return result
 
+
+_SHARED_MARKER = ".shared-by-ranks-"
+
+
+def check_shared_folder(folder: str | Path, env: DistEnv, name: str = "output_dir", wait_s: float = 2.0) -> None:
+    """Raise on every rank unless every rank reads, in ``folder``, the file rank 0 has just written there.
+
+    Rank 0 alone writes a training's checkpoints; a job restarted with another node as rank 0
+    resumes from what that node sees, so a folder some node does not share would silently start
+    the run over (or resume an older one). Rank 0 writes a file named and filled with a random
+    token, every rank reads it (for up to ``wait_s`` seconds: a network filesystem may show a new
+    file late), and rank 0 removes it. A single process checks nothing."""
+    if not env.distributed:
+        return
+    folder = Path(folder)
+
+    def write() -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob(f"{_SHARED_MARKER}*"):  # of a job killed during its check
+            leftover.unlink(missing_ok=True)
+        token = secrets.token_hex(16)
+        (folder / f"{_SHARED_MARKER}{token}").write_text(token)
+        return token
+
+    token, main_folder = decided_on_main(lambda: (write(), str(folder)), env, f"to write into {name} {folder}")
+    marker = folder / f"{_SHARED_MARKER}{token}"
+    seen = all_gather_object((socket.gethostname(), str(folder), _read_token(marker, token, wait_s)), env)
+    if env.is_main:
+        marker.unlink(missing_ok=True)
+    blind = [f"rank {rank} on {host}{'' if path == main_folder else f' (looking in {path})'}: {why}"
+             for rank, (host, path, why) in enumerate(seen) if why]  # fmt: skip
+    if blind:
+        raise RuntimeError(
+            f"{name} {main_folder} is not shared by all ranks: {'; '.join(blind)}. Rank 0 alone writes the "
+            f"checkpoints there, and a restarted job resumes from what its rank 0 sees: put {name} on a "
+            "filesystem every node sees"
+        )
+
+
+def _read_token(path: Path, token: str, wait_s: float) -> str:
+    """'' when ``path`` holds ``token``, else what went wrong (after retrying for ``wait_s`` seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            why = "" if path.read_text() == token else "it holds something else"
+        except OSError as e:
+            why = f"{type(e).__name__}: {e.strerror or e}"
+        if not why or time.monotonic() >= deadline:
+            return why
+        time.sleep(0.1)

@@ -15,8 +15,8 @@ def loss_curve_figure(train: list[dict[str, float]], val: list[dict[str, float]]
     """
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
-        steps = [r["step"] for r in train]
-        ax.plot(steps, [r["loss"] for r in train], color="tab:blue", lw=1.2, label="train loss")
+        logged = [r for r in train if "loss" in r]  # a window of skipped batches logs none
+        ax.plot([r["step"] for r in logged], [r["loss"] for r in logged], color="tab:blue", lw=1.2, label="train loss")
         ax.set_yscale("log")
     if val and "val_loss" in val[-1]:  # flow models validate a loss (the VAEs accuracies, PSNR)
         ax.plot([r["step"] for r in val], [r.get("val_loss", float("nan")) for r in val], "s-", color="tab:orange",

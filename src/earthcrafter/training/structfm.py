@@ -321,7 +321,7 @@ def train_structfm(
         result = trainer.fit()
         metrics.update({f"{stage}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
         metrics[f"{stage}/run_id"] = trainer.run_id or ""
-    if cfg.preview_tiles and cfg.structvae_path:
+    if cfg.preview_tiles and cfg.structvae_path and tracking.is_main_process():  # under torchrun: rank 0's files
         from earthcrafter.training.structfm_preview import generate_preview
 
         tiles = train if cfg.preview_split == "train" else val

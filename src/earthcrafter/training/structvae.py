@@ -51,13 +51,19 @@ class StructVAERunConfig(BaseModel):
     output_dir: str = Field("data/06_models/structvae", description="checkpoints, model.pt, figures")
     report_dir: str = Field("data/08_reporting/train_structvae", description="Table 3 csv / md")
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda (cuda:LOCAL_RANK) or cuda:N")
-    accum_steps: int = Field(1, ge=1, description="micro-batches per rank per step")
     threshold: float = Field(0.0, description="decoder keep threshold on logits at validation")
     mlflow: bool = True
     model: StructVAEConfig = Field(default_factory=StructVAEConfig)
     data: VoxelDataConfig = Field(default_factory=VoxelDataConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ablations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "accum_steps" in data:
+            raise ValueError("accum_steps is a trainer setting now: set train_structvae.trainer.accum_steps")
+        return data
 
     @model_validator(mode="after")
     def _check_rows(self) -> StructVAERunConfig:
@@ -216,7 +222,7 @@ def train_structvae(
         task, config.trainer, train, val, out_dir=config.output_dir, run_name=config.name,
         tags={"model": "structvae", "ablation": config.ablation, "table": config.table or "none"},
         params=config.model_dump(mode="json", exclude={"ablations"}), device=config.device,
-        accum_steps=config.accum_steps, mlflow=config.mlflow,
+        mlflow=config.mlflow,
     )
     metrics: dict[str, Any] = dict(trainer.fit(stop_after=stop_after))
     metrics.update(name=config.name, ablation=config.ablation, run_id=trainer.run_id or "")

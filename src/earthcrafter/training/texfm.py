@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from earthcrafter import tracking
 from earthcrafter.flow import RectifiedFlow
 from earthcrafter.flow.latent_stats import latent_inputs
 from earthcrafter.io.latents import read_latent_tile
@@ -131,7 +132,7 @@ def train_texfm(manifest: pd.DataFrame, stats: dict, config: TexFMRunConfig | di
                       mlflow=cfg.mlflow)  # fmt: skip
     metrics: dict[str, Any] = {k: v for k, v in trainer.fit().items() if isinstance(v, (int, float))}
     metrics.update(train_tiles=len(train), val_tiles=len(val), run_id=trainer.run_id or "")
-    if cfg.preview_tiles and cfg.texvae_path:
+    if cfg.preview_tiles and cfg.texvae_path and tracking.is_main_process():  # under torchrun: rank 0's files
         from earthcrafter.training.texfm_preview import texture_preview
 
         metrics.update(texture_preview(load_texfm(cfg.output_dir), val, stats["tex"], cfg))

@@ -45,3 +45,25 @@ def training_run(
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def set_tags_keeping_first(tags: dict[str, Any], changed_prefix: str) -> list[str]:
+    """Set ``tags`` on the active run (rank 0), keeping the value of one it already holds: a different
+    value (a run resumed under other code) is set as ``changed_prefix + key`` instead. Returns the
+    keys set that way."""
+    from earthcrafter import tracking
+
+    if not tracking.active():
+        return []
+    import mlflow
+
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
+    new, changed = {}, []
+    for key, value in ((k, str(v)) for k, v in tags.items()):
+        if key not in held:
+            new[key] = value
+        elif held[key] != value:
+            changed.append(key)
+            new[f"{changed_prefix}{key}"] = value
+    tracking.set_tags(new)
+    return changed

@@ -42,7 +42,7 @@ from earthcrafter.training.figures import loss_curve_figure
 from earthcrafter.training.sampler import GlobalBatchSampler, shard_indices
 from earthcrafter.training.schedule import warmup_poly_scheduler
 from earthcrafter.training.task import Task
-from earthcrafter.training.tracking import training_run
+from earthcrafter.training.tracking import set_tags_keeping_first, training_run
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,14 @@ def _backend_report() -> dict[str, Any]:
     except ImportError:
         return {}
     return dict(backend_report())
+
+
+@functools.cache
+def code_commit() -> str:
+    """The git commit of the code this process runs (``-dirty`` with uncommitted changes), read once:
+    every run a process trains (a sweep, a pipeline of stages) is tagged with the code it started
+    with, not with commits made while it ran."""
+    return ec_tracking.git_commit(Path(__file__).parent)
 
 
 def _file_identity(path: Path) -> tuple[str, int, int]:
@@ -144,7 +152,6 @@ class Trainer:
         tags: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         device: str = "auto",
-        accum_steps: int = 1,
         mlflow: bool = True,
         operational_sections: tuple[str, ...] = (),
     ):
@@ -154,13 +161,13 @@ class Trainer:
         self.run_name = run_name or task.name
         self.tags = {"model": task.name, **(tags or {})}
         self.params = params or {}
-        self.device, self.accum_steps, self.use_mlflow = device, accum_steps, mlflow
+        self.device, self.use_mlflow = device, mlflow
         self.operational_sections = tuple(operational_sections)
         self._val_loader: DataLoader | None = None
         self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
         self.model: nn.Module | None = None
         self.ema: EMA | None = None
-        self.run_id: str | None = None  # the MLflow run (rank 0, when tracking)
+        self.run_id: str | None = None  # the MLflow run (when tracking; every rank gets rank 0's at the end)
 
     # ------------------------------------------------------------------ public
 
@@ -198,6 +205,10 @@ class Trainer:
                               enabled=uses_bf16(self.config.precision, env.device))
 
     def _restore(self, env, model, opt, sched, ema) -> dict[str, Any]:
+        # The training data's identity (a stat per tile: ~450k at paper scale), taken once on rank 0
+        # before the first step: the resume decision compares it and every checkpoint records it; the
+        # other ranks wait for it here, not inside a training step's collective.
+        dist.decided_on_main(lambda: bool(self._train_data), env, "to fingerprint the training data")
         state = self._load_checkpoint(env) if self.config.resume else None
         if state is None:
             self._clear_stale_checkpoints(env)
@@ -271,7 +282,7 @@ class Trainer:
     OPERATIONAL = frozenset({"name", "output_dir", "out_dir", "report_dir", "mlflow", "device", "threads",
                              "num_workers", "cache_tiles", "max_val_tiles", "val_views", "root", "accum_steps",
                              "preview_tiles", "preview_size", "preview_split", "structvae_path", "texvae_path",
-                             "target_psnr", "row"})  # fmt: skip
+                             "target_psnr", "row", "require_lpips"})  # fmt: skip
     # Sections of ``params`` that do not define the run: the trainer settings (compared through
     # RUN_DEFINING), how validation samples, the ablation rows; plus the ``operational_sections``
     # given to the trainer (StructFM's other stage's trainer settings).
@@ -307,11 +318,12 @@ class Trainer:
 
     @functools.cached_property
     def _git_commit(self) -> str:
-        return ec_tracking.git_commit(Path(__file__).parent)
+        return code_commit()
 
     @functools.cached_property
     def _train_data(self) -> str:
-        """The training set's identity: its ``fingerprint()`` (tile ids and file sizes) or its size."""
+        """The training set's identity: its ``fingerprint()`` (tile ids and file sizes) or its size.
+        Rank 0's alone, taken once before training (:meth:`_restore`)."""
         fingerprint = getattr(self.train_set, "fingerprint", None)
         return fingerprint() if callable(fingerprint) else f"{len(self.train_set)} samples"
 
@@ -395,7 +407,7 @@ class Trainer:
             return
         flat = ec_config.flatten(self.params)
         flat.update({"trainer.world_size": env.world_size, "trainer.device": env.device.type,
-                     "trainer.accum_steps": self.accum_steps, "model.num_params": num_params})
+                     "trainer.accum_steps": self.config.accum_steps, "model.num_params": num_params})
         flat.update(ec_config.flatten(_backend_report(), "backend."))
         # A resumed run may run on other devices or at another cadence: MLflow keeps the first
         # value of a param, so a changed one is logged beside it, named after the step it took effect.
@@ -403,7 +415,9 @@ class Trainer:
         if changed:
             log.warning("resumed at step %d with changed settings (logged as resume_%d.*): %s",
                         step, step, ", ".join(changed[:8]))
-        ec_tracking.set_tags({"git_commit": self._git_commit})
+        # A run resumed under other code keeps the commit it was started with; the resuming one is
+        # tagged beside it, named after the step it took over.
+        set_tags_keeping_first({"git_commit": self._git_commit}, changed_prefix=f"resume_{step}.")
 
     def _reduce_logs(self, env, sums: dict[str, float], weights: dict[str, float], counts: dict[str, float],
                      n: int) -> dict[str, float]:  # fmt: skip
@@ -427,6 +441,8 @@ class Trainer:
         cfg, task = self.config, self.task
         if len(self.train_set) == 0:
             raise ValueError(f"{task.name}: the training set is empty")
+        if cfg.resume:  # a restarted job resumes rank 0's checkpoints: whichever node is rank 0 then must see them
+            dist.check_shared_folder(self.out_dir, env)
         _seed_all(cfg.seed)  # identical initial weights on every rank (and in the EMA copy)
         model = task.build_model().to(env.device)
         if cfg.activation_checkpointing:
@@ -448,7 +464,7 @@ class Trainer:
         sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, rank=env.rank, world_size=env.world_size,
                                      seed=cfg.seed, start_step=step)
         loader = DataLoader(
-            self.train_set, batch_sampler=_MicroBatches(sampler, self.accum_steps), collate_fn=task.collate,
+            self.train_set, batch_sampler=_MicroBatches(sampler, cfg.accum_steps), collate_fn=task.collate,
             num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),
         )
@@ -469,23 +485,24 @@ class Trainer:
                 t0 = time.perf_counter()
                 ddp.train()
                 opt.zero_grad(set_to_none=True)
-                for micro in range(self.accum_steps):
+                for micro in range(cfg.accum_steps):
                     t_data = time.perf_counter()
                     batch = task.to_device(next(batches), env.device)
                     sums["data_s"] += time.perf_counter() - t_data  # loading + copy to the device: the GPU idles
-                    sync = ddp.no_sync() if env.distributed and micro < self.accum_steps - 1 else contextlib.nullcontext()
+                    last = micro == cfg.accum_steps - 1  # DDP all-reduces the gradients once, in the last backward
+                    sync = ddp.no_sync() if env.distributed and not last else contextlib.nullcontext()
                     with sync:
                         with self._autocast(env):
                             loss, logs = task.training_step(ddp, batch)
-                        (loss / self.accum_steps).backward()
+                        (loss / cfg.accum_steps).backward()
                     # the loss, once; a task's own "loss" log wins (None: this micro-batch has none to log,
                     # e.g. a TexVAE batch whose samples were all skipped, so the curve is not pulled to 0)
                     logs = {"loss": float(loss.detach()), **logs}
                     for k, v in logs.items():
                         if v is None:
                             continue
-                        sums[k] += float(v) / self.accum_steps
-                        weights[k] += 1 / self.accum_steps
+                        sums[k] += float(v) / cfg.accum_steps
+                        weights[k] += 1 / cfg.accum_steps
                     for k, v in task.count(batch).items():
                         counts[k] += v
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -520,7 +537,7 @@ class Trainer:
                     row.update(lr=lr, peak_mem_gb=peak_memory_gb(env.device), skipped_steps=skipped)
                     ec_tracking.log_metrics(row, step=step, prefix="train/")
                     self.history["train"].append({"step": step, **row})
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}", lr=f"{lr:.2e}")  # none: all skipped
                     log.debug("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
                     sums, weights, counts = defaultdict(float), defaultdict(float), defaultdict(float)
                     n_window, window_time = 0, 0.0
@@ -549,9 +566,14 @@ class Trainer:
             ec_tracking.log_metrics(metrics, step=step, prefix="final/")
             ec_tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("steps",)}, step=step, prefix="val/")
             self._val_loader = None  # its workers exit
-            if env.is_main:
+
+            def finish():
                 self._finish(env, ema, metrics, last_ckpt)
-            dist.barrier(env)
+                return run_id, metrics
+
+            # every rank returns rank 0's results (its run id, its training time): the pipeline's node
+            # outputs are the same on every rank, whichever one writes them
+            self.run_id, metrics = dist.decided_on_main(finish, env, f"to export {self.run_name}")
         if not env.distributed:  # under DDP rank 0 goes on with the next stage; the pipeline's end waits
             ec_tracking.wait_for_uploads()
         return metrics

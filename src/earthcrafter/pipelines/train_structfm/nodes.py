@@ -51,6 +51,8 @@ def report_table4(params: dict, two_stage: dict, dense: dict, *optional: dict | 
     cfg = StructFMRunConfig.model_validate(params)
     extra = {OPTIONAL_ROWS[row]: m for row, m in zip(OPTIONAL_ROWS, optional) if m and "skipped" not in m}
     df = table4(two_stage, dense, extra)
+    if not tracking.is_main_process():  # under torchrun every rank runs this node; rank 0 writes the table
+        return {"rows": df.to_dict(orient="records")}
     out = Path(cfg.report_dir)
     atomic_write_text(out / "table4.csv", df.to_csv(index=False))
     cell = lambda v: "–" if v is None or v != v else str(v)  # noqa: E731 (None / NaN: not measured)

@@ -41,6 +41,8 @@ def report_table3(params: dict, *row_metrics: dict) -> dict:
     cfg = StructVAERunConfig.model_validate(params)
     row_metrics = tuple(m for m in row_metrics if m.get("status") != "not configured")
     run_ids = [m.get("run_id") for m in row_metrics if m.get("run_id")]
+    if not tracking.is_main_process():  # under torchrun every rank runs this node; rank 0 writes the table
+        return {"rows": []}
     runs = find_table3_runs(run_ids) if run_ids else pd.DataFrame()
     if len(runs) < len(row_metrics):
         log.warning("Table 3: %d of %d rows found in MLflow; missing rows come from the node outputs",
