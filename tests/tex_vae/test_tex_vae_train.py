@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,3 +165,23 @@ def test_a_rank_whose_batch_is_all_skipped_still_joins_the_gradient_all_reduce(t
     assert torch.equal(g0, g1), "the ranks' gradients differ: no all-reduce paired them"
     assert g0[0].abs().sum() > 0 and torch.allclose(g0[1], 2 * g0[0], rtol=1e-4, atol=1e-7), \
         "step 1 averages rank 0's gradient with rank 1's zeros: half of step 2's, where both ranks have the tile"
+
+
+def test_required_lpips_fails_at_start_when_missing(synth_manifest, tmp_path):
+    """conf/paper requires LPIPS: a run without its package or weights must not train 200k steps on
+    another loss, it fails before the first step naming the fix."""
+    cfg = TexVAETrainConfig.model_validate(_tiny_params(tmp_path, loss={"require_lpips": True,
+                                                                        "lpips_weights_dir": str(tmp_path / "none")}))
+    with pytest.raises(RuntimeError, match=r"require_lpips: LPIPS is weighted .* but disabled: .*lpips_weights_dir"):
+        train_texvae(cfg, synth_manifest, mlflow=False)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    off = TexVAETrainConfig.model_validate(_tiny_params(tmp_path, loss={"require_lpips": True, "lpips_vgg": 0.0,
+                                                                        "lpips_alex": 0.0}))
+    train_texvae(off, synth_manifest, mlflow=False)  # not weighted: nothing to require
+
+
+def test_paper_configuration_requires_lpips():
+    import yaml
+
+    paper = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/paper/parameters_train_texvae.yml").read_text())
+    assert TexVAETrainConfig.model_validate(paper["train_texvae"]).loss.require_lpips

@@ -53,6 +53,8 @@ class TexVAELossConfig(BaseModel):
     lpips_alex: float = Field(0.1, ge=0, description="LPIPS with the AlexNet backbone (0: off)")
     kl: float = Field(1e-6, ge=0, description="KL(q(z|x) || N(0, I)) per voxel, summed over channels")
     lpips_weights_dir: str | None = Field(None, description="folder with the LPIPS backbones (else the torch hub cache)")
+    require_lpips: bool = Field(False, description="fail at start when LPIPS is weighted but its package or weights "
+                                "are missing (otherwise the run trains without it, with a warning)")  # fmt: skip
 
 
 class RenderConfig(BaseModel):

@@ -174,6 +174,12 @@ def train_texvae(
     L, voxel_size = train_set.grid()
     task = texvae_task(cfg, in_channels)
     lpips = task.lpips
+    if cfg.loss.require_lpips and (cfg.loss.lpips_vgg > 0 or cfg.loss.lpips_alex > 0) and not lpips.available:
+        raise RuntimeError(
+            f"train_texvae.loss.require_lpips: LPIPS is weighted (vgg {cfg.loss.lpips_vgg}, alex {cfg.loss.lpips_alex}) "
+            f"but {lpips.status}. Install it (pip install -e '.[lpips]') and put its backbones in "
+            f"loss.lpips_weights_dir, or set the LPIPS weights to 0, or require_lpips: false"
+        )
     name = run_name or f"texvae/{cfg.row}"
     tags = {"model": "texvae", "table": table, "ablation": cfg.row, "lpips": lpips.status, "features": cfg.model.features,
             "arch": cfg.model.arch, "L": L, "pool": cfg.data.pool}  # fmt: skip
