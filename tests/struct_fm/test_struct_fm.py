@@ -312,6 +312,11 @@ def test_table4_rows_are_mlflow_runs_holding_the_table_numbers(tmp_path, tiles32
         m = rows[run["tags.ablation"]]
         assert run["metrics.final/gen_cell_iou"] == pytest.approx(m["gen_cell_iou"])
         assert run["metrics.final/gen_iou"] == pytest.approx(m["gen_iou"])
+    from earthcrafter.training.structfm import table4
+
+    by_method = table4(rows["two_stage"], rows["dense"]).set_index("Method")["run_id"]
+    assert by_method["LatentSFM"] == by_method["ClassSFM"] == rows["two_stage"]["fine/run_id"]
+    assert by_method["DenseSFM"] == rows["dense"]["dense/run_id"] != ""
     two = runs.set_index("tags.ablation").loc["two_stage"]
     assert two["metrics.final/gen_coarse_cell_iou"] == pytest.approx(rows["two_stage"]["gen_coarse_cell_iou"])
     assert two["run_id"] == rows["two_stage"]["fine/run_id"]

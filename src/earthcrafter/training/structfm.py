@@ -354,17 +354,20 @@ def ablation_config(config: StructFMRunConfig, row: str) -> StructFMRunConfig:
 
 
 def table4(two_stage: dict, dense: dict, extra: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Table 4 from a two-stage and a dense run's metrics (percent), the paper's numbers beside.
+    """Table 4 from a two-stage and a dense run's metrics (percent), the paper's numbers beside, and
+    the MLflow run each row's numbers are logged on (its last stage's; "" without tracking).
     ``extra``: more two-stage runs (label -> metrics), one LatentSFM row each, without paper numbers."""
     pct = lambda m, k: round(100 * m[k], 1) if k in m else None  # noqa: E731
+    run = lambda m: m.get("fine/run_id") or m.get("dense/run_id") or ""  # noqa: E731
     ours = {"DenseSFM": (pct(dense, "gen_cell_iou"), pct(dense, "gen_iou")),
             "ClassSFM": (pct(two_stage, "gen_coarse_cell_iou"), None),
             "LatentSFM": (pct(two_stage, "gen_cell_iou"), pct(two_stage, "gen_iou"))}  # fmt: skip
     rows = []
     for method, (s_num, s_idx, p3, p0) in TABLE4_PAPER.items():
         rows.append({"Method": method, "S-Num": s_num, "S-Index": s_idx, "mIoU3": ours[method][0],
-                     "mIoU0": ours[method][1], "paper mIoU3": p3, "paper mIoU0": p0})  # fmt: skip
+                     "mIoU0": ours[method][1], "paper mIoU3": p3, "paper mIoU0": p0,
+                     "run_id": run(dense if method == "DenseSFM" else two_stage)})  # fmt: skip
     for label, m in (extra or {}).items():
         rows.append({"Method": label, "S-Num": 2, "S-Index": 2, "mIoU3": pct(m, "gen_cell_iou"), "mIoU0": pct(m, "gen_iou"),
-                     "paper mIoU3": None, "paper mIoU0": None})  # fmt: skip
+                     "paper mIoU3": None, "paper mIoU0": None, "run_id": run(m)})  # fmt: skip
     return pd.DataFrame(rows)

@@ -56,8 +56,9 @@ def report_table4(params: dict, two_stage: dict, dense: dict, *optional: dict | 
     out = Path(cfg.report_dir)
     atomic_write_text(out / "table4.csv", df.to_csv(index=False))
     cell = lambda v: "–" if v is None or v != v else str(v)  # noqa: E731 (None / NaN: not measured)
-    md = "\n".join(["| " + " | ".join(df.columns) + " |", "|---|" + "--:|" * (len(df.columns) - 1)]
-                   + ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)])  # fmt: skip
+    shown = df.drop(columns="run_id")  # the csv names each row's MLflow run
+    md = "\n".join(["| " + " | ".join(shown.columns) + " |", "|---|" + "--:|" * (len(shown.columns) - 1)]
+                   + ["| " + " | ".join(cell(v) for v in r) + " |" for r in shown.itertuples(index=False)])  # fmt: skip
     tiles = int(two_stage.get("gen_tiles", 0))
     row = ablation_config(cfg, "two_stage")
     condition = {"semantic": "semantic layout", "rgbd": "RGBD view", "mixed": "semantic layout of a mixed-input model",
