@@ -396,7 +396,8 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     latents = pd.read_parquet(project / "data" / "05_model_input" / "latents_manifest.parquet")
     tile = latents.loc[latents["split"] == "train", "tile_id"].iloc[0]
     out = project / "samples"
-    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--out", str(out)]) == 0
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--out", str(out),
+                 "--device", "cpu"]) == 0  # fmt: skip
     table = pd.read_parquet(out / "manifest.parquet")
     assert table["layout_tile"].tolist() == [tile] and table["condition"].tolist() == ["layout"]
     assert (out / table["scene_id"].iloc[0] / "gaussians.ply").is_file() and tile in capsys.readouterr().out
@@ -420,6 +421,8 @@ def test_generate_command_from_named_tiles_and_unconditionally(project, monkeypa
     assert centres[:, 1].min() > 848_935.20 - voxel_ft and centres[:, 1].max() < 849_497.90 + voxel_ft
     assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", "no_such_tile", "--out", str(out)]) == 2
     assert "no_such_tile" in capsys.readouterr().err
+    assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--device", "gpu0"]) == 2
+    assert "device" in capsys.readouterr().err
     # the tiny flows are trained on semantic layouts: an RGBD view is refused with the reason
     assert main(["generate", "--root", str(project), "--env", "tiny", "--tiles", tile, "--condition", "rgbd", "--out", str(out)]) == 2
     assert "cannot take the rgbd condition" in capsys.readouterr().err

@@ -137,7 +137,7 @@ def _generation_inputs(args: argparse.Namespace, overrides: dict):
 
 def _common_overrides(args: argparse.Namespace) -> dict:
     return {"seed": args.seed, "cfg_strength": args.cfg, "steps": args.steps, "frames": args.frames,
-            "mlflow": getattr(args, "mlflow", False),
+            "mlflow": getattr(args, "mlflow", False), "device": args.device,
             "condition": "none" if args.unconditional else getattr(args, "condition", None)}  # fmt: skip
 
 
@@ -291,6 +291,7 @@ def _sampling_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--size", type=int, default=None, help="orbit / preview size in pixels")
     p.add_argument("--out", default=None, help=out_help)
     p.add_argument("--env", default="local", help="conf/<env>/parameters_generation.yml applied over conf/base")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the configuration's)")
     p.add_argument("--root", default=".", help="project root")
 
 
