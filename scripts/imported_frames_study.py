@@ -41,15 +41,11 @@ SETTINGS = {
 }
 
 
-def surface_points(caster: MeshRaycaster, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Valid-pixel mask, hit points and camera-facing normals of ``cam``'s rays."""
-    origins, dirs = cam.pixel_rays()
-    hit = caster.cast(origins, dirs)
-    valid = hit["prim"] >= 0
-    pts = origins[valid] + dirs[valid] * hit["t"][valid, None]
-    n = caster.face_normals[hit["prim"][valid]]
-    n = np.where((np.einsum("nc,nc->n", n, dirs[valid]) > 0)[:, None], -n, n)
-    return valid, pts, n
+def surface_points(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Valid-pixel mask, hit points and camera-facing normals of a rendered frame (its depth and
+    normal layers)."""
+    valid = np.isfinite(frame.depth)
+    return valid, frame.camera.unproject_depth(frame.depth)[valid], frame.normal[valid]
 
 
 def measure(caster, cams, ortho, shading, drape_on, min_z) -> tuple[dict, list]:
@@ -59,8 +55,8 @@ def measure(caster, cams, ortho, shading, drape_on, min_z) -> tuple[dict, list]:
     seconds = time.perf_counter() - t0
     plain = [caster.render(cam, "", Shading.measured(), orthophoto_drape(ortho, min_z)) for cam in cams]
     ratio_num = ratio_den = se = count = 0.0
-    for cam, fr, ref in zip(cams, frames, plain):
-        valid, pts, n = surface_points(caster, cam)
+    for fr, ref in zip(frames, plain):
+        valid, pts, n = surface_points(ref)
         ratio_num += fr.rgb[valid].astype(np.float64).sum()
         ratio_den += ref.rgb[valid].astype(np.float64).sum()
         o = ortho.sample(pts[:, :2])

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from earthcrafter import tracking
 from earthcrafter.io.atomic import atomic_path, atomic_write_text, json_default
 from earthcrafter.io.imported_scene import read_imported_scene, write_imported_scene
 from earthcrafter.io.scene import Scene, list_scenes
@@ -26,22 +27,6 @@ from earthcrafter.io.scene import Scene, list_scenes
 log = logging.getLogger(__name__)
 
 _NOTHING = object()
-
-
-def _env_int(name: str, default: int) -> int:
-    """An integer environment variable, read as ``earthcrafter.training.distributed`` reads torchrun's
-    (unset or empty: ``default``). That module is not imported here: every Kedro run loads this one."""
-    raw = os.environ.get(name) or ""
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
-def _other_rank() -> tuple[int, int] | None:
-    """(rank, world size) when this process is a rank other than 0 of a torchrun job, else None."""
-    rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    return (rank, world) if world > 1 and rank != 0 else None
 
 
 class ProjectDataset(AbstractDataset):
@@ -67,10 +52,9 @@ class ProjectDataset(AbstractDataset):
 
         @functools.wraps(save_func)
         def save_on_rank_zero(self, data) -> None:
-            other = _other_rank()
-            if other is None:
+            if tracking.is_main_process():
                 return save(self, data)
-            log.debug("rank %d of %d: not saving %s (rank 0 does)", *other, self)
+            log.debug("rank %s: not saving %s (rank 0 does)", os.environ.get("RANK"), self)
             self._held = self._as_loaded(data)
 
         save_on_rank_zero.__savewrapped__ = True  # Kedro re-wraps an inherited save from __wrapped__ (the plain one)

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    """Rank 0 of a torchrun job, or a plain process (RANK unset or empty)."""
+    return int(os.environ.get("RANK") or 0) == 0
 
 
 def active() -> bool:

@@ -124,8 +124,10 @@ class MeshRaycaster:
         tri = self.mesh.faces[p]  # [H, W, 3]
         w1, w2 = uv[..., 0:1], uv[..., 1:2]
         albedo = (1 - w1 - w2) * self._colors[tri[..., 0]] + w1 * self._colors[tri[..., 1]] + w2 * self._colors[tri[..., 2]]
-        if drape is not None and valid.any():
-            points = origins[valid] + dirs[valid] * t[valid, None]
+        # surface points of the hit pixels, for the drape and the shadow rays
+        needed = valid.any() and (drape is not None or shading.shadows)
+        points = origins[valid] + dirs[valid] * t[valid, None] if needed else None
+        if drape is not None and points is not None:
             draped = drape(points, normal[valid])
             has = ~np.isnan(draped).any(axis=1)
             a = albedo[valid]
@@ -134,9 +136,8 @@ class MeshRaycaster:
 
         sun = shading.sun_dir
         lambert = np.clip(normal @ sun, 0.0, 1.0)
-        if shading.shadows and valid.any():
-            pts = origins[valid] + dirs[valid] * t[valid, None]
-            start = pts + normal[valid] * 0.05  # offset off the surface to avoid self-hits
+        if shading.shadows and points is not None:
+            start = points + normal[valid] * 0.05  # offset off the surface to avoid self-hits
             shadowed = self.occluded(start, np.broadcast_to(sun, start.shape).copy())
             lam = lambert[valid]
             lam[shadowed] = 0.0
