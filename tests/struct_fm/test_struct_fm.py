@@ -253,6 +253,7 @@ def test_dense_variant_and_table4(tmp_path, tiles32):
     assert dense_cfg.variant == "dense" and dense_cfg.output_dir.endswith("ablations/dense") and not dense_cfg.ablations
     dense = train_structfm(manifest, stats, dense_cfg)
     assert "dense/acc" in dense and "coarse/acc" not in dense and dense["gen_tiles"] == 2
+    assert (dense["gen_split"], dense["gen_condition"]) == (base.preview_split, base.model.condition)
     model = load_structfm(dense_cfg.output_dir)
     assert model.variant == "dense" and not hasattr(model, "coarse")
     two = train_structfm(manifest, stats, ablation_config(base, "two_stage"))
@@ -288,6 +289,23 @@ def test_table4_report_with_and_without_the_optional_rows(tmp_path, tiles32):
     rows = report_table4(params, two, dense, skipped, {"gen_cell_iou": 0.81, "gen_iou": 0.28})["rows"]
     assert [r["Method"] for r in rows][-1] == "LatentSFM, Swin CondNet" and rows[-1]["mIoU3"] == 81.0
     assert len(rows) == 4  # the skipped U-Net row is not in the table
+
+
+def test_table4_caption_comes_from_the_rows_not_the_current_config(tmp_path):
+    """A table rebuilt from stored rows says what those rows were measured on, even after the
+    configuration changed; rows measured on different sets are named."""
+    from earthcrafter.pipelines.train_structfm.nodes import report_table4
+
+    params = {"report_dir": str(tmp_path), "mlflow": False, "model": {**TINY, "condition": "semantic"}}
+    row = {"gen_cell_iou": 0.8, "gen_iou": 0.3, "gen_coarse_cell_iou": 0.85, "gen_tiles": 3,
+           "gen_split": "val", "gen_condition": "rgbd"}  # fmt: skip
+    report_table4(params, row, {**row, "gen_cell_iou": 0.6})
+    caption = (tmp_path / "table4.md").read_text().splitlines()[0]
+    assert caption.startswith("StructFM Table 4 on 3 val tiles (RGBD view condition), percent")
+    report_table4(params, row, {"gen_cell_iou": 0.6, "gen_iou": 0.2, "gen_tiles": 2})  # a row of an older run
+    caption = (tmp_path / "table4.md").read_text().splitlines()[0]
+    assert "measured on different sets" in caption and "LatentSFM on 3 val tiles (RGBD view condition)" in caption
+    assert "DenseSFM on 2 tiles (split and condition not recorded)" in caption
 
 
 def test_table4_rows_are_mlflow_runs_holding_the_table_numbers(tmp_path, tiles32, mlflow_uri):

@@ -330,6 +330,8 @@ def train_structfm(
         if model.config.height_dropout > 0:  # it also takes photos: the same tiles from their views' colours alone
             generated.update(generate_preview(model, tiles, stats["struct"], cfg, given="rgb"))
         metrics.update(generated)
+        # what the gen_* numbers were measured on, so a table built later from stored rows can say it
+        metrics.update(gen_split=cfg.preview_split, gen_condition=cfg.model.condition)
         numeric = {k: v for k, v in generated.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         tracking.log_metrics_to_run(metrics[f"{stages[-1]}/run_id"], numeric, prefix="final/")
     return metrics

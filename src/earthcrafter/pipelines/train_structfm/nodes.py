@@ -42,6 +42,27 @@ OPTIONAL_ROWS = {
 }
 
 
+CONDITION_NAMES = {"semantic": "semantic layout", "rgbd": "RGBD view", "mixed": "semantic layout of a mixed-input model",
+                   "none": "no"}  # fmt: skip
+
+
+def table4_caption(rows: dict[str, dict]) -> str:
+    """What Table 4's generated structures were measured on, read from the rows' own metrics (a row
+    may come from an earlier run than the current configuration): one phrase when the rows agree,
+    the rows that differ named otherwise."""
+    def measured_on(m: dict) -> str:
+        if "gen_split" not in m:
+            return f"{int(m.get('gen_tiles', 0))} tiles (split and condition not recorded)"
+        condition = CONDITION_NAMES.get(m["gen_condition"], m["gen_condition"])
+        return f"{int(m.get('gen_tiles', 0))} {m['gen_split']} tiles ({condition} condition)"
+
+    phrases = {label: measured_on(m) for label, m in rows.items()}
+    if len(set(phrases.values())) == 1:
+        return f"StructFM Table 4 on {next(iter(phrases.values()))}, percent"
+    return "StructFM Table 4, percent; the rows were measured on different sets: " + "; ".join(
+        f"{label} on {phrase}" for label, phrase in phrases.items())
+
+
 def report_table4(params: dict, two_stage: dict, dense: dict, *optional: dict | None) -> dict:
     """Table 4 (csv + md) in ``report_dir`` from the rows' metrics, also logged to MLflow; each
     optional row's metrics follow, in the order of :data:`OPTIONAL_ROWS`, and each that ran is
@@ -59,11 +80,8 @@ def report_table4(params: dict, two_stage: dict, dense: dict, *optional: dict | 
     shown = df.drop(columns="run_id")  # the csv names each row's MLflow run
     md = "\n".join(["| " + " | ".join(shown.columns) + " |", "|---|" + "--:|" * (len(shown.columns) - 1)]
                    + ["| " + " | ".join(cell(v) for v in r) + " |" for r in shown.itertuples(index=False)])  # fmt: skip
-    tiles = int(two_stage.get("gen_tiles", 0))
-    row = ablation_config(cfg, "two_stage")
-    condition = {"semantic": "semantic layout", "rgbd": "RGBD view", "mixed": "semantic layout of a mixed-input model",
-                 "none": "no"}[row.model.condition]  # fmt: skip
-    atomic_write_text(out / "table4.md", f"StructFM Table 4 on {tiles} {row.preview_split} tiles ({condition} condition), "
-                                         f"percent; the paper's numbers (train data, image condition) beside.\n\n{md}\n")  # fmt: skip
+    rows = {"LatentSFM": two_stage, "DenseSFM": dense, **extra}
+    atomic_write_text(out / "table4.md", f"{table4_caption(rows)}; the paper's numbers (train data, image condition) "
+                                         f"beside.\n\n{md}\n")  # fmt: skip
     tracking.log_dict({"table4": df.to_dict(orient="records")}, "table4.json")
     return {"rows": df.to_dict(orient="records")}
