@@ -152,3 +152,32 @@ def test_metadata_never_names_an_orthophoto_the_folder_lacks(tmp_path):
     write_imported_scene(tmp_path / "later", plain)
     assert "orthophoto" not in json.loads((tmp_path / "later" / "survey" / "metadata.json").read_text())
     assert not isinstance(read_imported_scene(tmp_path / "later" / "survey"), ImportedScene)
+
+
+def test_imported_scene_figure_script_draws_points_and_frames(tmp_path):
+    """scripts/imported_scene_figure.py (docs/data_import.md's Autzen figure) reads a raw imported
+    scene and its meshed scene and writes the figure; a scene without points is refused by name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from earthcrafter.io.scene import write_scene
+
+    rng = np.random.default_rng(0)
+    xyz = np.c_[rng.uniform(0, 40, (500, 2)), rng.uniform(0, 10, 500)]
+    points = Points(xyz, rng.integers(0, 256, (500, 3), dtype=np.uint8), np.zeros(500, np.uint8))
+    raw = write_scene(tmp_path / "raw", Scene("site", {"source": "lidar"}, points=points))
+    mesh = plane_and_wall()
+    frames = [MeshRaycaster(mesh).render(nadir_camera(x=x), f"{i:03d}") for i, x in enumerate((10.0, 20.0))]
+    meshed = write_scene(tmp_path / "meshed", Scene("site", {}, mesh=mesh, frames=frames))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "imported_scene_figure.py"
+    out = tmp_path / "fig.png"
+    run = subprocess.run([sys.executable, str(script), str(raw), str(meshed), "--out", str(out), "--frames", "2"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).size[0] > 600
+    bad = subprocess.run([sys.executable, str(script), str(meshed), str(meshed), "--out", str(out)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "no points" in bad.stderr
