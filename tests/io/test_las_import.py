@@ -294,6 +294,45 @@ def test_all_zero_colour_without_orthophoto(tmp_path):
         import_las(no_rgb)
 
 
+def test_black_las_colours_are_counted_and_filled_from_the_orthophoto(tmp_path, caplog):
+    """Points with LAS colour (0, 0, 0) (the colouring imagery missed them) are counted, warned about,
+    and coloured from the orthophoto when one is given; the other points keep their LAS colour."""
+    from earthcrafter.io.orthophoto import Orthophoto
+
+    rgb = np.full((400, 3), 150 * 257)
+    rgb[:160] = 0
+    path = write_las(tmp_path / "partblack.las", grid_points(), rgb=rgb)
+    with caplog.at_level(logging.WARNING, logger="earthcrafter"):
+        plain = import_las(path)
+    assert plain.metadata["black_color_points"] == 160 and plain.metadata["black_color_filled_from_orthophoto"] == 0
+    assert (plain.points.rgb.sum(1) == 0).sum() == 160
+    assert "160 points (40%) have LAS colour (0, 0, 0)" in caplog.text and "pass an orthophoto" in caplog.text
+    # a 1 m orthophoto over the patch (north up), one colour
+    ortho = Orthophoto(np.full((110, 110, 3), (10, 200, 30), np.uint8),
+                       np.array([[1.0, 0, 499_995.5], [0, -1.0, 4_000_104.5]]))  # fmt: skip
+    scene = import_las(path, orthophoto=ortho)
+    assert scene.metadata["color_source"] == "las" and scene.metadata["black_color_filled_from_orthophoto"] == 160
+    assert (scene.points.rgb == [10, 200, 30]).all(1).sum() == 160
+    assert (scene.points.rgb == [150, 150, 150]).all(1).sum() == 240
+    explicit = import_las(path, orthophoto=ortho, color_source="las")  # LAS colour only: counted, not filled
+    assert explicit.metadata["black_color_filled_from_orthophoto"] == 0
+    full = import_las(write_las(tmp_path / "coloured.las", grid_points(), rgb=np.full((400, 3), 9000)))
+    assert "black_color_points" not in full.metadata
+
+
+def test_scene_ids_cannot_leave_the_scenes_folder(tmp_path):
+    from earthcrafter.io.imported_scene import write_imported_scene
+
+    path = write_las(tmp_path / "a.las", grid_points(), rgb=np.full((400, 3), 9000))
+    with pytest.raises(ValueError, match="scene_id='../escaped'"):
+        import_las(path, scene_id="../escaped")
+    scene = import_las(path)
+    scene.scene_id = "../escaped"  # a scene renamed after import: the writer refuses it too
+    with pytest.raises(ValueError, match="does not name a folder inside"):
+        write_imported_scene(tmp_path / "scenes", scene)
+    assert not (tmp_path / "escaped").exists()
+
+
 def test_absurd_extent(tmp_path):
     xyz = grid_points(size=200_000.0)  # 200 km wide in a metre CRS
     path = write_las(tmp_path / "huge.las", xyz, rgb=np.full((400, 3), 9), scale=0.1)

@@ -21,6 +21,7 @@ from earthcrafter.geometry.cameras import Camera
 from earthcrafter.io.import_common import (
     DataImportError,
     check_coordinates,
+    check_scene_id,
     check_scene_size,
     class_histogram,
     extent_metadata,
@@ -58,6 +59,7 @@ def import_frames(
         unknown_class: semantic pixel values >= 25: "unlabeled" (class 0, counted) or "error".
     """
     folder = Path(folder)
+    scene_id = check_scene_id(scene_id) if scene_id is not None else None
     spec_path, spec = _read_spec(folder, cameras_file, unknown_class)
     world = _world_transform(spec_path, spec)
     frames, unknown_pixels, without_semantic = [], 0, 0

@@ -26,7 +26,7 @@ from PIL import Image
 
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.orthophoto import Orthophoto
-from earthcrafter.io.scene import Scene, read_metadata, read_scene, write_scene
+from earthcrafter.io.scene import Scene, read_metadata, read_scene, scene_folder, write_scene
 
 ORTHOPHOTO_FILE = "orthophoto.png"
 
@@ -62,7 +62,7 @@ def write_imported_scene(root: str | Path, scene: Scene) -> Path:
         meta = {k: v for k, v in scene.metadata.items() if k != "orthophoto"}
         return write_scene(root, replace(scene, metadata=meta))
     scene = replace(scene, metadata={**scene.metadata, "orthophoto": orthophoto_metadata(ortho)})
-    out = Path(root) / scene.scene_id
+    out = scene_folder(root, scene.scene_id)
     with atomic_path(out) as tmp:
         staged = write_scene(tmp.parent / ".staging", scene)
         with atomic_path(staged / ORTHOPHOTO_FILE) as png:

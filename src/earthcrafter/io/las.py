@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from earthcrafter.io.crs_units import LinearUnit, geographic_crs, same_unit, units_from_crs, units_from_geokeys
 from earthcrafter.io.import_common import (
     check_extent,
+    check_scene_id,
     check_scene_size,
     class_histogram,
     column_bounds,
@@ -46,6 +47,7 @@ COLOR_SOURCES = ("auto", "las", "orthophoto")
 UNKNOWN_CLASS_POLICIES = ("unlabeled", "drop", "error")
 RGB_POINT_FORMATS = frozenset({2, 3, 5, 7, 8, 10})
 MIN_ORTHO_COVERAGE = 0.5  # below this the orthophoto is likely in another CRS: warn
+BLACK_POINTS_WARN_SHARE = 0.01  # more points than this left with LAS colour (0, 0, 0): warn
 
 # ASPRS code (0..255) -> earthcrafter class, with -1 for codes the table does not know.
 _ASPRS_LUT = np.full(256, -1, dtype=np.int16)
@@ -100,6 +102,7 @@ def import_las(
             is always refused.
     """
     path = Path(path)
+    scene_id = check_scene_id(scene_id) if scene_id is not None else None
     crop = _check_las_options(path, color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size)
     _check_nodata_option(path, orthophoto, orthophoto_nodata)
     if not path.is_file():
@@ -132,8 +135,10 @@ def import_las(
 
     ortho = _load_orthophoto(orthophoto, world_file, orthophoto_nodata)
     source = _choose_color_source(path, color_source, has_rgb, stream["rgb_max"], ortho)
+    colour_gaps = {}
     if source == "las":
         rgb = _las_rgb_to_8bit(rgb16, stream["rgb_max"])
+        colour_gaps = _fill_black_points(path, rgb, rgb16, xyz, ortho if color_source == "auto" else None)
     else:
         rgb, on_image, coloured = _orthophoto_colors(path, ortho, xyz)
         dropped["outside_orthophoto_points"] = int((~on_image).sum())
@@ -168,6 +173,7 @@ def import_las(
         "unknown_classes": {"policy": unknown_class, "points": int(sum(unknown_counts.values())),
                             "codes": unknown_counts},
         "color_source": source,
+        **colour_gaps,
         "color_bit_depth": (8 if stream["rgb_max"] <= 255 else 16) if has_rgb else None,
         "las": _header_metadata(header),
     }
@@ -581,6 +587,33 @@ def _choose_color_source(path: Path, policy: str, has_rgb: bool, rgb_max: int, o
     if policy == "auto":
         return "las" if las_ok else "orthophoto"
     return policy
+
+
+def _fill_black_points(path: Path, rgb: np.ndarray, rgb16: np.ndarray, xyz: np.ndarray,
+                       ortho: Orthophoto | None) -> dict:
+    """Points whose LAS colour is exactly (0, 0, 0) — what vendors write where their colouring imagery
+    did not reach — get the orthophoto's colour when one is given (``rgb`` is filled in place).
+    Returns the counts for the scene metadata: {} when no point is black."""
+    black = (rgb16 == 0).all(1)
+    n = int(black.sum())
+    if n == 0:
+        return {}
+    filled = 0
+    if ortho is not None:
+        sampled = ortho.sample(xyz[black, :2])
+        ok = np.isfinite(sampled[:, 0])
+        idx = np.flatnonzero(black)[ok]
+        rgb[idx] = np.clip(np.round(sampled[ok]), 0, 255).astype(np.uint8)
+        filled = int(ok.sum())
+    share = n / max(len(rgb), 1)
+    if n - filled and share > BLACK_POINTS_WARN_SHARE:
+        hint = "pass an orthophoto (color_source='auto') to colour them" if ortho is None else "off the orthophoto"
+        log.warning("%s: %d points (%.0f%%) have LAS colour (0, 0, 0), probably not reached by the colouring "
+                    "imagery; %d were filled from the orthophoto, %d stay black (%s)",
+                    path, n, 100 * share, filled, n - filled, hint)  # fmt: skip
+    elif filled:
+        log.info("%s: %d points with LAS colour (0, 0, 0) coloured from the orthophoto", path, filled)
+    return {"black_color_points": n, "black_color_filled_from_orthophoto": filled}
 
 
 def _las_rgb_to_8bit(rgb16: np.ndarray, rgb_max: int) -> np.ndarray:

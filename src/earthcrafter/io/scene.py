@@ -172,9 +172,16 @@ def _frame_files(frames_dir: Path, name: str) -> dict[str, Path]:
     }
 
 
+def scene_folder(root: str | Path, scene_id: str) -> Path:
+    """``root/<scene_id>``; ``scene_id`` must name one folder inside ``root`` (a writer never leaves it)."""
+    if not isinstance(scene_id, str) or scene_id in ("", ".", "..") or "/" in scene_id or "\\" in scene_id:
+        raise ValueError(f"scene_id={scene_id!r} does not name a folder inside {root} (no '/', '\\', '.' or '..')")
+    return Path(root) / scene_id
+
+
 def write_scene(root: str | Path, scene: Scene) -> Path:
     """Write ``scene`` to ``root/<scene_id>`` atomically (replacing any previous version)."""
-    out = Path(root) / scene.scene_id
+    out = scene_folder(root, scene.scene_id)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         meta = dict(scene.metadata)
