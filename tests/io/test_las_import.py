@@ -362,3 +362,27 @@ def test_crop_missing_the_header_bounds_fails_before_reading(real_data, monkeypa
             call(real_data / "autzen_trim.las", crop=metres_box)
     # a crop that touches the bounds passes the check (the points decide what is kept)
     check_las(real_data / "autzen_trim.las", crop=(637_179.0, 849_497.0, 638_000.0, 850_000.0))
+
+
+def test_orthophoto_in_another_crs_than_the_las_file_is_refused(tmp_path):
+    """A GeoTIFF tagged EPSG:2263 beside a LAS file in EPSG:32610 fails in the check and the import,
+    naming both; the same GeoTIFF tagged EPSG:32610 colours the points."""
+    from PIL import Image, TiffImagePlugin
+
+    def geotiff(path, epsg: int) -> str:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2()
+        tags = {33550: (1.0, 1.0, 0.0), 33922: (0.0, 0.0, 0.0, 499_990.0, 4_000_110.0, 0.0),
+                34735: (1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, epsg)}  # fmt: skip
+        for tag, value in tags.items():
+            ifd[tag] = value
+            ifd.tagtype[tag] = 3 if tag == 34735 else 12
+        Image.fromarray(np.full((130, 130, 3), 90, np.uint8)).save(path, tiffinfo=ifd)
+        return str(path)
+
+    las = write_las(tmp_path / "c.las", grid_points(), rgb=np.zeros((400, 3)))
+    wrong = geotiff(tmp_path / "o2263.tif", 2263)
+    for call in (check_las, import_las):
+        with pytest.raises(DataImportError, match=r"EPSG:2263 .* differs from the CRS of .*c\.las, EPSG:32610"):
+            call(las, orthophoto=wrong)
+    scene = import_las(las, orthophoto=geotiff(tmp_path / "o32610.tif", 32610))
+    assert scene.metadata["color_source"] == "orthophoto" and (scene.points.rgb == 90).all()

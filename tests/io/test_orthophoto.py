@@ -8,6 +8,7 @@ import shutil
 import laspy
 import numpy as np
 import pytest
+import tifffile
 from import_helpers import grid_points, write_las
 from PIL import Image, TiffImagePlugin
 from scipy.ndimage import map_coordinates
@@ -15,7 +16,16 @@ from scipy.ndimage import map_coordinates
 from earthcrafter.io.import_common import INTERNATIONAL_FOOT_M, DataImportError
 from earthcrafter.io.imported_scene import read_scene_orthophoto, write_imported_scene
 from earthcrafter.io.las import check_las, import_las
-from earthcrafter.io.orthophoto import Orthophoto, check_orthophoto, find_world_file, read_orthophoto, read_world_file
+from earthcrafter.io import orthophoto as orthophoto_module
+from earthcrafter.io.orthophoto import (
+    Orthophoto,
+    check_orthophoto,
+    check_same_crs,
+    find_world_file,
+    read_orthophoto,
+    read_world_file,
+    scale_16_to_8,
+)
 from earthcrafter.io.scene import read_scene
 
 C, F = 635615.9278659122, 853362.1430851521  # autzen.wld: centre of the top-left pixel
@@ -291,6 +301,80 @@ def test_image_modes_that_cannot_give_colour_are_refused(tmp_path):
         read_orthophoto(tmp_path / "f.png", nodata=-1)
 
 
+def _tiff16(path, pixels: np.ndarray, **kw) -> str:
+    """A north-up GeoTIFF of 16-bit samples (tifffile), 1 unit pixels, top-left corner at (0, 0)."""
+    geo = [(33550, "d", 3, (1.0, 1.0, 0.0), False), (33922, "d", 6, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0), False)]
+    tifffile.imwrite(path, pixels.astype(np.uint16), extratags=geo, **kw)
+    return str(path)
+
+
+def test_16bit_rgb_tiff_nodata_is_compared_with_the_stored_values(tmp_path):
+    # PIL reads 16-bit RGB as 8 bit (the high byte): dark pixels (< 256) would look like nodata=0
+    pixels = np.full((4, 6, 3), 30000, np.uint16)
+    pixels[0, :2] = 0  # nodata 0
+    pixels[1, :2] = 200  # valid, dark
+    pixels[2, :2] = 65535  # nodata 65535
+    pixels[3, 0] = (0, 0, 7)  # only two bands at 0: valid
+    path = _tiff16(tmp_path / "rgb16.tif", pixels, photometric="rgb")
+    with Image.open(path) as im:
+        assert im.mode == "RGB"  # what PIL makes of it
+    ortho = read_orthophoto(path, nodata=0)
+    want_valid = np.ones((4, 6), bool)
+    want_valid[0, :2] = False
+    np.testing.assert_array_equal(ortho.valid, want_valid)
+    np.testing.assert_array_equal(ortho.image[1:], scale_16_to_8(pixels[1:]))  # scaled like one-band 16 bit
+    holes = read_orthophoto(path, nodata=65535)
+    assert (~holes.valid).sum() == 2 and not holes.valid[2, :2].any()
+    np.testing.assert_array_equal(read_orthophoto(path, nodata=(0, 0, 7)).valid[3], [False] + [True] * 5)
+    check_orthophoto(path, nodata=65535)  # a 16-bit value for a 16-bit file, from the header alone
+    with pytest.raises(DataImportError, match=r"rgb8\.tif: nodata=\(300, 300, 300\) exceeds 255"):
+        read_orthophoto(_geotiff(tmp_path / "rgb8.tif", {33550: (1.0, 1.0, 0.0), 33922: (0.0,) * 6}), nodata=300)
+
+
+@pytest.mark.parametrize("layout", ["alpha", "premultiplied", "unspecified 4th band", "planar", "lzw"])
+def test_16bit_rgb_tiff_layouts(tmp_path, layout):
+    pixels = np.zeros((3, 4, 4), np.uint16)
+    pixels[..., :3] = (65535, 32768, 129)  # PIL's high byte would make 129 a 0
+    pixels[..., 3] = 65535
+    pixels[0, 0, 3] = 0  # transparent (when the 4th band is alpha)
+    pixels[1, 0] = (16384, 8192, 0, 32768)  # half transparent: premultiplied, it stands for (32768, 16384, 0)
+    kw = {"alpha": {"extrasamples": ["unassalpha"]}, "premultiplied": {"extrasamples": ["assocalpha"]},
+          "unspecified 4th band": {"extrasamples": ["unspecified"]}, "planar": {"planarconfig": "separate"},
+          "lzw": {"compression": "lzw", "predictor": True}}[layout]  # LZW, GDAL's usual: imagecodecs decodes it
+    if layout == "planar":
+        pixels = np.moveaxis(pixels[..., :3], -1, 0)
+    elif layout == "lzw":
+        pixels = pixels[..., :3]
+    ortho = read_orthophoto(_tiff16(tmp_path / "t.tif", pixels, photometric="rgb", **kw))
+    np.testing.assert_array_equal(ortho.image[2, 3], [255, 128, 1])
+    if layout in ("alpha", "premultiplied"):
+        assert ortho.valid.sum() == 11 and not ortho.valid[0, 0]
+    else:
+        assert ortho.valid is None
+    if layout == "premultiplied":
+        np.testing.assert_array_equal(ortho.image[1, 0], [128, 64, 0])
+
+
+def test_12bit_rgb_in_16_bits_warns_like_greyscale(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, (5, 5, 3))
+    pixels[2, 2, 1] = 4095
+    rgb12 = _tiff16(tmp_path / "rgb12.tif", pixels, photometric="rgb")
+    with caplog.at_level(logging.WARNING, logger="earthcrafter"):
+        ortho = read_orthophoto(rgb12)
+    assert ortho.image.max() <= 16
+    assert "rgb12.tif: 16-bit pixels reach only 4095 of 65535" in caplog.text
+    # the range is that of the pixels holding image: a 65535 nodata fill does not hide it (one band or three)
+    grey = rng.integers(0, 4000, (5, 5))
+    grey[0] = 65535
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter"):
+        read_orthophoto(_tiff16(tmp_path / "g12.tif", grey, photometric="minisblack"), nodata=65535)
+        read_orthophoto(_tiff16(tmp_path / "rgb8bit.tif", np.full((5, 5, 3), 65535), photometric="rgb"))
+    assert f"g12.tif: 16-bit pixels reach only {grey[1:].max()} of 65535" in caplog.text
+    assert "rgb8bit.tif" not in caplog.text
+
+
 # --------------------------------------------------------------------------- GeoTIFF georeferencing
 
 
@@ -341,6 +425,62 @@ def test_geotiff_problems_and_the_world_file_winning(tmp_path):
     ortho = read_orthophoto(both)
     np.testing.assert_allclose(ortho.affine, [[1, 0, 100], [0, -1, 200]])
     assert ortho.georef_file == str((tmp_path / "both.tfw").resolve())
+
+
+GEO = {33550: (1.0, 1.0, 0.0), 33922: (0.0, 0.0, 0.0, 500000.0, 4100100.0, 0.0)}
+
+
+@pytest.mark.parametrize(("geokeys", "epsg"), [
+    ((1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 2263), 2263),  # projected
+    ((1, 1, 0, 2, 1024, 0, 1, 2, 2048, 0, 1, 4326), 4326),  # geographic
+    ((1, 1, 0, 1, 3072, 0, 1, 32610), 32610),  # no model type
+    ((1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32767), None),  # user-defined projection
+    ((1, 1, 0, 3, 1024, 0, 1, 1, 2048, 0, 1, 4269, 3072, 0, 1, 32767), None),  # 4269 is only its base
+    ((1, 1, 0, 1, 1025, 0, 1, 1), None),  # GeoKeys without a CRS
+])
+def test_geotiff_crs_is_read_from_its_geokeys(tmp_path, geokeys, epsg):
+    ortho = read_orthophoto(_geotiff(tmp_path / "crs.tif", {**GEO, 34735: geokeys}))
+    assert ortho.crs_epsg == epsg
+    assert ortho.crop(500000, 4100090, 500010, 4100100).to_local((500000, 4100000), 1.0).crs_epsg == epsg
+
+
+def test_geotiff_crs_must_match_the_point_clouds(tmp_path, caplog):
+    path = _geotiff(tmp_path / "ny.tif", {**GEO, 34735: (1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 2263)})
+    match = r"ny\.tif: GeoTIFF CRS EPSG:2263 \(NAD83 / New York .*\) differs from the CRS of cloud\.las, EPSG:32610"
+    with pytest.raises(DataImportError, match=match):
+        check_orthophoto(path, data_epsg=32610, data_path="cloud.las")
+    with pytest.raises(DataImportError, match=match + r" .*gdalwarp -t_srs EPSG:32610"):
+        check_same_crs(read_orthophoto(path).crs_epsg, 32610, path, "cloud.las")
+    check_orthophoto(path, data_epsg=2263, data_path="cloud.las")
+    check_same_crs(4326, 4326, path, "cloud.las")
+    with caplog.at_level(logging.INFO, logger="earthcrafter"):
+        check_orthophoto(path, data_epsg=None, data_path="cloud.las")  # the point cloud's CRS unknown
+        check_same_crs(None, 32610, "tile.jpg", "cloud.las")  # a world file: no CRS
+    logged = caplog.text
+    assert "ny.tif: CRS not checked against cloud.las (orthophoto EPSG 2263, point cloud EPSG unknown)" in logged
+    assert "tile.jpg: CRS not checked against cloud.las (orthophoto EPSG unknown, point cloud EPSG 32610)" in logged
+    # a world file overriding the image's affine tags overrides their CRS too; next to bare GeoKeys it keeps them
+    (tmp_path / "ny.tfw").write_text("1\n0\n0\n-1\n500000\n4100100\n")
+    assert read_orthophoto(path).crs_epsg is None
+    keys_only = _geotiff(tmp_path / "keys.tif", {34735: (1, 1, 0, 1, 3072, 0, 1, 2263)})
+    shutil.copy(tmp_path / "ny.tfw", tmp_path / "keys.tfw")
+    assert read_orthophoto(keys_only).crs_epsg == 2263
+
+
+def test_images_over_the_pixel_limit_are_refused_saying_what_to_do(tmp_path, monkeypatch):
+    path = _geotiff(tmp_path / "huge.tif", GEO)  # 30 x 20
+    monkeypatch.setattr(orthophoto_module, "MAX_ORTHOPHOTO_PIXELS", 500)
+    match = (r"huge\.tif: image size 30 x 20 = 600 pixels exceeds the orthophoto limit of 500 pixels; crop the "
+             r"orthophoto to the point cloud's extent first, e\.g\. gdal_translate -projwin")
+    with pytest.raises(DataImportError, match=match):
+        read_orthophoto(path)
+    with pytest.raises(DataImportError, match=match):  # from the header alone
+        check_orthophoto(path)
+    monkeypatch.setattr(orthophoto_module, "MAX_ORTHOPHOTO_PIXELS", 250)  # PIL's own guard would say "bomb" here
+    with pytest.raises(DataImportError, match=r"huge\.tif: image size 30 x 20 = 600 pixels exceeds .* of 250 pixels"):
+        read_orthophoto(path)
+    monkeypatch.setattr(orthophoto_module, "MAX_ORTHOPHOTO_PIXELS", 600)
+    assert read_orthophoto(path).width == 30
 
 
 def test_las_coloured_from_a_geotiff_lists_absolute_source_files(tmp_path, monkeypatch):

@@ -37,7 +37,14 @@ from earthcrafter.io.import_common import (
     scene_id_from_path,
 )
 from earthcrafter.io.imported_scene import ImportedScene
-from earthcrafter.io.orthophoto import Orthophoto, check_nodata, check_orthophoto, read_orthophoto, scale_16_to_8
+from earthcrafter.io.orthophoto import (
+    Orthophoto,
+    check_nodata,
+    check_orthophoto,
+    check_same_crs,
+    read_orthophoto,
+    scale_16_to_8,
+)
 from earthcrafter.io.scene import Points
 from earthcrafter.semantics import ASPRS_NOISE, ASPRS_TO_CLASS
 
@@ -113,6 +120,7 @@ def import_las(
         _check_header(path, header)
         horizontal, vertical = _linear_units(path, header, units, vertical_units, force_units)
         _check_crop_meets_header(path, header, crop, horizontal)
+        las_epsg = _horizontal_epsg(header)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         drops = {"withheld": drop_withheld, "overlap": drop_overlap}
         stream = _read_points(path, reader, has_rgb, crop, drops, unknown_class, max_points, chunk_size, seed)
@@ -134,6 +142,8 @@ def import_las(
     semantic = np.maximum(_ASPRS_LUT[codes], 0).astype(np.uint8)  # unknown (-1) -> unlabeled
 
     ortho = _load_orthophoto(orthophoto, world_file, orthophoto_nodata)
+    if ortho is not None:
+        check_same_crs(ortho.crs_epsg, las_epsg, ortho.source or "orthophoto", path)
     source = _choose_color_source(path, color_source, has_rgb, stream["rgb_max"], ortho)
     colour_gaps = {}
     if source == "las":
@@ -217,6 +227,7 @@ def check_las(
         _check_crop_meets_header(path, header, crop, horizontal)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         bounds = np.concatenate([np.asarray(header.mins)[:2], np.asarray(header.maxs)[:2]])
+        las_epsg = _horizontal_epsg(header)
     if color_source == "las" and not has_rgb:
         raise import_error(path, f"color_source='las' but point format {header.point_format.id} has no RGB")
     if orthophoto is None:
@@ -225,7 +236,8 @@ def check_las(
                 path, "no colour: the point format has no RGB and no orthophoto was given (orthophoto=...)"
             )
     elif not isinstance(orthophoto, Orthophoto):
-        check_orthophoto(orthophoto, world_file, bounds=bounds, nodata=orthophoto_nodata)
+        check_orthophoto(orthophoto, world_file, bounds=bounds, nodata=orthophoto_nodata, data_epsg=las_epsg,
+                         data_path=path)
 
 
 def _check_las_options(path, color_source, unknown_class, max_points, crop, units, vertical_units, chunk_size):
@@ -541,6 +553,17 @@ def _crs_metadata(header: laspy.LasHeader) -> dict | None:
     if crs is None:
         return None
     return {"name": crs.name, "epsg": crs.to_epsg(min_confidence=100), "wkt": crs.to_wkt()}
+
+
+def _horizontal_epsg(header: laspy.LasHeader) -> int | None:
+    """EPSG code of the file's horizontal CRS (of a compound CRS, its horizontal part); None when unknown."""
+    try:
+        crs = header.parse_crs()
+    except Exception:
+        return None
+    if crs is not None and crs.is_compound:
+        crs = crs.sub_crs_list[0]
+    return crs.to_epsg(min_confidence=100) if crs is not None else None
 
 
 def _header_metadata(header: laspy.LasHeader) -> dict:

@@ -13,10 +13,12 @@ orthophoto lives (source CRS units when read, local metres once ``to_local`` is 
 
 Without a world file, a TIFF's GeoTIFF tags give the affine: ModelTransformation (34264, any
 affine, rotated or sheared), else ModelPixelScale (33550) + one ModelTiepoint (33922), north up.
-A world file next to the image wins over the tags.
+A world file next to the image wins over the tags. The GeoTIFF keys' EPSG code (ProjectedCSTypeGeoKey,
+else GeographicTypeGeoKey) is kept as ``Orthophoto.crs_epsg`` for ``check_same_crs``; a world file carries none.
 
 Pixels that are fully transparent (alpha 0) or equal the ``nodata`` value hold no image: the
-``valid`` mask marks the others. 16-bit pixels are scaled to 8 bit over the full 16-bit range.
+``valid`` mask marks the others. 16-bit pixels (one band, or RGB(A) TIFF read with tifffile at their
+stored values) are scaled to 8 bit over the full 16-bit range.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from earthcrafter.io.import_common import DataImportError, import_error
 
 log = logging.getLogger(__name__)
 
-# Orthophotos are legitimately huge; PIL's decompression-bomb guard is for untrusted web images.
+# Orthophotos are legitimately huge, but one this large would not fit in memory once decoded; PIL's own
+# decompression-bomb guard is replaced by a check that says what to do (see _check_size).
 MAX_ORTHOPHOTO_PIXELS = 1_000_000_000
 _SAMPLE_CHUNK = 1 << 20
 # PIL modes holding one 16-bit (or wider integer) channel; scaled to 8 bit over 0..65535.
@@ -44,6 +48,12 @@ LOW_RANGE_16BIT = 4096  # 16-bit pixels all below this are likely 12-bit or less
 # GeoTIFF tags (GeoTIFF 1.0 spec, section 2.6) and the GeoKey saying where a tiepoint lies in a pixel.
 TAG_PIXEL_SCALE, TAG_TIEPOINT, TAG_TRANSFORMATION, TAG_GEOKEYS = 33550, 33922, 34264, 34735
 GEOKEY_RASTER_TYPE, RASTER_PIXEL_IS_POINT = 1025, 2
+# GeoKeys naming the CRS: GTModelTypeGeoKey (1 projected, 2 geographic), ProjectedCSTypeGeoKey, GeographicTypeGeoKey
+GEOKEY_MODEL_TYPE, MODEL_PROJECTED, MODEL_GEOGRAPHIC = 1024, 1, 2
+GEOKEY_PROJECTED_CRS, GEOKEY_GEOGRAPHIC_CRS = 3072, 2048
+USER_DEFINED_GEOKEY = 32767  # a CRS described by other keys, no EPSG code
+# TIFF BitsPerSample and ExtraSamples (1: associated, i.e. premultiplied, alpha)
+TAG_BITS_PER_SAMPLE, TAG_EXTRA_SAMPLES, EXTRA_SAMPLE_ASSOCIATED_ALPHA = 258, 338, 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Orthophoto:
     source: str = ""  # file it came from, for messages and metadata
     valid: np.ndarray | None = None  # [H, W] bool: pixels holding image (not transparent / nodata); None: all
     georef_file: str = ""  # file the affine was read from (world file, or the GeoTIFF itself)
+    crs_epsg: int | None = None  # EPSG code of the source file's CRS (GeoTIFF keys); None: unknown
 
     def __post_init__(self) -> None:
         image = np.asarray(self.image)
@@ -287,14 +298,64 @@ def _scale_and_tiepoint_affine(image_path, scale, ties, half: float) -> np.ndarr
 
 def _raster_type(tags) -> int:
     """GTRasterTypeGeoKey from the GeoKey directory: 1 PixelIsArea (also when absent), 2 PixelIsPoint."""
-    keys = np.asarray(tags.get(TAG_GEOKEYS) or (), dtype=np.int64).ravel()
+    return _geokeys(tags).get(GEOKEY_RASTER_TYPE, 1)
+
+
+def _geokeys(tags) -> dict[int, int]:
+    """The GeoKey directory's keys held in the directory itself (location 0: one SHORT value) -> {key: value}."""
+    keys = np.asarray((tags.get(TAG_GEOKEYS) if tags is not None else None) or (), dtype=np.int64).ravel()
     if keys.size < 8:
-        return 1
+        return {}
     entries = keys[4 : 4 + 4 * int(keys[3])]
-    for key_id, location, _count, value in entries[: entries.size // 4 * 4].reshape(-1, 4):
-        if key_id == GEOKEY_RASTER_TYPE and location == 0:
-            return int(value)
-    return 1
+    entries = entries[: entries.size // 4 * 4].reshape(-1, 4)
+    return {int(key_id): int(value) for key_id, location, _count, value in entries if location == 0}
+
+
+def geotiff_epsg(tags) -> int | None:
+    """The EPSG code of a GeoTIFF's CRS (PIL's ``im.tag_v2``): ProjectedCSTypeGeoKey, or GeographicTypeGeoKey for a
+    geographic model; None without GeoKeys or for a user-defined CRS."""
+    keys = _geokeys(tags)
+    model = keys.get(GEOKEY_MODEL_TYPE)
+    code = keys.get(GEOKEY_PROJECTED_CRS) if model != MODEL_GEOGRAPHIC else None
+    if code is None and model != MODEL_PROJECTED:
+        # in a projected model GeographicTypeGeoKey is only the base of a (user-defined) projection
+        code = keys.get(GEOKEY_GEOGRAPHIC_CRS)
+    return code if code is not None and 0 < code < USER_DEFINED_GEOKEY else None
+
+
+def check_same_crs(
+    ortho_epsg: int | None, data_epsg: int | None, ortho_path: str | Path, data_path: str | Path
+) -> None:
+    """Fail when the orthophoto's CRS (its GeoTIFF keys) and the point cloud's differ, naming both files and codes.
+
+    Codes are compared as CRSs (pyproj), so two codes for one definition pass. Unknown on either side
+    (a world file, a GeoTIFF or LAS file without an EPSG code): nothing to compare, logged at INFO.
+    """
+    if ortho_epsg is None or data_epsg is None:
+        log.info("%s: CRS not checked against %s (orthophoto EPSG %s, point cloud EPSG %s): they must match",
+                 ortho_path, data_path, ortho_epsg or "unknown", data_epsg or "unknown")
+        return
+    ortho_crs, data_crs = _epsg_crs(ortho_epsg), _epsg_crs(data_epsg)
+    if ortho_epsg == data_epsg or (ortho_crs and data_crs and ortho_crs.equals(data_crs, ignore_axis_order=True)):
+        return
+    raise import_error(
+        ortho_path, f"GeoTIFF CRS EPSG:{ortho_epsg}{_crs_name(ortho_crs)} differs from the CRS of {data_path}, "
+        f"EPSG:{data_epsg}{_crs_name(data_crs)}: reproject the orthophoto (e.g. gdalwarp -t_srs EPSG:{data_epsg})"
+    )
+
+
+def _epsg_crs(code: int):
+    """pyproj's CRS for an EPSG code; None for a code it does not know."""
+    import pyproj  # lazily, as in crs_units: only a CRS comparison needs it
+
+    try:
+        return pyproj.CRS.from_epsg(code)
+    except pyproj.exceptions.CRSError:
+        return None
+
+
+def _crs_name(crs) -> str:
+    return f" ({crs.name})" if crs is not None else ""
 
 
 def check_nodata(value, path: str | Path, name: str = "nodata") -> tuple[int, int, int] | None:
@@ -316,21 +377,22 @@ def read_orthophoto(
     image_path: str | Path, world_file: str | Path | None = None, nodata: int | tuple[int, int, int] | None = None
 ) -> Orthophoto:
     """Read an image and its georeferencing: ``world_file``, else a world file next to the image, else
-    the image's GeoTIFF tags. Pixels with alpha 0 or equal to ``nodata`` (compared before any
-    scaling) are marked invalid; 16-bit pixels are scaled to 8 bit over 0..65535."""
+    the image's GeoTIFF tags (and their EPSG code, as ``crs_epsg``). Pixels with alpha 0 or equal to
+    ``nodata`` (compared with the stored values, before any scaling) are marked invalid; 16-bit pixels
+    are scaled to 8 bit over 0..65535."""
     nodata = check_nodata(nodata, image_path)
     image_path = _existing_image(image_path)
     world = Path(world_file) if world_file is not None else _world_file_next_to(image_path)
 
     def read(im):
-        affine, georef = _georeference(image_path, im, world)
-        return affine, georef, *_decode(image_path, im, nodata)
+        affine, georef, epsg = _georeference(image_path, im, world)
+        return affine, georef, epsg, *_decode(image_path, im, nodata)
 
-    affine, georef, rgb, valid = _read_image(image_path, read)
+    affine, georef, epsg, rgb, valid = _read_image(image_path, read)
     if valid is not None and not valid.all():
         log.info("%s: %d of %d pixels hold no image (alpha 0 or nodata=%s)", image_path, int((~valid).sum()),
                  valid.size, nodata)
-    return Orthophoto(rgb, affine, str(image_path.resolve()), valid, str(georef.resolve()))
+    return Orthophoto(rgb, affine, str(image_path.resolve()), valid, str(georef.resolve()), epsg)
 
 
 def _existing_image(image_path: str | Path) -> Path:
@@ -340,13 +402,18 @@ def _existing_image(image_path: str | Path) -> Path:
     return image_path
 
 
-def _georeference(image_path: Path, im, world: Path | None) -> tuple[np.ndarray, Path]:
-    """(affine, the file it came from): the world file when there is one, else the GeoTIFF tags."""
+def _georeference(image_path: Path, im, world: Path | None) -> tuple[np.ndarray, Path, int | None]:
+    """(affine, the file it came from, EPSG code or None): the world file when there is one, else the GeoTIFF tags.
+
+    With a world file the GeoTIFF's CRS still counts when the image has GeoKeys but no affine tags
+    (a TIFF + TFW pair); when the world file overrides the image's affine tags, their CRS goes too.
+    """
     tags = getattr(im, "tag_v2", None)  # TIFF only
     if world is not None:
         if tags is not None and any(t in tags for t in (TAG_TIEPOINT, TAG_TRANSFORMATION)):
             log.info("%s: world file %s used; the image's GeoTIFF tags are ignored", image_path, world)
-        return read_world_file(world), world
+            return read_world_file(world), world, None
+        return read_world_file(world), world, geotiff_epsg(tags)
     affine = geotiff_affine(image_path, tags)
     if affine is None:
         names = [c.name for c in _world_file_candidates(image_path)]
@@ -354,7 +421,13 @@ def _georeference(image_path: Path, im, world: Path | None) -> tuple[np.ndarray,
             image_path, f"no world file found (looked for {names}) and no GeoTIFF georeferencing tags "
             "(ModelPixelScale + ModelTiepoint, or ModelTransformation); pass world_file="
         )
-    return affine, image_path
+    return affine, image_path, geotiff_epsg(tags)
+
+
+def _is_16bit_rgb_tiff(im) -> bool:
+    """A TIFF of 16-bit RGB(A) samples: PIL keeps only their high byte, so tifffile reads them (_decode_16bit_rgb)."""
+    bits = getattr(im, "tag_v2", {}).get(TAG_BITS_PER_SAMPLE)
+    return im.mode in ("RGB", "RGBA") and bits is not None and set(np.atleast_1d(bits).tolist()) == {16}
 
 
 def _check_mode(image_path: Path, im, nodata: tuple[int, int, int] | None) -> None:
@@ -368,7 +441,7 @@ def _check_mode(image_path: Path, im, nodata: tuple[int, int, int] | None) -> No
         return
     if im.mode in SIXTEEN_BIT_MODES and len(set(nodata)) > 1:
         raise import_error(image_path, f"nodata={nodata} differs per band, but mode {im.mode!r} has one band")
-    if im.mode not in SIXTEEN_BIT_MODES and max(nodata) > 255:
+    if im.mode not in SIXTEEN_BIT_MODES and not _is_16bit_rgb_tiff(im) and max(nodata) > 255:
         raise import_error(image_path, f"nodata={nodata} exceeds 255, but mode {im.mode!r} holds 8-bit values")
 
 
@@ -377,6 +450,8 @@ def _decode(image_path: Path, im, nodata: tuple[int, int, int] | None) -> tuple[
     _check_mode(image_path, im, nodata)
     if im.mode in SIXTEEN_BIT_MODES:
         return _decode_16bit(image_path, im, nodata)
+    if _is_16bit_rgb_tiff(im):
+        return _decode_16bit_rgb(image_path, im, nodata)
     im.load()  # decoding errors are "not a readable image"; conversion errors below name the mode
     try:
         has_alpha = im.mode in ALPHA_MODES or "transparency" in im.info
@@ -385,10 +460,15 @@ def _decode(image_path: Path, im, nodata: tuple[int, int, int] | None) -> tuple[
         raise import_error(image_path, f"pixel mode {im.mode!r} cannot be converted to RGB ({err})") from None
     rgb = pixels[..., :3]
     valid = pixels[..., 3] != 0 if has_alpha else None
-    if nodata is not None:
-        is_nodata = (rgb[..., 0] == nodata[0]) & (rgb[..., 1] == nodata[1]) & (rgb[..., 2] == nodata[2])
-        valid = ~is_nodata if valid is None else valid & ~is_nodata
-    return rgb, valid
+    return rgb, _without_nodata(rgb, valid, nodata)
+
+
+def _without_nodata(rgb: np.ndarray, valid: np.ndarray | None, nodata: tuple[int, int, int] | None):
+    """``valid`` less the pixels whose three bands equal ``nodata`` (same scale as ``rgb``)."""
+    if nodata is None:
+        return valid
+    is_nodata = (rgb[..., 0] == nodata[0]) & (rgb[..., 1] == nodata[1]) & (rgb[..., 2] == nodata[2])
+    return ~is_nodata if valid is None else valid & ~is_nodata
 
 
 def _decode_16bit(image_path: Path, im, nodata: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -400,16 +480,53 @@ def _decode_16bit(image_path: Path, im, nodata: tuple[int, int, int] | None) -> 
             image_path, f"pixel mode {im.mode!r} holds values {lo}..{hi}, outside 16 bit (0..65535); "
             "convert the image to 8-bit RGB or 16-bit greyscale"
         )
-    if 0 < hi < LOW_RANGE_16BIT:
-        log.warning("%s: 16-bit pixels reach only %d of 65535; scaled over the full 16-bit range they come out "
-                    "dark: stretch the image to 8 bit first if that is not intended", image_path, hi)
     invalid = np.zeros(grey.shape, dtype=bool)
     transparency = im.info.get("transparency")
     for value in (nodata[0] if nodata else None, transparency if isinstance(transparency, int) else None):
         if value is not None:
             invalid |= grey == value
-    grey8 = scale_16_to_8(grey)
-    return np.repeat(grey8[..., None], 3, axis=2), ~invalid if invalid.any() else None
+    valid = ~invalid if invalid.any() else None
+    grey8 = _16bit_to_8bit(image_path, grey, valid)
+    return np.repeat(grey8[..., None], 3, axis=2), valid
+
+
+def _decode_16bit_rgb(
+    image_path: Path, im, nodata: tuple[int, int, int] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """16-bit RGB(A) TIFF -> (RGB uint8, valid), nodata compared with the stored values, then scaled like grey."""
+    with tifffile.TiffFile(image_path) as tif:
+        page = tif.pages[0]  # the IFD PIL opened: the full-resolution image, not an overview
+        pixels, axes = page.asarray(), page.axes
+    if pixels.dtype.kind != "u" or pixels.dtype.itemsize != 2:
+        raise import_error(image_path, f"16-bit samples of type {pixels.dtype}: expected unsigned integers; "
+                           "convert the image to 8-bit RGB or unsigned 16-bit RGB")
+    if "S" in axes:  # planar (band-sequential) files come as [bands, H, W]
+        pixels = np.moveaxis(pixels, axes.index("S"), -1)
+    rgb = pixels[..., :3]
+    valid = None
+    if im.mode == "RGBA":  # PIL's reading of ExtraSamples: a 4th band that is alpha (not unspecified, e.g. NIR)
+        alpha = pixels[..., 3]
+        valid = alpha != 0
+        if EXTRA_SAMPLE_ASSOCIATED_ALPHA in np.atleast_1d(im.tag_v2.get(TAG_EXTRA_SAMPLES, ())).tolist()[:1]:
+            rgb = _unpremultiply(rgb, alpha)  # premultiplied colour: undo, as PIL does for 8-bit
+    valid = _without_nodata(pixels[..., :3], valid, nodata)  # as stored, before premultiplication is undone
+    return _16bit_to_8bit(image_path, rgb, valid), valid
+
+
+def _unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = np.maximum(alpha, 1).astype(np.uint32)[..., None]
+    return np.minimum((rgb.astype(np.uint32) * 65535 + a // 2) // a, 65535).astype(np.uint16)
+
+
+def _16bit_to_8bit(image_path: Path, values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """16-bit pixel values [H, W] or [H, W, C] -> uint8 over the full 16-bit range, the same scale for every image
+    (tiles of one survey keep their colours); warns when the valid pixels stay so low they come out dark."""
+    shown = values if valid is None else values[valid]
+    hi = int(shown.max()) if shown.size else 0
+    if 0 < hi < LOW_RANGE_16BIT:
+        log.warning("%s: 16-bit pixels reach only %d of 65535; scaled over the full 16-bit range they come out "
+                    "dark: stretch the image to 8 bit first if that is not intended", image_path, hi)
+    return scale_16_to_8(values)
 
 
 def scale_16_to_8(values: np.ndarray) -> np.ndarray:
@@ -420,9 +537,10 @@ def scale_16_to_8(values: np.ndarray) -> np.ndarray:
 def _read_image(image_path: Path, read):
     """``read(PIL image)`` under the orthophoto pixel limit; unreadable images raise naming the file."""
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_ORTHOPHOTO_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # _check_size guards instead, with a message that says what to do
     try:
         with Image.open(image_path) as im:
+            _check_size(image_path, im)
             return read(im)
     except DataImportError:
         raise
@@ -432,24 +550,41 @@ def _read_image(image_path: Path, read):
         Image.MAX_IMAGE_PIXELS = previous
 
 
+def _check_size(image_path: Path, im) -> None:
+    """Refuse images over ``MAX_ORTHOPHOTO_PIXELS`` from the header, before any pixel is decoded."""
+    width, height = im.size
+    if width * height > MAX_ORTHOPHOTO_PIXELS:
+        raise import_error(
+            image_path, f"image size {width} x {height} = {width * height:,} pixels exceeds the orthophoto limit of "
+            f"{MAX_ORTHOPHOTO_PIXELS:,} pixels; crop the orthophoto to the point cloud's extent first, e.g. "
+            f"gdal_translate -projwin XMIN YMAX XMAX YMIN {image_path.name} cropped.tif"
+        )
+
+
 def check_orthophoto(
     image_path: str | Path,
     world_file: str | Path | None = None,
     bounds: np.ndarray | None = None,
     nodata: int | tuple[int, int, int] | None = None,
+    data_epsg: int | None = None,
+    data_path: str | Path | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """What ``read_orthophoto`` can find wrong without decoding the image: the files, the world file
-    or GeoTIFF tags, the image header and pixel mode. With ``bounds`` (xmin, ymin, xmax, ymax, same
-    CRS), also that the image's footprint overlaps them. Returns (affine [2, 3], (width, height))."""
+    or GeoTIFF tags, the image header, size and pixel mode. With ``bounds`` (xmin, ymin, xmax, ymax, same
+    CRS), also that the image's footprint overlaps them; with ``data_path`` (the point cloud, whose EPSG
+    code ``data_epsg`` may be None), also ``check_same_crs``. Returns (affine [2, 3], (width, height))."""
     nodata = check_nodata(nodata, image_path)
     image_path = _existing_image(image_path)
     world = Path(world_file) if world_file is not None else _world_file_next_to(image_path)
 
     def read(im):
         _check_mode(image_path, im, nodata)
-        return _georeference(image_path, im, world)[0], im.size
+        affine, _, epsg = _georeference(image_path, im, world)
+        return affine, epsg, im.size
 
-    affine, size = _read_image(image_path, read)
+    affine, epsg, size = _read_image(image_path, read)
+    if data_path is not None:
+        check_same_crs(epsg, data_epsg, image_path, data_path)
     if bounds is not None:
         w, h = size[0] - 0.5, size[1] - 0.5
         corners = np.array([[-0.5, -0.5], [w, -0.5], [w, h], [-0.5, h]]) @ affine[:, :2].T + affine[:, 2]
