@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 from import_helpers import write_glb
@@ -9,15 +12,16 @@ from PIL import Image
 from plyfile import PlyData, PlyElement
 
 from earthcrafter.io.import_common import INTERNATIONAL_FOOT_M, DataImportError
-from earthcrafter.io.mesh_import import import_mesh
+from earthcrafter.io.mesh_import import check_mesh, import_mesh
 from earthcrafter.io.scene import read_scene, write_scene
 from earthcrafter.semantics import CLASS_ID
 
 X0, Y0 = 500_000.25, 4_000_000.75  # georeferenced-looking coordinates
 
 
-def write_ply(path, vertices, polygons, colors=None, color_type="u1", face_values=None, face_key="semantic"):
-    vdtype = [("x", "f8"), ("y", "f8"), ("z", "f8")]
+def write_ply(path, vertices, polygons, colors=None, color_type="u1", face_values=None, face_key="semantic",
+              xyz="f8"):
+    vdtype = [("x", xyz), ("y", xyz), ("z", xyz)]
     if colors is not None:
         vdtype += [("red", color_type), ("green", color_type), ("blue", color_type)]
     verts = np.empty(len(vertices), dtype=vdtype)
@@ -189,3 +193,135 @@ def test_no_colour_no_faces_absurd_extent(tmp_path):
     np.testing.assert_array_equal(degenerate.mesh.face_semantic, [3, 3, 9])
     with pytest.raises(DataImportError, match=r"idx\.ply: face vertex index outside"):
         import_mesh(write_ply(tmp_path / "idx.ply", VERTS, [[0, 1, 9]], COLORS))
+
+
+# --------------------------------------------------------------------------- precision, options, axes
+
+# UTM-like coordinates with millimetres: float32 is 0.25 m coarse at this northing
+UTM = np.array([[500000.123, 4100000.456, 100.789], [500010.123, 4100000.456, 100.789],
+                [500010.123, 4100010.456, 100.789], [500000.123, 4100010.456, 100.789],
+                [500000.124, 4100000.457, 100.789], [500010.123, 4100000.6, 100.789]])  # 4, 5: float32-equal to 0, 1
+
+
+def obj_lines(vertices, colors=True) -> str:
+    return "".join(f"v {x:.3f} {y:.3f} {z:.3f}" + (" 0.5 0.5 0.5\n" if colors else "\n") for x, y, z in vertices)
+
+
+def source_corners(scene) -> set:
+    """Every face as its three corners in source coordinates (rounded to 1e-6 against float noise)."""
+    v = scene.mesh.vertices + np.asarray(scene.metadata["origin"]["metres"])
+    return {tuple(map(tuple, np.round(v[f], 6))) for f in scene.mesh.faces}
+
+
+def test_obj_keeps_full_precision_at_utm_coordinates(tmp_path, caplog):
+    # open3d reads OBJ numbers as float32 and merges the float32-equal vertices 4 and 5 into 0 and 1
+    # (reordering the rest); the importer restores the file's own values face by face
+    path = tmp_path / "utm.obj"
+    path.write_text(obj_lines(UTM) + "f 3 2 1\nf 1 3 4\nf 5 6 3\n")
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+        scene = import_mesh(path)
+    assert source_corners(scene) == {tuple(map(tuple, UTM[f])) for f in [[2, 1, 0], [0, 2, 3], [4, 5, 2]]}
+    assert len(scene.mesh.vertices) == 6 and scene.metadata["coordinate_precision_m"] < 1e-6
+    assert "grid" not in caplog.text
+
+
+def test_obj_precision_survives_material_grouping(tmp_path):
+    # open3d groups triangles by material (b's face after a's), so file order alone would mismatch them
+    (tmp_path / "m.mtl").write_text("newmtl a\nKd 1 0 0\nnewmtl b\nKd 0 1 0\n")
+    path = tmp_path / "mats.obj"
+    path.write_text("mtllib m.mtl\n" + obj_lines(UTM) + "usemtl b\nf 5 6 3\nusemtl a\nf 1 2 3\nusemtl b\nf 1 3 4\n")
+    scene = import_mesh(path)
+    assert source_corners(scene) == {tuple(map(tuple, UTM[f])) for f in [[4, 5, 2], [0, 1, 2], [0, 2, 3]]}
+    assert scene.metadata["coordinate_precision_m"] < 1e-6
+
+
+def test_float32_coordinates_are_warned_about_and_recorded(tmp_path, caplog):
+    glb = write_glb(tmp_path / "utm.glb", UTM[:4, [0, 2, 1]], [[0, 1, 2], [0, 2, 3]], colors=np.ones((4, 3)))
+    single = write_ply(tmp_path / "single.ply", UTM, POLYS, COLORS[:5].tolist() + [[0, 0, 0]], xyz="f4")
+    double = write_ply(tmp_path / "double.ply", UTM, POLYS, COLORS[:5].tolist() + [[0, 0, 0]])
+    # open3d matches triangles in file order within each material; faces before the first usemtl are
+    # given a later material, so this file's float64 values cannot be matched and it falls back
+    (tmp_path / "m.mtl").write_text("newmtl a\nKd 1 0 0\nnewmtl b\nKd 0 1 0\n")
+    unmatched = tmp_path / "unmatched.obj"
+    unmatched.write_text("mtllib m.mtl\n" + obj_lines(UTM[:4]) + "f 1 2 3\nusemtl b\nf 1 2 4\nusemtl a\nf 1 3 4\n")
+    for path in (glb, single, unmatched):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+            scene = import_mesh(path)
+        assert scene.metadata["coordinate_precision_m"] == 0.25
+        assert f"{path}: coordinates are read as float32" in caplog.text and "0.25 m grid" in caplog.text
+        assert "4100010.500" in caplog.text and "local coordinates" in caplog.text
+    assert "could not be matched" in caplog.text  # the OBJ says why
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+        scene = import_mesh(double)  # plyfile keeps double properties as float64
+    assert scene.metadata["coordinate_precision_m"] < 1e-6 and "grid" not in caplog.text
+    np.testing.assert_allclose(scene.mesh.vertices[0] + scene.metadata["origin"]["metres"], UTM[0], rtol=0, atol=1e-9)
+
+
+def test_obj_polygons_are_refused(tmp_path):
+    # open3d's OBJ reader drops faces with more than 3 corners without a word
+    path = tmp_path / "quads.obj"
+    path.write_text(obj_lines(UTM[:4]) + "v 2 2 2 0.5 0.5 0.5\nf 1 2 3\nf 1 3 4 5\n")
+    with pytest.raises(DataImportError, match=r"quads\.obj: 1 face\(s\) with other than 3 corners.*triangulate"):
+        import_mesh(path)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("up_axis", "w"), ("units", "furlong"), ("unknown_class", "keep"), ("texels_per_edge", 0), ("max_faces", 0)],
+)
+def test_option_errors_start_with_the_file(tmp_path, option, value):
+    path = write_ply(tmp_path / "m.ply", VERTS, POLYS, COLORS)
+    for call in (import_mesh, check_mesh):
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: option {option}={value!r}: ") as err:
+            call(path, **{option: value})
+        assert not isinstance(err.value, DataImportError)  # an option error, not a data error
+
+
+def test_explicit_scene_id_is_checked(tmp_path):
+    path = write_ply(tmp_path / "m.ply", VERTS, POLYS, COLORS)
+    with pytest.raises(ValueError, match="scene_id='../up'"):
+        import_mesh(path, scene_id="../up")
+    assert import_mesh(path, scene_id="site_a").scene_id == "site_a"
+
+
+def write_grid_obj(path, up="y"):
+    """A 40 x 30 m terrain (1 m bumps) with its height along ``up``: Blender's OBJ export puts it along y."""
+    x, h = np.meshgrid(np.arange(5) * 10.0, np.arange(4) * 10.0)
+    bump = np.arange(20) % 3 * 0.5
+    v = np.stack([x.ravel(), bump, h.ravel()] if up == "y" else [x.ravel(), h.ravel(), bump], axis=1)
+    i = np.arange(20).reshape(4, 5)
+    lower = np.stack([i[:-1, :-1], i[:-1, 1:], i[1:, 1:]], -1).reshape(-1, 3)
+    upper = np.stack([i[:-1, :-1], i[1:, 1:], i[1:, :-1]], -1).reshape(-1, 3)
+    tris = np.concatenate([lower, upper])
+    path.write_text(obj_lines(v) + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in tris))
+    return path, v, tris
+
+
+@pytest.mark.parametrize("up", ["y", "z"])
+def test_y_up_obj_is_warned_about_but_kept(tmp_path, caplog, up):
+    path, v, faces = write_grid_obj(tmp_path / "terrain.obj", up)
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+        scene = import_mesh(path)
+    assert source_corners(scene) == {tuple(map(tuple, v[f])) for f in faces}  # warned about, not changed
+    if up == "z":
+        assert "on its side" not in caplog.text
+        return
+    assert f"{path}: with up_axis='z' the mesh looks on its side" in caplog.text and "pass up_axis='y'" in caplog.text
+    assert "extent x 40.0, y 1.0, z (up) 30.0 m" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+        import_mesh(path, up_axis="y")
+    assert "on its side" not in caplog.text
+
+
+def test_taller_than_wide_is_warned_about(tmp_path, caplog):
+    # two 2 m floors 30 m apart: all facing up, so only the extents give it away
+    path = tmp_path / "floors.obj"
+    floors = [[0, 0, 0], [2, 0, 0], [0, 2, 0], [0, 0, 30], [2, 0, 30], [0, 2, 30]]
+    path.write_text(obj_lines(floors) + "f 1 2 3\nf 4 5 6\n")
+    with caplog.at_level(logging.WARNING, logger="earthcrafter.io.mesh_import"):
+        import_mesh(path)
+    assert "floors.obj: with up_axis='z' the mesh looks on its side: extent x 2.0, y 2.0, z (up) 30.0 m" in caplog.text
+    assert "100% up" in caplog.text

@@ -2,7 +2,9 @@
 
 Readers: PLY through plyfile (polygons fan-triangulated; per-vertex colours; a per-face
 class attribute; MeshLab-style textures), everything else through open3d/assimp
-(vertex colours, textures, glTF node transforms checked below).
+(vertex colours, textures, glTF node transforms checked below). open3d reads coordinates as
+float32 (0.25 m steps at a UTM northing); for OBJ the file's own values are put back, for other
+float32 sources a coarse step is warned about and recorded in ``metadata["coordinate_precision_m"]``.
 
 Colour becomes per-vertex colour, which is what the scene's mesh stores:
 - vertex colours are taken as they are;
@@ -31,6 +33,7 @@ from plyfile import PlyData
 
 from earthcrafter.io.import_common import (
     check_coordinates,
+    check_scene_id,
     check_scene_size,
     class_histogram,
     column_bounds,
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 FACE_CLASS_PROPERTIES = ("semantic", "label", "class", "classification")
 OPEN3D_SUFFIXES = (".obj", ".glb", ".gltf", ".off", ".stl", ".fbx")
 UNKNOWN_CLASS_POLICIES = ("unlabeled", "error")
+MAX_COORDINATE_PRECISION_M = 1e-3  # coarser coordinates are warned about
 
 
 @dataclass
@@ -65,6 +69,8 @@ class RawMesh:
     corner_uv: np.ndarray | None = None  # [F, 3, 2] float64, OpenGL convention (v up)
     face_texture: np.ndarray | None = None  # [F] int64 index into textures, -1 = none
     textures: list[np.ndarray] = field(default_factory=list)  # [H, W, 3] uint8 each
+    coordinate_dtype: str = "float64"  # the number format the coordinates were read in (float32: rounded)
+    precision_note: str = ""  # why a float32 read could not be restored to the file's own values
 
 
 def import_mesh(
@@ -88,6 +94,7 @@ def import_mesh(
         texels_per_edge / max_faces: texture sampling density and subdivision budget.
     """
     path = Path(path)
+    scene_id = check_scene_id(scene_id) if scene_id is not None else None
     up_axis, R, f = _check_mesh_options(path, units, up_axis, unknown_class, texels_per_edge, max_faces)
     if not path.is_file():
         raise import_error(path, "mesh file not found")
@@ -96,6 +103,7 @@ def import_mesh(
     if len(raw.faces) == 0:
         raise import_error(path, "the mesh has no faces")
     check_coordinates(path, raw.vertices * f, "vertex coordinates")
+    precision = _coordinate_precision(path, raw, f, units)
     dropped = {"degenerate_faces": _drop_degenerate_faces(raw)}
     if len(raw.faces) == 0:
         raise import_error(path, "every face is degenerate (repeated vertex indices)")
@@ -109,6 +117,7 @@ def import_mesh(
     local = (rotated - origin_rot) * f
     log_drops(path, dropped, len(faces), "faces")
     check_scene_size(path, float(max(np.ptp(local[:, 0]), np.ptp(local[:, 1]))), "mesh")
+    _warn_if_on_its_side(path, local, faces, R, up_axis)
 
     metadata = {
         "source": "mesh",
@@ -121,6 +130,7 @@ def import_mesh(
         "num_faces": int(len(faces)),
         "class_histogram": class_histogram(semantic),
         "dropped": dropped,
+        "coordinate_precision_m": precision,
         **class_counts,
         "texture_sampling": sampling,
     }
@@ -158,16 +168,59 @@ def check_mesh(
 
 
 def _check_mesh_options(path: Path, units, up_axis, unknown_class, texels_per_edge, max_faces):
-    """Plain ``ValueError`` for option values ``import_mesh`` cannot take; returns (up_axis, R, metres per unit)."""
+    """Plain ``ValueError`` naming the file for option values ``import_mesh`` cannot take (like the LAS
+    importer's); returns (up_axis, R, metres per unit)."""
     if unknown_class not in UNKNOWN_CLASS_POLICIES:
-        raise ValueError(f"unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
+        raise ValueError(f"{path}: option unknown_class={unknown_class!r}: expected one of {UNKNOWN_CLASS_POLICIES}")
     if not texels_per_edge > 0:
-        raise ValueError(f"texels_per_edge={texels_per_edge!r}: must be positive")
+        raise ValueError(f"{path}: option texels_per_edge={texels_per_edge!r}: must be positive")
     if max_faces <= 0:
-        raise ValueError(f"max_faces={max_faces!r}: must be positive")
+        raise ValueError(f"{path}: option max_faces={max_faces!r}: must be positive")
     if up_axis == "auto":
         up_axis = "y" if path.suffix.lower() in (".glb", ".gltf") else "z"
-    return up_axis, up_axis_rotation(up_axis), metres_per_unit(units, "units")
+    try:  # the shared helpers name the option and its value, not the file
+        return up_axis, up_axis_rotation(up_axis), metres_per_unit(units, "units")
+    except ValueError as err:
+        raise ValueError(f"{path}: option {err}") from None
+
+
+def _coordinate_precision(path: Path, raw: RawMesh, f: float, units) -> float:
+    """Metres between neighbouring values of the coordinates' number format at the largest |coordinate|.
+
+    float32 has 24 significant bits: at a UTM northing (4.1e6 m) neighbouring values are 0.25 m apart, so a
+    float32 file (or reader) puts every vertex on that grid. Over 1 mm is a warning, as it cannot be undone here.
+    """
+    largest = float(np.abs(raw.vertices).max())
+    dtype = np.dtype(raw.coordinate_dtype)
+    precision = (float(np.spacing(dtype.type(largest))) if dtype.kind == "f" else 1.0) * f
+    if precision > MAX_COORDINATE_PRECISION_M:
+        log.warning(
+            "%s: coordinates are read as %s%s; at the largest coordinate (%.3f, units %s) that rounds every "
+            "vertex to a %.3g m grid. Re-export the mesh in local coordinates (minus an offset, e.g. a "
+            "corner of the site) to keep full precision",
+            path, dtype, f" ({raw.precision_note})" if raw.precision_note else "", largest, units, precision,
+        )
+    return precision
+
+
+def _warn_if_on_its_side(path: Path, local: np.ndarray, faces: np.ndarray, R: np.ndarray, up_axis: str) -> None:
+    """Warn (only) when the mesh looks read with the wrong up axis: taller than wide, or its surface facing
+    mostly sideways. A y-up OBJ (Blender's default export) read as z-up stands on its side."""
+    extent = np.ptp(local, axis=0)
+    a, b, c = (local[faces[:, i]] for i in range(3))
+    facing = np.abs(np.cross(b - a, c - a)).sum(axis=0)  # area-weighted |normal| per local axis
+    facing = facing / max(float(facing.sum()), np.finfo(np.float64).tiny)
+    tall = extent[2] > extent[0] and extent[2] > extent[1]
+    if not (tall or facing[:2].max() > 0.5):
+        return
+    source_facing = np.abs(R.T) @ facing  # R permutes axes (with signs): back to the file's axes
+    suggested = max((ax for ax in "xyz" if ax != up_axis), key=lambda ax: source_facing["xyz".index(ax)])
+    log.warning(
+        "%s: with up_axis=%r the mesh looks on its side: extent x %.1f, y %.1f, z (up) %.1f m, %.0f%% of its "
+        "surface facing along x, %.0f%% along y, %.0f%% up. If the file is %s-up (Blender's OBJ export is y-up), "
+        "pass up_axis=%r",
+        path, up_axis, *extent, *(100 * facing), suggested, suggested,
+    )
 
 
 # --------------------------------------------------------------------------- PLY
@@ -193,10 +246,17 @@ def read_ply(path: Path) -> RawMesh:
     faces, parent = _fan_triangulate(path, polygons, len(vertices))
     class_key = next((k for k in FACE_CLASS_PROPERTIES if k in face.dtype.names), None)
     classes = np.asarray(face[class_key], dtype=np.int64)[parent] if class_key else None
-    raw = RawMesh(vertices, faces, colors, classes)
+    raw = RawMesh(vertices, faces, colors, classes, coordinate_dtype=_ply_coordinate_dtype(vertex))
     if "texcoord" in face.dtype.names and colors is None:
         _attach_ply_texture(path, ply, face, polygons, parent, raw)
     return raw
+
+
+def _ply_coordinate_dtype(vertex) -> str:
+    """The coarsest type among x, y, z: plyfile keeps ``double`` properties as float64, ``float`` as float32."""
+    types = [vertex.dtype[k] for k in "xyz"]
+    floats = [t for t in types if t.kind == "f"]
+    return str(min(floats, key=lambda t: t.itemsize) if floats else types[0])
 
 
 def _ply_colors(vertex) -> np.ndarray | None:
@@ -274,12 +334,19 @@ def read_with_open3d(path: Path) -> RawMesh:
         _check_gltf_transforms(path)
     # Post-processing would split vertices along uv seams; keep the file's own vertices.
     mesh = o3d.io.read_triangle_mesh(str(path), enable_post_processing=False)
+    obj = _parse_obj(path) if path.suffix.lower() == ".obj" else None
+    if obj is not None and obj.non_triangles:
+        raise import_error(
+            path, f"{obj.non_triangles} face(s) with other than 3 corners, which the OBJ reader (open3d/assimp) "
+            "would drop; triangulate the mesh when exporting it (Blender: Triangulate Faces)"
+        )
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.triangles, dtype=np.int64)
     if len(vertices) == 0:
         raise import_error(path, "not a readable mesh, or one without vertices (open3d read nothing)")
     colors = _to_uint8(np.asarray(mesh.vertex_colors)) if mesh.has_vertex_colors() else None
-    raw = RawMesh(vertices, faces, colors)
+    # assimp reads every format in float32 (glTF/GLB are float32 by specification)
+    raw = RawMesh(vertices, faces, colors, coordinate_dtype="float32")
     if colors is None and mesh.has_triangle_uvs() and len(mesh.textures):
         raw.corner_uv = np.asarray(mesh.triangle_uvs, dtype=np.float64).reshape(-1, 3, 2)
         textures = [np.asarray(t) for t in mesh.textures]
@@ -291,7 +358,115 @@ def read_with_open3d(path: Path) -> RawMesh:
         valid[valid] = usable[ids[valid]]
         raw.face_texture = np.where(valid, ids, -1)
         raw.textures = [_texture_rgb(t) if ok else np.zeros((1, 1, 3), np.uint8) for t, ok in zip(textures, usable)]
+    if obj is not None:
+        _restore_obj_precision(raw, obj, np.asarray(mesh.triangle_material_ids, dtype=np.int64))
     return raw
+
+
+@dataclass
+class ObjFile:
+    """An OBJ's own vertex positions and triangles, parsed in float64 (``vertices`` is None if that failed)."""
+
+    vertices: np.ndarray | None  # [N, 3] float64
+    triangles: np.ndarray | None  # [M, 3] int64, 0-based
+    materials: np.ndarray | None  # [M] index of the triangle's ``usemtl`` name in order of appearance, -1 = none
+    non_triangles: int  # faces with other than 3 corners
+    note: str = ""
+
+
+def _parse_obj(path: Path) -> ObjFile:
+    """The ``v`` and ``f`` lines of an OBJ, read without rounding (open3d's assimp parses them as float32)."""
+    coords, corners, defined, materials, names = [], [], [], [], {}
+    non_triangles, material = 0, -1
+    try:
+        fh = open(path, "rb")
+    except OSError as err:
+        raise import_error(path, f"cannot read the file ({err})") from None
+    with fh:
+        for line in fh:
+            parts = line.split()
+            if not parts or parts[0] == b"#":
+                continue
+            if line.rstrip().endswith(b"\\"):
+                return ObjFile(None, None, None, non_triangles, "it continues lines with a backslash")
+            if parts[0] == b"v":
+                coords.append(parts[1:4])
+            elif parts[0] == b"f":
+                if len(parts) != 4:
+                    non_triangles += 1
+                    continue
+                corners.append([p.partition(b"/")[0] for p in parts[1:]] if b"/" in line else parts[1:])
+                defined.append(len(coords))  # negative indices count back from here
+                materials.append(material)
+            elif parts[0] == b"usemtl":
+                material = names.setdefault(b" ".join(parts[1:]), len(names))
+    try:
+        vertices = np.array(coords).astype(np.float64).reshape(-1, 3)
+        index = np.array(corners).astype(np.int64).reshape(-1, 3)
+    except ValueError as err:  # a short or non-numeric line; open3d had its own reading of it
+        return ObjFile(None, None, None, non_triangles, f"its v / f lines did not parse ({err})")
+    triangles = np.where(index < 0, np.array(defined, dtype=np.int64)[:, None] + index, index - 1)
+    if len(triangles) and (triangles.min() < 0 or triangles.max() >= len(vertices)):
+        return ObjFile(None, None, None, non_triangles, "a face refers to a vertex it does not define")
+    return ObjFile(vertices, triangles, np.array(materials, dtype=np.int64), non_triangles)
+
+
+def _restore_obj_precision(raw: RawMesh, obj: ObjFile, material_ids: np.ndarray) -> None:
+    """Put the OBJ's own float64 positions in place of open3d's float32 ones.
+
+    open3d (assimp, without post-processing) does not keep the file's vertex list: it orders vertices
+    by first use, drops unused ones, splits a vertex used with two uvs, and merges vertices whose
+    float32 values are equal (distinct at full precision, e.g. 0.1 m apart at a UTM northing). Its
+    triangles keep the file's order, grouped by material. So triangles are matched to the file's
+    faces (checked corner by corner within float32 rounding) and each (open3d vertex, file vertex)
+    pair becomes a vertex; unmatched, the float32 values stay and ``precision_note`` says why.
+    """
+    if obj.vertices is None:
+        raw.precision_note = obj.note
+        return
+    if len(obj.triangles) != len(raw.faces):
+        raw.precision_note = f"the file has {len(obj.triangles)} triangles, the reader returned {len(raw.faces)}"
+        return
+    read = raw.vertices[raw.faces]  # [F, 3, 3] open3d's corners
+    order = _obj_triangle_order(read, obj, material_ids)
+    if order is None:
+        raw.precision_note = "its triangles could not be matched to the reader's within float32 rounding"
+        return
+    file_corner = obj.triangles[order].ravel()
+    pair, inverse = np.unique(raw.faces.ravel() * len(obj.vertices) + file_corner, return_inverse=True)
+    read_index, file_index = pair // len(obj.vertices), pair % len(obj.vertices)
+    raw.vertices = obj.vertices[file_index]
+    raw.faces = inverse.reshape(-1, 3).astype(np.int64)
+    if raw.vertex_colors is not None:
+        raw.vertex_colors = raw.vertex_colors[read_index]
+    raw.coordinate_dtype, raw.precision_note = "float64", ""
+
+
+def _obj_triangle_order(read: np.ndarray, obj: ObjFile, material_ids: np.ndarray) -> np.ndarray | None:
+    """The file triangle behind each of open3d's triangles: the file's order, or the file's order within
+    each ``usemtl`` name, taken in the order of open3d's material groups; None if neither matches."""
+    if _corners_match(read, obj.vertices[obj.triangles]):
+        return np.arange(len(read))
+    if len(material_ids) != len(read):
+        return None
+    order, used = [], set()
+    starts = np.flatnonzero(np.diff(material_ids, prepend=material_ids[:1] - 1))
+    for start, stop in zip(starts, [*starts[1:], len(read)]):
+        for name in sorted(set(obj.materials.tolist()) - used):
+            faces = np.flatnonzero(obj.materials == name)
+            if len(faces) == stop - start and _corners_match(read[start:stop], obj.vertices[obj.triangles[faces]]):
+                order.append(faces)
+                used.add(name)
+                break
+        else:
+            return None
+    return np.concatenate(order) if order else None
+
+
+def _corners_match(read: np.ndarray, exact: np.ndarray) -> bool:
+    """``read`` is ``exact`` rounded to float32, by a parser that can be a few units in the last place off."""
+    tolerance = 4.0 * np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return read.shape == exact.shape and bool((np.abs(read - exact) <= tolerance).all())
 
 
 def _texture_rgb(t: np.ndarray) -> np.ndarray:
