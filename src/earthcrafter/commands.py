@@ -11,6 +11,8 @@ the pipelines produced, and generate from the trained models.
     earthcrafter dry-run [--env paper] [--models ...] [--batch B] [--voxels N]
                                       a few training steps of every model of a configuration on
                                       synthetic tiles: does it build, train and fit (also under torchrun)
+    earthcrafter colmap-to-frames MODEL_DIR IMAGES_DIR OUT_DIR [--depth-dir D] [--units U] [--origin X Y Z]
+                                      a COLMAP reconstruction as a posed-frames folder (import kind: frames)
 """
 
 from __future__ import annotations
@@ -282,6 +284,37 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _units(text: str) -> str | float:
+    """--units: a unit name ("m", "ft", ...) or metres per unit as a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _shortened(summary: dict, shown: int = 10) -> dict:
+    """The summary with long name lists cut to their first ``shown`` names (the log has them all)."""
+    skipped = {reason: names[:shown] + ([f"... {len(names) - shown} more"] if len(names) > shown else [])
+               for reason, names in summary["skipped"].items()}  # fmt: skip
+    return {**summary, "skipped": skipped}
+
+
+def cmd_colmap_to_frames(args: argparse.Namespace) -> int:
+    from earthcrafter.io.colmap import colmap_to_frames
+
+    try:
+        summary = colmap_to_frames(args.model_dir, args.images_dir, args.out_dir, depth_dir=args.depth_dir,
+                                   depth_kind=args.depth_kind, semantic_dir=args.semantic_dir,
+                                   units=_units(args.units), origin=args.origin, up_axis=args.up_axis,
+                                   crs=args.crs, link=not args.copy)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:  # bad model, missing folders, distorted cameras, bad options
+        print(f"earthcrafter colmap-to-frames: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(_shortened(summary), indent=2))
+    print(f"written to {args.out_dir} (import it as a source of kind: frames)")
+    return 0
+
+
 def _sampling_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     """The options both generate commands share (the sampler, the renders, where, which configuration)."""
     p.add_argument("--seed", type=int, default=None)
@@ -358,6 +391,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the records to this JSON file")
     p.add_argument("--root", default=".", help="project root")
     p.set_defaults(func=cmd_dry_run)
+    p = sub.add_parser("colmap-to-frames", help="a COLMAP sparse model (+ dense depth maps) as a posed-frames "
+                       "folder (cameras.json, images, depth); undistort first: colmap image_undistorter")  # fmt: skip
+    p.add_argument("model_dir", help="sparse model folder: cameras/images .bin or .txt (e.g. dense/sparse)")
+    p.add_argument("images_dir", help="folder the model's image names are relative to (e.g. dense/images)")
+    p.add_argument("out_dir", help="the frames folder to write (replaced whole if it is an earlier output)")
+    p.add_argument("--depth-dir", default=None, help="COLMAP depth maps folder (dense/stereo/depth_maps)")
+    p.add_argument("--depth-kind", choices=("geometric", "photometric"), default="geometric",
+                   help="which depth maps: <image>.geometric.bin (default) or .photometric.bin")  # fmt: skip
+    p.add_argument("--semantic-dir", default=None, help="class-id PNGs named like the images (<name>.png)")
+    p.add_argument("--units", default="m", help="metres per model unit, or a unit name (m, ft, us_ft); an "
+                   "unaligned model (no colmap model_aligner) needs a measured scale")  # fmt: skip
+    p.add_argument("--origin", nargs=3, type=float, default=None, metavar=("X", "Y", "Z"),
+                   help="subtracted from world coordinates, in model units (e.g. a UTM offset)")  # fmt: skip
+    p.add_argument("--up-axis", choices=("x", "y", "z"), default="z", help="the model's up axis")
+    p.add_argument("--crs", default=None, help="CRS of an aligned model, recorded in metadata (e.g. EPSG:32610)")
+    p.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")
+    p.set_defaults(func=cmd_colmap_to_frames)
     args = parser.parse_args(argv)
     return args.func(args)
 
