@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from earthcrafter.geometry.cameras import Camera, intrinsics_from_fov, look_at
-from earthcrafter.io.frames_import import import_frames
+from earthcrafter.io.frames_import import check_frames, import_frames
 from earthcrafter.io.import_common import INTERNATIONAL_FOOT_M, DataImportError
 from earthcrafter.io.scene import read_scene, write_scene
 
@@ -41,8 +42,11 @@ def opengl_camera_to_world(eye, target) -> np.ndarray:
     return c2w
 
 
-def write_folder(folder, records, top=None, depth=True, semantic=True, seed=0):
-    """Write images for each record (name, camera-from-metres) and cameras.json."""
+def write_folder(folder, records, top=None, depth=True, semantic=True, seed=0, keep_frame=True):
+    """Write images for each record (name, camera-from-metres) and cameras.json.
+
+    ``keep_frame``: give origin [0, 0, 0], so the imported cameras are the ones written (without an
+    origin the local frame starts at the data's bounding-box minimum, tested on its own)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rgb").mkdir(exist_ok=True)
@@ -64,7 +68,8 @@ def write_folder(folder, records, top=None, depth=True, semantic=True, seed=0):
             Image.fromarray(sem).save(folder / f"{name}_sem.png")
             rec["semantic"] = f"{name}_sem.png"
             truth[name]["semantic"] = sem
-    (folder / "cameras.json").write_text(json.dumps({**(top or {}), "frames": records}))
+    top = {"origin": [0.0, 0.0, 0.0], **(top or {})} if keep_frame else (top or {})
+    (folder / "cameras.json").write_text(json.dumps({**top, "frames": records}))
     return truth
 
 
@@ -183,19 +188,59 @@ def _one_frame(tmp_path, **change):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"K": None}, r"frame #0: missing field 'K'"),
-        ({"camera_to_world": np.eye(4).tolist()}, r"frame #0: give exactly one of 'world_to_camera' and 'camera_to_world'"),
-        ({"world_to_camera": (2 * np.eye(4)).tolist()}, r"frame #0: 'world_to_camera' is not a rigid transform"),
-        ({"world_to_camera": [[1, 0], [0, 1]]}, r"frame #0: 'world_to_camera' must be a finite 4x4 matrix"),
-        ({"K": [[-5, 0, 1], [0, 5, 1], [0, 0, 1]]}, r"frame #0: 'K' must be pixel intrinsics"),
+        ({"K": None}, r"frame #0 \('north'\): missing field 'K'"),
+        ({"camera_to_world": np.eye(4).tolist()},
+         r"frame #0 \('north'\): give exactly one of 'world_to_camera' and 'camera_to_world'"),
+        ({"world_to_camera": (2 * np.eye(4)).tolist()}, r"frame #0 \('north'\): 'world_to_camera' is not a rigid"),
+        ({"world_to_camera": [[1, 0], [0, 1]]}, r"frame #0 \('north'\): 'world_to_camera' must be a finite 4x4"),
+        ({"K": [[-5, 0, 1], [0, 5, 1], [0, 0, 1]]}, r"frame #0 \('north'\): 'K' must be pixel intrinsics"),
+        ({"K": [[50, 15, 16], [0, 50, 12], [0, 0, 1]]}, r"frame #0 \('north'\): 'K' has skew s = K\[0\]\[1\] = 15\.0"),
         ({"width": W + 1}, r"north\.png: image is 32x24 \(WxH\), camera says 33x24"),
-        ({"convention": "directx"}, r"frame #0: convention='directx'"),
+        ({"convention": "directx"}, r"frame #0 \('north'\): convention='directx'"),
         ({"name": "../escape"}, r"frame #0 \('../escape'\): frame name must match"),
+        ({"dpeth": "x.npy"}, r"frame #0 \('north'\): unknown frame field\(s\) 'dpeth' \(did you mean 'depth'\?\)"),
+        ({"depth_scale": "mm"}, r"frame #0 \('north'\): depth_scale='mm': expected a positive number"),
+        ({"depth_scale": 0}, r"frame #0 \('north'\): depth_scale=0: expected a positive number"),
+        ({"depth_scale": float("inf")}, r"frame #0 \('north'\): depth_scale=inf: expected a positive number"),
     ],
 )
 def test_bad_frame_records(tmp_path, change, message):
+    """Each bad field is named with the frame (number and name) and the value, by the check as by the import."""
     folder = _one_frame(tmp_path, **change)
     with pytest.raises(DataImportError, match=message):
+        import_frames(folder)
+    if "width" not in change:  # the image size needs the image: the import's
+        with pytest.raises(DataImportError, match=message):
+            check_frames(folder)
+
+
+def test_a_null_depth_scale_is_named_not_a_type_error(tmp_path):
+    folder = _one_frame(tmp_path)
+    spec = json.loads((folder / "cameras.json").read_text())
+    spec["frames"][0]["depth_scale"] = None
+    (folder / "cameras.json").write_text(json.dumps(spec))
+    for run in (import_frames, check_frames):
+        with pytest.raises(DataImportError, match=r"frame #0 \('north'\): depth_scale=None: expected a positive"):
+            run(folder)
+
+
+def test_misspelt_fields_are_refused_with_the_closest_name(tmp_path):
+    """A typo would be ignored: "unit": "ft" imported as metres. Top-level fields are checked like frame fields."""
+    for top, message in (({"unit": "ft"}, r"unknown top-level field\(s\) 'unit' \(did you mean 'units'\?\)"),
+                         ({"depth_scale": 0.001},
+                          r"unknown top-level field\(s\) 'depth_scale' \(a frame field: set it in each frame\)"),
+                         ({"camera": 1}, r"unknown top-level field\(s\) 'camera'; the fields are \[")):
+        write_folder(tmp_path / "f", opencv_records()[:1], top=top)
+        for run in (import_frames, check_frames):
+            with pytest.raises(DataImportError, match=r"cameras\.json: " + message):
+                run(tmp_path / "f")
+
+
+def test_depth_scale_is_refused_on_float_depth(tmp_path):
+    """Float depth is read in the file's units; a depth_scale beside it (floats in millimetres?) is an error."""
+    folder = _one_frame(tmp_path, depth_scale=0.001)
+    with pytest.raises(DataImportError, match=r"frame #0 \('north'\): depth_scale=0\.001 is for integer depth images, "
+                                              r"but north_depth\.npy holds float32 values"):
         import_frames(folder)
 
 
@@ -233,3 +278,164 @@ def test_missing_image_duplicate_names_unknown_classes(tmp_path):
     assert scene.metadata["unknown_class_pixels"] == 2 * W and (scene.frames[0].semantic == 0).all()
     with pytest.raises(DataImportError, match=r"north_sem\.png: 64 pixels hold class values outside 0..24: \[200\]"):
         import_frames(folder, unknown_class="error")
+
+
+# --------------------------------------------------------------------------- what the data shows
+
+LOGGER = "earthcrafter.io.frames_import"
+
+
+def _warnings(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+def gl_records():
+    return [{"name": n, "K": cameras()[n].K.tolist(), "camera_to_world": opengl_camera_to_world(*VIEWS[n]).tolist(),
+             "width": W, "height": H, "_depth": ground_depth(cameras()[n])} for n in VIEWS]
+
+
+def test_a_forgotten_opengl_convention_is_warned_about(tmp_path, caplog):
+    """OpenGL camera-to-world poses read as OpenCV turn each view 180 degrees: the ground they see lands
+    above the cameras. Imported as given, with a warning naming the folder and the convention to try."""
+    write_folder(tmp_path / "gl", gl_records(), top={"convention": "opengl"})
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        import_frames(tmp_path / "gl")
+    assert _warnings(caplog) == ""
+    write_folder(tmp_path / "forgot", gl_records())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        scene = import_frames(tmp_path / "forgot")
+    assert f"{tmp_path / 'forgot'}: the poses look wrong for the depth maps: in 2 of 2 frames over 75% of the " \
+           "depth points lie above the camera" in _warnings(caplog)
+    assert "defaults to convention 'opencv': try \"convention\": 'opengl'" in _warnings(caplog)
+    points = scene.frames[0].camera.unproject_depth(scene.frames[0].depth)
+    assert (points[..., 2] > scene.frames[0].camera.center[2]).all()  # kept as given
+
+
+def test_neighbouring_frames_that_disagree_are_warned_about(tmp_path, caplog):
+    """A pose 5 m too high puts its frame's ground 5 m up: where the frames overlap, the depths disagree."""
+    recs = opencv_records()
+    c2w = np.linalg.inv(np.asarray(recs[0]["world_to_camera"]))
+    c2w[2, 3] += 5.0
+    recs[0]["world_to_camera"] = np.linalg.inv(c2w).tolist()
+    write_folder(tmp_path / "f", recs)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        import_frames(tmp_path / "f")
+    assert "where neighbouring frames overlap, only 0% of one's depth points lie within 10%" in _warnings(caplog)
+    assert "above the camera" not in _warnings(caplog)
+
+
+def test_depth_that_meshing_cannot_use_is_counted_and_warned_about(tmp_path, caplog):
+    """dropped lists every reason, zeros included; frames without valid depth and scenes the meshing stage
+    cannot fuse (TSDF needs depth in every frame) are warned about, by the check where it can tell."""
+    write_folder(tmp_path / "good", opencv_records())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        good = import_frames(tmp_path / "good")
+    assert good.metadata["dropped"] == {"depth_pixels_without_hit": 0, "frames_without_depth": 0,
+                                        "frames_with_empty_depth": 0}
+    assert _warnings(caplog) == ""
+
+    recs = opencv_records()
+    recs[0]["_depth"] = np.full((H, W), np.nan, np.float32)
+    recs[1]["_depth"][:2] = 0.0
+    write_folder(tmp_path / "empty", recs)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        scene = import_frames(tmp_path / "empty")
+    assert scene.metadata["dropped"] == {"depth_pixels_without_hit": H * W + 2 * W, "frames_without_depth": 0,
+                                         "frames_with_empty_depth": 1}
+    assert "1 of 2 depth maps hold no valid depth (0 or non-finite everywhere): north" in _warnings(caplog)
+
+    write_folder(tmp_path / "mixed", opencv_records())
+    spec = json.loads((tmp_path / "mixed" / "cameras.json").read_text())
+    del spec["frames"][1]["depth"]
+    (tmp_path / "mixed" / "cameras.json").write_text(json.dumps(spec))
+    for run in (check_frames, import_frames):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            run(tmp_path / "mixed")
+        assert "1 of 2 frames have no depth map (east): TSDF fusion needs depth in every frame" in _warnings(caplog)
+    assert import_frames(tmp_path / "mixed").metadata["dropped"]["frames_without_depth"] == 1
+
+    write_folder(tmp_path / "none", opencv_records(), depth=False)
+    for run in (check_frames, import_frames):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            run(tmp_path / "none")
+        assert "no frame has a depth map: the meshing stage cannot mesh this scene" in _warnings(caplog)
+
+
+def test_palette_label_pngs_give_their_indices_and_colour_labels_are_refused(tmp_path):
+    folder = _one_frame(tmp_path)
+    labels = np.random.default_rng(3).integers(0, 25, (H, W), dtype=np.uint8)
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(np.random.default_rng(4).integers(0, 256, 768).tolist())
+    image.save(folder / "north_sem.png")
+    np.testing.assert_array_equal(import_frames(folder).frames[0].semantic, labels)
+    Image.fromarray(np.repeat(labels[..., None], 3, axis=2)).save(folder / "north_sem.png")  # grey ids as RGB
+    np.testing.assert_array_equal(import_frames(folder).frames[0].semantic, labels)
+    colours = np.random.default_rng(5).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(colours).save(folder / "north_sem.png")
+    with pytest.raises(DataImportError, match=r"north_sem\.png: semantic map must hold class ids in one channel "
+                                              r"\(a grey or palette PNG\), got shape \(24, 32, 3\): map a colour"):
+        import_frames(folder)
+
+
+UTM = np.array([500000.0, 4100000.0, 100.0])
+
+
+def utm_records():
+    """The test cameras with world coordinates offset by a UTM-like vector (no origin in the file)."""
+    recs = opencv_records()
+    for rec in recs:
+        E = np.asarray(rec["world_to_camera"])
+        E[:3, 3] -= E[:3, :3] @ UTM
+        rec["world_to_camera"] = E.tolist()
+    return recs
+
+
+def test_without_origin_the_local_frame_starts_at_the_bounding_box_minimum(tmp_path, caplog):
+    """As for LiDAR and meshes (docs: the origin is the bounding-box minimum in whole source units), so
+    UTM poses import near zero, where float32 renders and fusion keep millimetres."""
+    write_folder(tmp_path / "utm", utm_records(), keep_frame=False)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        scene = import_frames(tmp_path / "utm")
+    assert _warnings(caplog) == ""
+    origin = np.asarray(scene.metadata["origin"]["source_units"])
+    np.testing.assert_array_equal(origin, np.floor(origin))
+    points = np.concatenate([fr.camera.unproject_depth(fr.depth).reshape(-1, 3) for fr in scene.frames])
+    centres = np.stack([fr.camera.center for fr in scene.frames])
+    low = np.minimum(points.min(0), centres.min(0))
+    assert (low >= -1e-6).all() and (low < 1.0 + 1e-6).all()  # within one unit of zero
+    for fr in scene.frames:  # the same cameras, moved by the origin
+        want = cameras()[fr.name]
+        np.testing.assert_allclose(fr.camera.center + origin, want.center + UTM, atol=1e-6)
+        np.testing.assert_allclose(fr.camera.world_to_camera[:3, :3], want.world_to_camera[:3, :3], atol=1e-12)
+        np.testing.assert_allclose(fr.depth, ground_depth(want), rtol=1e-6)
+    np.testing.assert_allclose(scene.metadata["origin"]["metres"], origin)
+
+
+def test_a_given_origin_far_from_the_cameras_is_warned_about(tmp_path, caplog):
+    write_folder(tmp_path / "utm", utm_records(), top={"origin": [0.0, 0.0, 0.0]}, keep_frame=False)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        scene = import_frames(tmp_path / "utm")
+    assert "every camera centre lies 4100.0 km or more from the local origin, where float32 renders and TSDF " \
+           "fusion round to 250 mm steps; set 'origin' near the data, e.g. [499965.0, 4099963.0, 99.0]" \
+           in _warnings(caplog)
+    assert scene.metadata["origin"]["source_units"] == [0.0, 0.0, 0.0]  # kept as given
+
+
+def test_saturated_16_bit_depth_is_counted_and_warned_about(tmp_path, caplog):
+    """65535 is the ceiling of a 16-bit PNG (65.535 m in millimetres): farther surfaces are clipped there."""
+    cam = cameras()["north"]
+    mm = np.round(ground_depth(cam) * 1000).astype(np.uint16)
+    mm[:3] = 65535
+    rec = {"name": "north", "K": cam.K.tolist(), "world_to_camera": cam.world_to_camera.tolist(), "width": W,
+           "height": H, "depth_scale": 0.001}
+    write_folder(tmp_path / "p", [rec], depth=False, semantic=False)
+    Image.fromarray(mm).save(tmp_path / "p" / "d.png")
+    spec = json.loads((tmp_path / "p" / "cameras.json").read_text())
+    spec["frames"][0]["depth"] = "d.png"
+    (tmp_path / "p" / "cameras.json").write_text(json.dumps(spec))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        scene = import_frames(tmp_path / "p")
+    assert scene.metadata["saturated_depth_pixels"] == 3 * W
+    assert f"{3 * W} depth pixels in 1 frames (north) hold their integer image's largest value" in _warnings(caplog)

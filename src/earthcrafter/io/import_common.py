@@ -12,6 +12,7 @@ with ``metadata["origin"]`` recording the offset back to the source coordinates:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from pathlib import Path
@@ -207,6 +208,12 @@ def extent_metadata(xyz_local: np.ndarray | None = None, lo: np.ndarray | None =
         lo, hi = column_bounds(xy) if len(xy) else (np.zeros(2), np.zeros(2))
     extent = (np.asarray(hi)[:2] - np.asarray(lo)[:2]).tolist()
     return {"size_m": float(max(extent)), "extent_m": extent}
+
+
+def close_name_hint(name, names) -> str:
+    """``'nmae' (did you mean 'name'?)`` for a name that is not among ``names``, or just ``'nmae'``."""
+    close = difflib.get_close_matches(str(name), list(names), n=1)
+    return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def check_scene_id(scene_id: str) -> str:

@@ -16,7 +16,6 @@ surveys whose header bounds overlap: one survey as two scenes could be split acr
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import itertools
@@ -33,7 +32,13 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from tqdm.auto import tqdm
 
 from earthcrafter.io.frames_import import CAMERAS_FILE, check_frames, import_frames
-from earthcrafter.io.import_common import DataImportError, check_scene_id, record_unlabeled_share, scene_id_from_path
+from earthcrafter.io.import_common import (
+    DataImportError,
+    check_scene_id,
+    close_name_hint,
+    record_unlabeled_share,
+    scene_id_from_path,
+)
 from earthcrafter.io.imported_scene import write_imported_scene
 from earthcrafter.io.las import check_las, import_las, laspy_log_folded
 from earthcrafter.io.mesh_import import check_mesh, import_mesh
@@ -74,10 +79,7 @@ def bind_options(kind: str, path: str | Path, options: Mapping) -> dict:
     unknown = [k for k in options if k not in types]
     if unknown:
         user_options = sorted(k for k in types if k not in SPEC_KEYS)  # scene_id goes next to kind and path
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(str(name), user_options, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [close_name_hint(name, user_options) for name in unknown]
         raise ValueError(
             f"{path}: unknown option(s) {', '.join(hints)} for kind {kind!r}; "
             f"the options are {user_options} (see docs/data_import.md)"
