@@ -14,9 +14,10 @@ from earthcrafter.commands import main
 from earthcrafter.features.layout import FEATURE_LAYOUT, NUM_FEATURES, layout_to_json
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.scene import Mesh, write_mesh_ply
+from earthcrafter.io.structure import write_structure
 from earthcrafter.io.tiles import VoxelTile, write_tile
 from earthcrafter.render import Gaussians2D, save_ply
-from earthcrafter.render.html_view import ViewLayer, layers_of, view_figure, within_budget, write_view
+from earthcrafter.render.html_view import ViewLayer, in_one_frame, layers_of, view_figure, within_budget, write_view
 from earthcrafter.semantics import PALETTE
 
 UTM = np.array([500_000.0, 4_900_000.0, 120.0])  # georeferenced data sits far from the origin
@@ -94,18 +95,32 @@ def test_the_budget_keeps_a_random_subset_and_says_so(tmp_path):
         within_budget(layer, max_faces=0)
 
 
-def test_voxel_tiles_and_imported_points(tmp_path):
-    coords = np.array([[0, 0, 0], [1, 0, 0], [3, 2, 1]], np.int32)
-    meta = {"scene_id": "s", "biome": "test", "L": 8, "voxel_size_m": 2.0, "origin_m": [100.0, 200.0, 5.0],
+TILE_COORDS = np.array([[0, 0, 0], [1, 0, 0], [3, 2, 1]], np.int32)
+TILE_SEMANTIC = np.array([1, 2, 9], np.uint8)
+TILE_ORIGIN = np.array([100.0, 200.0, 5.0])  # the tile's corner in its scene's frame; voxels of 2 m
+
+
+def _tile(folder, tile_id="t", origin=TILE_ORIGIN, scene_id="s"):
+    """A voxel tile written by the project's tile writer; returns its path."""
+    meta = {"scene_id": scene_id, "biome": "test", "L": 8, "voxel_size_m": 2.0, "origin_m": list(map(float, origin)),
             "feature_layout": layout_to_json(FEATURE_LAYOUT), "counts": {}, "extra": {}}  # fmt: skip
-    semantic = np.array([1, 2, 9], np.uint8)
-    write_tile(tmp_path / "t.parquet", VoxelTile("t", coords, np.zeros((3, NUM_FEATURES), np.float16), semantic,
-                                                 np.ones(3, np.float16), meta))  # fmt: skip
-    (tile,) = layers_of(tmp_path / "t.parquet")
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_tile(folder / f"{tile_id}.parquet", VoxelTile(tile_id, TILE_COORDS, np.zeros((3, NUM_FEATURES),
+                      np.float16), TILE_SEMANTIC, np.ones(3, np.float16), meta))  # fmt: skip
+
+
+def test_voxel_tiles_and_imported_points(tmp_path):
+    (tile,) = layers_of(_tile(tmp_path))
     assert tile.faces is not None and len(tile.faces) == 2 * (6 + 6 + 6 - 2)  # two cubes share a face
-    np.testing.assert_allclose(tile.xyz.min(0), [100, 200, 5])
-    np.testing.assert_allclose(tile.xyz.max(0), [108, 206, 9])
-    assert {tuple(c) for c in tile.rgb} == {tuple(PALETTE[c]) for c in semantic}
+    # in the tile's frame, as its exports and generated scenes are; the frame says where it lies
+    np.testing.assert_allclose(tile.xyz.min(0), [0, 0, 0])
+    np.testing.assert_allclose(tile.xyz.max(0), [8, 6, 4])
+    assert (tile.frame.scene, tile.frame.local, tile.frame.corner) == ("s", "tile t", (100.0, 200.0, 5.0))
+    ((placed,), words) = in_one_frame([tile], "scene")
+    np.testing.assert_allclose(placed.xyz.min(0), [100, 200, 5])
+    np.testing.assert_allclose(placed.xyz.max(0), [108, 206, 9])
+    assert words == "frame: scene s, local metres"
+    assert {tuple(c) for c in tile.rgb} == {tuple(PALETTE[c]) for c in TILE_SEMANTIC}
 
     scene = tmp_path / "scene"
     scene.mkdir()
@@ -167,3 +182,140 @@ def test_bad_paths_are_refused_by_name(tmp_path, capsys, name, content, message)
     err = capsys.readouterr().err
     assert message in err and str(path) in err
     assert not list(empty.glob("*.html"))
+
+
+# --------------------------------------------------------------------------- frames and names
+
+def _tile_mesh_ply(folder, name="voxels_gt.ply", coords=TILE_COORDS):
+    """Cubes in tile-local metres, as exports and generated scenes write them; returns their vertices there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mesh = voxel_mesh(coords, 2.0, colors=PALETTE[np.resize(TILE_SEMANTIC, len(coords))])
+    write_mesh_ply(folder / name, mesh)
+    return mesh.vertices
+
+
+def _export(folder, tile_id="t", scene_id="s"):
+    local = _tile_mesh_ply(folder)
+    (folder / "summary.json").write_text(json.dumps({"tile_id": tile_id, "scene_id": scene_id, "L": 8}))
+    return local
+
+
+def _generated(folder, source):
+    local = _tile_mesh_ply(folder, "voxels.ply")
+    write_structure(folder / "structure.parquet", TILE_COORDS, {"scene_id": folder.name, "L": 8, "voxel_size_m": 2.0,
+                                                                "source": source})  # fmt: skip
+    return local
+
+
+def _scene_points(folder, xyz, scene_id="s"):
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"scene_id": scene_id}))
+    np.savez(folder / "points.npz", xyz=xyz, rgb=np.full((len(xyz), 3), 9, np.uint8), semantic=np.ones(len(xyz)))
+
+
+def _page_strings(html, key):
+    """The JSON strings under ``key`` in the page's figure (plotly escapes "/" and "<" in them)."""
+    return [json.loads(m) for m in re.findall(rf'"{key}":("(?:[^"\\]|\\.)*")', html)]
+
+
+def _drawn(paths, frame="auto"):
+    """{layer name: layer} as write_view draws them, and the frame's words."""
+    layers, words = in_one_frame([layer for p in paths for layer in layers_of(p)], frame)
+    return {layer.name: layer for layer in layers}, words
+
+
+def test_a_tile_and_its_export_are_drawn_in_the_tiles_frame(tmp_path):
+    tile_path = _tile(tmp_path / "voxels")
+    local = _export(tmp_path / "export")
+    summary = write_view([tmp_path / "export", tile_path], tmp_path / "v.html", plotlyjs="cdn")
+    # the export's ground truth and the tile are the same cubes: one place, the tile's frame
+    assert summary["frame"] == "frame: tile t, local metres (corner at (100.00, 200.00, 5.00) in scene s)"
+    np.testing.assert_allclose(summary["centre"], [4, 3, 2])  # the middle of the cubes, tile-local
+    (title, *_) = _page_strings((tmp_path / "v.html").read_text(), "text")
+    assert f"<sup>{summary['frame']}; coordinates in metres relative to (4.00, 3.00, 2.00)</sup>" in title
+    layers, _ = _drawn([tmp_path / "export", tile_path])
+    np.testing.assert_allclose(layers["voxels_gt"].xyz, local)
+    np.testing.assert_allclose(layers["t voxels"].xyz, local)
+    # in the scene's frame both move to the tile's corner
+    layers, words = _drawn([tmp_path / "export", tile_path], "scene")
+    assert words == "frame: scene s, local metres"
+    np.testing.assert_allclose(layers["voxels_gt"].xyz, local + TILE_ORIGIN)
+    np.testing.assert_allclose(layers["t voxels"].xyz, local + TILE_ORIGIN)
+
+
+def test_layers_of_a_scene_and_its_tiles_are_drawn_in_the_scenes_frame(tmp_path):
+    tile_path = _tile(tmp_path / "voxels")
+    local = _export(tmp_path / "export")
+    points = TILE_ORIGIN + np.array([[1.0, 1.0, 1.0], [7.0, 5.0, 3.0]])  # inside the tile, in scene metres
+    _scene_points(tmp_path / "scenes" / "s", points)
+    gen = _generated(tmp_path / "gen_000_t", {"layout_tile": "t", "tile_path": str(tile_path), "condition": "layout"})
+    paths = [tmp_path / "export", tile_path, tmp_path / "scenes" / "s", tmp_path / "gen_000_t"]
+    layers, words = _drawn(paths)
+    assert words == "frame: scene s, local metres" and not any(layer.note for layer in layers.values())
+    np.testing.assert_allclose(layers["voxels_gt"].xyz, local + TILE_ORIGIN)
+    np.testing.assert_allclose(layers["t voxels"].xyz, local + TILE_ORIGIN)
+    np.testing.assert_allclose(layers["s points"].xyz, points)
+    np.testing.assert_allclose(layers["voxels"].xyz, gen + TILE_ORIGIN)
+    # the generated scene is placed by the tile its run recorded, without that tile in the view
+    layers, _ = _drawn([tmp_path / "gen_000_t", tmp_path / "scenes" / "s"])
+    np.testing.assert_allclose(layers["voxels"].xyz, gen + TILE_ORIGIN)
+    # or all of them in the tile's frame: the scene's points move to it
+    layers, words = _drawn(paths, "tile")
+    assert words.startswith("frame: tile t, local metres")
+    np.testing.assert_allclose(layers["s points"].xyz, points - TILE_ORIGIN)
+    np.testing.assert_allclose(layers["voxels"].xyz, gen)
+    with pytest.raises(ValueError, match="frame 'tile' needs the layers to belong to one tile"):
+        _drawn([tile_path, _tile(tmp_path / "voxels", "u", TILE_ORIGIN + [16, 0, 0])], "tile")
+    with pytest.raises(ValueError, match="frame must be one of auto, tile, scene"):
+        write_view([tile_path], tmp_path / "v.html", frame="utm")
+
+
+def test_a_large_scene_is_placed_by_its_tiles(tmp_path):
+    paths = [_tile(tmp_path / "voxels"), _tile(tmp_path / "voxels", "u", TILE_ORIGIN + [16, 0, -4])]
+    local = _tile_mesh_ply(tmp_path / "large_s", "voxels.ply")
+    (tmp_path / "large_s" / "summary.json").write_text(json.dumps({"scene_id": "large_s", "layout_scene": "s",
+                                                                   "layout_tiles": ["t", "u"]}))  # fmt: skip
+    layers, words = _drawn([*paths, tmp_path / "large_s"])
+    assert words == "frame: scene s, local metres"
+    np.testing.assert_allclose(layers["voxels"].xyz, local + TILE_ORIGIN + [0, 0, -4])  # the tiles' lowest corner
+    layers, words = _drawn([tmp_path / "large_s"])
+    assert words == "frame: map of s, local metres" and not layers["voxels"].note
+
+
+def test_layers_that_cannot_be_placed_are_drawn_as_stored_and_say_so(tmp_path):
+    tile_path = _tile(tmp_path / "voxels")
+    elsewhere = _export(tmp_path / "export_u", tile_id="u")  # tile u is not in the view: where it lies is unknown
+    _tile_mesh_ply(tmp_path / "loose", "mesh.ply")  # no file beside it says its frame
+    _generated(tmp_path / "gen_001_uncond", {"layout_tile": "t", "condition": "none"})  # a sample tied to no place
+    paths = [tile_path, tmp_path / "export_u", tmp_path / "loose", tmp_path / "gen_001_uncond"]
+    summary = write_view(paths, tmp_path / "v.html", plotlyjs="cdn")
+    assert summary["frame"] == "frame: scene s, local metres; layers marked 'drawn as stored' are not in it"
+    notes = {layer["name"]: layer.get("note") for layer in summary["layers"]}
+    assert notes == {"t voxels": None, "voxels_gt": "drawn as stored: where tile u lies is unknown",
+                     "mesh": "drawn as stored: its frame is unknown", "voxels": "drawn as stored: its frame is unknown"}
+    legend = _page_strings((tmp_path / "v.html").read_text(), "name")
+    assert "voxels_gt (32 faces) [drawn as stored: where tile u lies is unknown]" in legend
+    layers, _ = _drawn(paths)
+    np.testing.assert_allclose(layers["voxels_gt"].xyz, elsewhere)
+    # a view of files that say nothing of their frame draws them as stored, and says so once
+    assert write_view([tmp_path / "loose"], tmp_path / "w.html", plotlyjs="cdn")["frame"].startswith("frame: as stored")
+
+
+def test_equal_layer_names_are_told_apart_by_their_folders(tmp_path):
+    for folder in ("a", "b", "x/a"):
+        (tmp_path / folder).mkdir(parents=True)
+        _gaussians(tmp_path / folder, n=5)
+    _voxels(tmp_path / "b")
+    paths = [tmp_path / "a" / "gaussians.ply", tmp_path / "b", tmp_path / "x" / "a" / "gaussians.ply"]
+    summary = write_view(paths, tmp_path / "v.html", plotlyjs="cdn")
+    names = [layer["name"] for layer in summary["layers"]]
+    assert names == [f"{tmp_path.name}/a/gaussians", "b/gaussians", "voxels", "x/a/gaussians"]  # voxels: unique
+    html = (tmp_path / "v.html").read_text()
+    assert _page_strings(html, "name") == [f"{tmp_path.name}/a/gaussians (5 points)", "b/gaussians (5 points)",
+                                           "voxels (388 faces)", "x/a/gaussians (5 points)"]  # fmt: skip
+    assert _page_strings(html, "text")[0].startswith(f"{tmp_path.name}/a/gaussians.ply, b, x/a/gaussians.ply<br>")
+    for site in ("one", "two"):
+        _scene_points(tmp_path / site / "autzen", np.zeros((2, 3)), "autzen")
+    summary = write_view([tmp_path / "one" / "autzen", tmp_path / "two" / "autzen"], tmp_path / "p.html",
+                         plotlyjs="cdn")
+    assert [layer["name"] for layer in summary["layers"]] == ["one/autzen points", "two/autzen points"]

@@ -14,10 +14,20 @@ Browsers slow down past a few hundred thousand primitives, so each layer keeps a
 faces or points, drawn at random (seeded); the figure title and the summary say how many of how
 many are shown. Coordinates are shown relative to the centre of all layers: georeferenced data
 (UTM, ~10⁶ m) would otherwise lose centimetres to the browser's float32.
+
+All layers are drawn in one frame (:func:`in_one_frame`). A tile's files (a voxel tile, an export's
+decodings, a scene generated from its layout) are in the tile's local metres, a scene folder's
+(``metadata.json`` beside them) in the scene's; what says which lies beside them (a voxel tile's
+``origin_m``, an export's ``summary.json``, a generated scene's ``structure.parquet`` or
+``summary.json``). Layers of one tile are shown in its frame, others in their scene's, tiles moved
+to their corner; the subtitle names the frame, and a layer that cannot be placed is drawn as stored
+with the reason in its legend entry. Equal layer names (``gaussians`` of two scenes) are told apart
+by the shortest end of their folders' paths (``a/gaussians``, ``b/gaussians``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,19 +42,37 @@ MAX_FACES = 400_000  # triangles per mesh layer
 MAX_POINTS = 300_000  # points per point layer
 VIEWABLE = ("*.ply", "points.npz", "*.parquet")  # what a folder is searched for (not recursively)
 GREY = np.array([170, 170, 170], np.uint8)
+FRAMES = ("auto", "tile", "scene")  # see in_one_frame
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The metric frame a layer's coordinates are in: scene ``scene``'s own (``local`` None), or one
+    inside it (``local``: "tile <id>", or "map of <scene>" for a large scene) whose corner is the
+    lowest ``origin_m`` of ``tiles``, at ``corner`` in the scene's frame once that is known."""
+
+    scene: str | None
+    local: str | None = None
+    tiles: tuple[str, ...] = ()
+    corner: tuple[float, float, float] | None = None
 
 
 @dataclass
 class ViewLayer:
     """One legend entry: a coloured triangle mesh (``faces`` [F, 3]) or coloured points (``faces``
     None). ``rgb`` [V or N, 3] uint8 is per vertex / point; ``total`` counts faces or points before
-    the budget."""
+    the budget. ``frame``: what ``xyz`` is relative to (None: unknown); ``folder``: where the file
+    lies beyond what ``name`` says, to tell equal names apart; ``note``: for the legend (why the
+    layer is not in the view's frame)."""
 
     name: str
     xyz: np.ndarray
     rgb: np.ndarray
     faces: np.ndarray | None = None
     total: int = 0
+    frame: Frame | None = None
+    folder: Path | None = None
+    note: str = ""
 
     def __post_init__(self) -> None:
         self.xyz = np.asarray(self.xyz, np.float64).reshape(-1, 3)
@@ -139,18 +167,188 @@ def _is_tile(path: Path) -> bool:
 
 
 def _tile_layer(path: Path) -> ViewLayer:
+    """The tile's cubes in its local frame (as its exports and generated scenes are), placed by its origin."""
     from earthcrafter.geometry.voxel_mesh import voxel_mesh
     from earthcrafter.io.tiles import read_tile
     from earthcrafter.semantics import colorize
 
     tile = read_tile(path)
-    mesh = voxel_mesh(tile.coords, tile.voxel_size, tile.origin, colorize(tile.semantic))
-    return ViewLayer(f"{tile.tile_id} voxels", mesh.vertices, mesh.vertex_colors, mesh.faces)
+    mesh = voxel_mesh(tile.coords, tile.voxel_size, colors=colorize(tile.semantic))
+    frame = Frame(str(tile.meta["scene_id"]), f"tile {tile.tile_id}", (tile.tile_id,), tuple(tile.origin.tolist()))
+    return ViewLayer(f"{tile.tile_id} voxels", mesh.vertices, mesh.vertex_colors, mesh.faces, frame=frame)
+
+
+# --------------------------------------------------------------------------- frames
+
+def _json(path: Path) -> dict:
+    """A JSON object file; {} when missing or not one (the frame is then unknown: not an error)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _structure_source(path: Path) -> dict:
+    """The ``source`` a generated scene's structure.parquet records (layout tile or map); {} without one."""
+    from earthcrafter.io.parquet import read_json_meta
+    from earthcrafter.io.structure import STRUCTURE_KEYS
+
+    if not path.is_file():
+        return {}
+    try:
+        source = read_json_meta(path, STRUCTURE_KEYS, "voxel structure")["source"]
+    except ValueError:  # not a structure: it says nothing of the frame
+        return {}
+    return source if isinstance(source, dict) else {}
+
+
+def _tile_frame(tile_id: str, tile_path=None) -> Frame:
+    """Tile ``tile_id``'s frame, placed in its scene when ``tile_path`` (as a generation run recorded
+    it: from the project root, where commands run) still holds that tile."""
+    from earthcrafter.io.tiles import read_tile_meta
+
+    frame = Frame(None, f"tile {tile_id}", (tile_id,))
+    if not (isinstance(tile_path, str) and Path(tile_path).is_file()):
+        return frame
+    try:
+        meta = read_tile_meta(tile_path)
+    except ValueError:
+        return frame
+    if meta["tile_id"] != tile_id:
+        return frame
+    return replace(frame, scene=str(meta["scene_id"]), corner=tuple(float(v) for v in meta["origin_m"]))
+
+
+def _folder_frame(folder: str | Path) -> Frame | None:
+    """The frame of the files a pipeline wrote into ``folder``, from what it wrote beside them; None
+    when nothing there says (a PLY from elsewhere, an unconditional sample: its tile gave no place)."""
+    folder = Path(folder)
+    if (folder / "metadata.json").is_file():  # a scene folder (imported points, a scene mesh)
+        return Frame(str(_json(folder / "metadata.json").get("scene_id", folder.name)))
+    # structure.parquet too: a generated scene's view.html is written before its summary.json
+    info = {**_json(folder / "summary.json"), **_structure_source(folder / "structure.parquet")}
+    if isinstance(info.get("layout_tiles"), list):  # a large scene: its map's frame, from its tiles' lowest corner
+        scene = str(info.get("layout_scene"))
+        return Frame(scene, f"map of {scene}", tuple(str(t) for t in info["layout_tiles"]))
+    if "layout_tile" in info:  # a generated scene
+        return None if info.get("condition") == "none" else _tile_frame(str(info["layout_tile"]), info.get("tile_path"))
+    if "tile_id" in info and "scene_id" in info:  # an export: the tile's decodings
+        return Frame(str(info["scene_id"]), f"tile {info['tile_id']}", (str(info["tile_id"]),))
+    return None
+
+
+def _with_corners(layers: list[ViewLayer]) -> list[ViewLayer]:
+    """Frames completed from each other: a voxel tile (or a generated scene's record of its tile)
+    places that tile's exports and generated scenes, and a large scene's map once all its tiles are
+    in the view."""
+    known = {f.tiles[0]: f for f in (layer.frame for layer in layers)
+             if f is not None and f.corner is not None and len(f.tiles) == 1}  # fmt: skip
+    out = []
+    for layer in layers:
+        f = layer.frame
+        if f is not None and f.corner is None and f.tiles and all(t in known for t in f.tiles):
+            corner = tuple(np.min([known[t].corner for t in f.tiles], axis=0).tolist())
+            layer = replace(layer, frame=replace(f, scene=f.scene or known[f.tiles[0]].scene, corner=corner))
+        out.append(layer)
+    return out
+
+
+def _moved(layer: ViewLayer, target: Frame | None, mark: bool) -> ViewLayer:
+    """``layer`` in ``target``'s frame (None: its scene's), else as stored with the reason as its
+    note (``mark`` False: no layer's frame is known; the subtitle says so for all)."""
+    f = layer.frame
+    if f is None:
+        return replace(layer, note="drawn as stored: its frame is unknown") if mark else layer
+    if f.local == (target.local if target is not None else None):
+        return layer
+    to_scene = np.zeros(3) if f.local is None else f.corner
+    from_scene = np.zeros(3) if target is None else target.corner
+    if to_scene is None or from_scene is None:
+        unknown = f.local if to_scene is None else target.local
+        return replace(layer, note=f"drawn as stored: where {unknown} lies is unknown")
+    if target is not None and f.scene != target.scene:  # each scene has its own frame
+        return replace(layer, note=f"drawn as stored: in scene {f.scene}'s frame, not {target.scene}'s")
+    shift = np.asarray(to_scene, np.float64) - np.asarray(from_scene, np.float64)
+    return replace(layer, xyz=layer.xyz + shift, frame=target or Frame(f.scene))
+
+
+def _frame_words(target: Frame | None, layers: list[ViewLayer]) -> str:
+    """The subtitle's words for the frame the layers are in."""
+    if target is not None:
+        where = f" (corner at {_xyz(target.corner)} in scene {target.scene})" if target.corner is not None else ""
+        words = f"frame: {target.local}, local metres{where}"
+    else:
+        scenes = sorted({layer.frame.scene for layer in layers if layer.frame is not None and not layer.note})
+        if not scenes:  # nothing placed: the files say no frame, or none that two layers share
+            noted = any(layer.note for layer in layers)
+            return "frame: none shared, each layer as stored" if noted else "frame: as stored (the files do not say)"
+        words = (f"frame: scene {scenes[0]}, local metres" if len(scenes) == 1
+                 else f"frames: scenes {', '.join(scenes)}, each its own (not aligned)")  # fmt: skip
+    if any(layer.note for layer in layers):
+        words += "; layers marked 'drawn as stored' are not in it"
+    return words
+
+
+def _xyz(v) -> str:
+    return "({:.2f}, {:.2f}, {:.2f})".format(*v)
+
+
+def in_one_frame(layers: list[ViewLayer], frame: str = "auto") -> tuple[list[ViewLayer], str]:
+    """``layers`` moved into one frame, and the words naming it. ``frame``: ``tile``, the local frame
+    of the one tile (or large scene's map) the layers belong to, scene-frame layers moved into it;
+    ``scene``, their scenes' frames, tile-frame layers moved to their tile's corner; ``auto``
+    (default), ``tile`` when every layer whose frame is known is in that tile's frame, else
+    ``scene``. A layer that cannot be moved is drawn as stored, and its note says why."""
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+    layers = _with_corners(layers)
+    frames = [layer.frame for layer in layers if layer.frame is not None]
+    local = {f.local for f in frames}
+    if frame == "tile" and len(local - {None}) != 1:
+        found = ", ".join(sorted(x for x in local if x)) or "none"
+        raise ValueError(f"frame 'tile' needs the layers to belong to one tile (tile frames among them: {found})")
+    target = None
+    if frame == "tile" or (frame == "auto" and len(local) == 1 and None not in local):
+        target = max((f for f in frames if f.local is not None), key=lambda f: f.corner is not None)
+    moved = [_moved(layer, target, mark=bool(frames)) for layer in layers]
+    return moved, _frame_words(target, moved)
+
+
+# --------------------------------------------------------------------------- names
+
+def _distinct_suffixes(paths: list[Path]) -> list[str]:
+    """Each path's shortest end that no other (different) path shares: ``a/gaussians.ply`` and
+    ``b/gaussians.ply`` beside ``c/voxels.ply``."""
+    parts = [Path(p).resolve().parts for p in paths]
+    out = []
+    for own in parts:
+        others = [q for q in parts if q != own]
+        k = next((k for k in range(1, len(own)) if all(q[-k:] != own[-k:] for q in others)), len(own))
+        out.append(Path(*own[-k:]).as_posix())
+    return out
+
+
+def _distinct_names(layers: list[ViewLayer]) -> list[ViewLayer]:
+    """Layers of equal names (``gaussians`` of two scenes) named with the shortest end of their
+    folders that tells them apart (``a/gaussians``, ``b/gaussians``)."""
+    groups: dict[str, list[int]] = {}
+    for i, layer in enumerate(layers):
+        groups.setdefault(layer.name, []).append(i)
+    layers = list(layers)
+    for name, idx in groups.items():
+        folders = [layers[i].folder for i in idx]
+        if len(idx) < 2 or any(f is None for f in folders):
+            continue
+        for i, prefix in zip(idx, _distinct_suffixes(folders)):
+            layers[i] = replace(layers[i], name=f"{prefix}/{name}")
+    return layers
 
 
 def layers_of(path: str | Path) -> list[ViewLayer]:
     """The layers of one file (see the module docstring), or of every viewable file directly inside
-    a folder (``*.ply``, ``points.npz``, ``*.parquet``). Raises ValueError / FileNotFoundError
+    a folder (``*.ply``, ``points.npz``, ``*.parquet``), each with its frame as the files beside it
+    say (:func:`in_one_frame` brings them into one). Raises ValueError / FileNotFoundError
     naming the path when there is nothing to show."""
     path = Path(path)
     if path.is_dir():
@@ -166,11 +364,11 @@ def layers_of(path: str | Path) -> list[ViewLayer]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".ply":
-        return [_ply_layer(path)]
-    if path.suffix.lower() == ".npz":
-        return [_points_npz_layer(path)]
+        return [replace(_ply_layer(path), frame=_folder_frame(path.parent), folder=path.parent)]
+    if path.suffix.lower() == ".npz":  # the name says its folder already
+        return [replace(_points_npz_layer(path), frame=_folder_frame(path.parent), folder=path.parent.parent)]
     if path.suffix.lower() == ".parquet":
-        return [_tile_layer(path)]
+        return [replace(_tile_layer(path), folder=path.parent)]
     raise ValueError(f"{path}: cannot view a {path.suffix or 'suffix-less'} file (PLY, points.npz or a voxel-tile "
                      f".parquet, or a folder of them)")  # fmt: skip
 
@@ -199,9 +397,10 @@ def _hex(rgb: np.ndarray) -> np.ndarray:
     return np.char.add("#", np.char.zfill(np.char.mod("%x", code), 6))
 
 
-def view_figure(layers: list[ViewLayer], title: str = "", point_size: float = 2.0):
-    """A plotly figure of ``layers`` (already within budget) with true metric proportions,
-    coordinates relative to the centre of all layers. Returns (figure, centre [3])."""
+def view_figure(layers: list[ViewLayer], title: str = "", point_size: float = 2.0, frame: str = ""):
+    """A plotly figure of ``layers`` (already within budget and in one frame, named by ``frame``)
+    with true metric proportions, coordinates relative to the centre of all layers. Returns
+    (figure, centre [3])."""
     import plotly.graph_objects as go
 
     if not layers:
@@ -212,7 +411,8 @@ def view_figure(layers: list[ViewLayer], title: str = "", point_size: float = 2.
     traces = []
     for layer in layers:
         x, y, z = (layer.xyz - centre).astype(np.float32).T
-        label = f"{layer.name} ({layer.count:,} {layer.noun}" + (f" of {layer.total:,})" if layer.total > layer.count else ")")
+        counted = f"{layer.count:,} {layer.noun}" + (f" of {layer.total:,}" if layer.total > layer.count else "")
+        label = f"{layer.name} ({counted})" + (f" [{layer.note}]" if layer.note else "")
         if layer.faces is not None:
             face_rgb = layer.rgb[layer.faces].astype(np.float64).mean(1).round().astype(np.uint8)
             traces.append(go.Mesh3d(x=x, y=y, z=z, i=layer.faces[:, 0], j=layer.faces[:, 1], k=layer.faces[:, 2],
@@ -221,7 +421,8 @@ def view_figure(layers: list[ViewLayer], title: str = "", point_size: float = 2.
         else:
             traces.append(go.Scatter3d(x=x, y=y, z=z, mode="markers", name=label, hoverinfo="skip",
                                        marker=dict(size=point_size, color=_hex(layer.rgb), line=dict(width=0))))  # fmt: skip
-    shift = f"coordinates in metres relative to ({centre[0]:.2f}, {centre[1]:.2f}, {centre[2]:.2f})"
+    shift = f"coordinates in metres relative to {_xyz(centre)}"
+    shift = f"{frame}; {shift}" if frame else shift
     fig = go.Figure(traces)
     fig.update_layout(
         title=dict(text=f"{title}<br><sup>{shift}</sup>" if title else shift, x=0.01),
@@ -241,14 +442,19 @@ def write_view(
     max_points: int = MAX_POINTS,
     plotlyjs: str = "inline",
     title: str | None = None,
+    frame: str = "auto",
 ) -> dict:
     """Write the HTML view of ``paths`` (files or folders) to ``out`` atomically; returns a summary
-    (layers with shown / total counts, the coordinate centre, the file size). ``plotlyjs``:
-    ``inline`` (self-contained, works offline), ``cdn`` (small file, needs the internet), or the
-    path of a shared ``plotly.min.js`` relative to the HTML file (see :func:`write_plotlyjs`)."""
-    layers = [within_budget(layer, max_faces, max_points) for p in paths for layer in layers_of(p)]
-    title = title if title is not None else ", ".join(Path(p).name or str(p) for p in paths)
-    fig, centre = view_figure(layers, title)
+    (layers with shown / total counts and a note when one is not in the view's frame, the frame's
+    words, the coordinate centre, the file size). ``plotlyjs``: ``inline`` (self-contained, works
+    offline), ``cdn`` (small file, needs the internet), or the path of a shared ``plotly.min.js``
+    relative to the HTML file (see :func:`write_plotlyjs`). ``frame``: see :func:`in_one_frame`."""
+    if frame not in FRAMES:  # before reading the files
+        raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+    layers = _distinct_names([layer for p in paths for layer in layers_of(p)])
+    layers, words = in_one_frame([within_budget(layer, max_faces, max_points) for layer in layers], frame)
+    title = title if title is not None else ", ".join(_distinct_suffixes([Path(p) for p in paths]))
+    fig, centre = view_figure(layers, title, frame=words)
     include = True if plotlyjs == "inline" else plotlyjs
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -256,9 +462,11 @@ def write_view(
     return {
         "path": str(out),
         "bytes": out.stat().st_size,
+        "frame": words,
         "centre": centre.tolist(),
         "layers": [{"name": layer.name, "kind": "mesh" if layer.faces is not None else "points",
-                    "shown": layer.count, "total": layer.total} for layer in layers],  # fmt: skip
+                    "shown": layer.count, "total": layer.total, **({"note": layer.note} if layer.note else {})}
+                   for layer in layers],  # fmt: skip
     }
 
 
