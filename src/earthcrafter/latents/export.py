@@ -15,6 +15,10 @@
 
 The latent files name the weights that produced them (path and SHA-256); decoding refuses
 weights that changed since, so a reconstruction always pairs latents with their own decoder.
+Everything that can be checked (options, the output folder, the tile, both latent files, both
+weight files and their hashes) is checked before anything is written, and the folder is written
+whole into a temporary sibling and renamed: it appears complete or not at all, and an earlier
+export of the same folder is replaced only once the new one is complete.
 Generated scenes will go through the same decoding.
 """
 
@@ -32,7 +36,7 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.raycast import MeshRaycaster
-from earthcrafter.io.atomic import atomic_path, atomic_write_text
+from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.georef import write_georef
 from earthcrafter.io.latents import LatentTile, file_sha256, read_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
@@ -44,6 +48,7 @@ from earthcrafter.sparse.tensor import SparseTensor, batched_coords
 log = logging.getLogger(__name__)
 
 FALSE_POSITIVE = (255, 0, 255)  # magenta: no semantic class uses it
+MIN_SIZE = 16  # orbit / preview edge in pixels, as generation's ``size``
 
 
 def _weights(lt: LatentTile, root: Path) -> Path:
@@ -65,20 +70,28 @@ def _sparse(lt: LatentTile) -> SparseTensor:
 @torch.no_grad()
 def decode_structure(lt: LatentTile, root: Path, threshold: float = 0.0) -> np.ndarray:
     """Voxel coords [M, 3] at L decoded from cached structure latents (free-running)."""
-    from earthcrafter.training.structvae import load_structvae
-
-    model = load_structvae(_weights(lt, root))
-    return model.decode(_sparse(lt), threshold=threshold).coords[:, 1:].numpy()
+    return _decode_structure(lt, _weights(lt, root), threshold)
 
 
 @torch.no_grad()
 def decode_texture(lt: LatentTile, root: Path, structure: np.ndarray | None = None) -> Gaussians2D:
     """2DGS surfels (tile-local metres) decoded from cached texture latents."""
+    return _decode_texture(lt, _weights(lt, root), structure)
+
+
+def _decode_structure(lt: LatentTile, weights: Path, threshold: float) -> np.ndarray:
+    """:func:`decode_structure` with weights :func:`_weights` already checked (hashing is a read of the file)."""
+    from earthcrafter.training.structvae import load_structvae
+
+    return load_structvae(weights).decode(_sparse(lt), threshold=threshold).coords[:, 1:].numpy()
+
+
+def _decode_texture(lt: LatentTile, weights: Path, structure: np.ndarray | None) -> Gaussians2D:
+    """:func:`decode_texture` with weights already checked."""
     from earthcrafter.models.tex_vae import TexVAE
 
-    model = TexVAE.load(_weights(lt, root))
     fine = batched_coords(structure) if structure is not None else None
-    return model.decode(_sparse(lt), voxel_size=float(lt.meta["voxel_size_m"]), structure=fine)
+    return TexVAE.load(weights).decode(_sparse(lt), voxel_size=float(lt.meta["voxel_size_m"]), structure=fine)
 
 
 def aerial_orbit(coords: np.ndarray, voxel_size: float, L: int, size: int) -> dict:
@@ -99,21 +112,66 @@ def render_mesh(mesh, orbit: dict) -> np.ndarray:
     return MeshRaycaster(mesh).render(Camera(Ks[0], viewmats[0], orbit["width"], orbit["height"])).rgb
 
 
+def check_options(frames: int, size: int, threshold: float) -> None:
+    """Export options, checked before any file is read or written."""
+    if not isinstance(frames, int) or frames < 0:
+        raise ValueError(f"frames must be a whole number >= 0 (0: no orbit), got {frames!r}")
+    if not isinstance(size, int) or size < MIN_SIZE:
+        raise ValueError(f"size must be a whole number of pixels >= {MIN_SIZE}, got {size!r}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+
+
+def check_out_dir(out: Path) -> None:
+    """``out`` is new, empty or an earlier export: it is replaced whole, so any other folder is refused."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").is_file():
+        raise ValueError(f"output folder {out} exists and is not an earlier export (no summary.json); it would be "
+                         "replaced whole: choose a new or empty folder")  # fmt: skip
+
+
+def _present(value) -> bool:
+    """A manifest path cell that names a file (not None, NaN or empty)."""
+    return isinstance(value, (str, Path)) and str(value) != ""
+
+
 def export_tile(
     row, out_dir: str | Path, root: str | Path = ".", frames: int = 24, size: int = 256, threshold: float = 0.0
 ) -> dict:
-    """Write the reconstruction files of one latent-manifest ``row`` (see the module docstring)."""
+    """Write the reconstruction files of one latent-manifest ``row`` (see the module docstring):
+    checks everything first, then writes the folder atomically (whole or not at all)."""
     root, out = Path(root), Path(out_dir)
+    check_options(frames, size, threshold)
+    check_out_dir(out)
     resolve = lambda p: Path(p) if Path(p).is_absolute() else root / p  # noqa: E731
     tile = read_tile(resolve(row["tile_path"]))
+    struct = read_latent_tile(resolve(row["struct_path"]))
+    latents = {"struct": struct}
+    if _present(row.get("tex_path")):
+        latents["tex"] = read_latent_tile(resolve(row["tex_path"]))
+    # both decoders before any decoding: a changed TexVAE must not cost a StructVAE decode first
+    weights = {kind: _weights(lt, root) for kind, lt in latents.items()}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        summary = _write_export(tmp, out, tile, latents, weights, frames, size, threshold)
+    log.info("exported %s to %s (structure IoU %.3f)", tile.tile_id, out, summary["iou"])
+    return summary
+
+
+@torch.no_grad()
+def _write_export(tmp: Path, out: Path, tile, latents: dict[str, LatentTile], weights: dict[str, Path],
+                  frames: int, size: int, threshold: float) -> dict:  # fmt: skip
+    """Decode ``latents`` (by kind) with the checked ``weights`` and write every file into ``tmp``
+    (renamed to ``out`` after); returns the summary."""
+    struct, tex = latents["struct"], latents.get("tex")
     vs, L = tile.voxel_size, tile.L
     summary: dict = {"tile_id": tile.tile_id, "scene_id": tile.meta["scene_id"], "L": L, "voxel_size_m": vs,
                      "voxels": len(tile)}  # fmt: skip
     gt_mesh = voxel_mesh(tile.coords, vs, colors=PALETTE[tile.semantic])
-    write_mesh_ply(out / "voxels_gt.ply", gt_mesh)
+    write_mesh_ply(tmp / "voxels_gt.ply", gt_mesh)
 
-    struct = read_latent_tile(resolve(row["struct_path"]))
-    decoded = decode_structure(struct, root, threshold)
+    decoded = _decode_structure(struct, weights["struct"], threshold)
     L_key = lambda c: (c[:, 0].astype(np.int64) * L + c[:, 1]) * L + c[:, 2]  # noqa: E731
     gt_keys = L_key(tile.coords)
     hit = np.isin(L_key(decoded), gt_keys)
@@ -122,29 +180,27 @@ def export_tile(
     cls[hit] = tile.semantic[order][np.searchsorted(gt_keys[order], L_key(decoded[hit]))]
     colors = np.where(hit[:, None], PALETTE[cls], np.asarray(FALSE_POSITIVE, np.uint8))
     decoded_mesh = voxel_mesh(decoded, vs, colors=colors.astype(np.uint8))
-    write_mesh_ply(out / "voxels_decoded.ply", decoded_mesh)
+    write_mesh_ply(tmp / "voxels_decoded.ply", decoded_mesh)
     counts = {"tp": int(hit.sum()), "fp": int((~hit).sum()), "fn": len(tile) - int(hit.sum())}
     summary.update(decoded_voxels=len(decoded), **vm.ratios(counts), structvae=struct.meta["model"])
 
     orbit = aerial_orbit(tile.coords, vs, L, size)
     panels = [render_mesh(m, orbit) for m in (gt_mesh, decoded_mesh)]
 
-    if row.get("tex_path"):
-        tex = read_latent_tile(resolve(row["tex_path"]))
-        gaussians = decode_texture(tex, root, tile.coords if tex.stride > 1 else None)
-        save_ply(out / "gaussians.ply", gaussians)
+    if tex is not None:
+        gaussians = _decode_texture(tex, weights["tex"], tile.coords if tex.stride > 1 else None)
+        save_ply(tmp / "gaussians.ply", gaussians)
         views = render_orbit(gaussians, n_frames=max(frames, 1), **orbit)
         panels.append(views[0])
         if frames:
-            written = save_frames(views, out / "orbit")
-            summary["orbit"] = {k: str(v) for k, v in written.items() if k != "png"}
+            written = save_frames(views, tmp / "orbit")
+            # where the files will be once the folder is renamed
+            summary["orbit"] = {k: str(out / "orbit" / v.name) for k, v in written.items() if k != "png"}
         summary.update(gaussians=len(gaussians), texvae=tex.meta["model"])
-    with atomic_path(out / "preview.png") as tmp:
-        Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
-    georef = write_georef(out, tile.georef, tile.origin,
+    Image.fromarray(np.concatenate(panels, axis=1)).save(tmp / "preview.png")  # the folder is the atomic unit
+    georef = write_georef(tmp, tile.georef, tile.origin,
                           "voxels_gt.ply, voxels_decoded.ply, gaussians.ply: tile-local metres")  # fmt: skip
     if georef is not None:
         summary["georef"] = georef.name
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    log.info("exported %s to %s (structure IoU %.3f)", tile.tile_id, out, summary["iou"])
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
