@@ -324,13 +324,17 @@ def cmd_view(args: argparse.Namespace) -> int:
     else:
         out = first.with_name(f"{first.stem}.view.html")
     try:
-        summary = write_view(args.paths, out, args.max_faces, args.max_points, "cdn" if args.cdn else "inline")
+        summary = write_view(args.paths, out, args.max_faces, args.max_points, "cdn" if args.cdn else "inline",
+                             frame=args.frame)
     except (ValueError, FileNotFoundError) as e:  # nothing viewable, unreadable files, bad budgets
         print(f"earthcrafter view: {e}", file=sys.stderr)
         return 2
     for layer in summary["layers"]:
         shown = f"{layer['shown']:,}" + (f" of {layer['total']:,}" if layer["total"] > layer["shown"] else "")
-        print(f"{layer['name']}: {shown} {'faces' if layer['kind'] == 'mesh' else 'points'}")
+        note = f" ({layer['note']})" if layer.get("note") else ""
+        print(f"{layer['name']}: {shown} {'faces' if layer['kind'] == 'mesh' else 'points'}{note}")
+    if summary.get("frame"):
+        print(f"frame: {summary['frame']}")
     print(f"written to {out} ({summary['bytes'] / 1e6:.1f} MB; open it in a browser)")
     if args.open:
         webbrowser.open(out.resolve().as_uri())
@@ -520,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-points", type=int, default=300_000, help="points kept per point layer")
     p.add_argument("--cdn", action="store_true", help="load plotly.js from its CDN (a small file that needs the "
                    "internet) instead of embedding it")  # fmt: skip
+    p.add_argument("--frame", choices=("auto", "tile", "scene"), default="auto",
+                   help="the frame every layer is drawn in: auto (a tile's own when all layers belong to one tile, "
+                   "else the scene's), tile, or scene")  # fmt: skip
     p.add_argument("--open", action="store_true", help="open the view in the default browser")
     p.set_defaults(func=cmd_view)
     p = add("dry-run", help="a few training steps of every model of a configuration on synthetic tiles: "

@@ -319,3 +319,18 @@ def test_equal_layer_names_are_told_apart_by_their_folders(tmp_path):
     summary = write_view([tmp_path / "one" / "autzen", tmp_path / "two" / "autzen"], tmp_path / "p.html",
                          plotlyjs="cdn")
     assert [layer["name"] for layer in summary["layers"]] == ["one/autzen points", "two/autzen points"]
+
+
+def test_cli_frame_flag_and_printed_frame(tmp_path, capsys):
+    tile_path = _tile(tmp_path / "voxels")
+    _export(tmp_path / "export")
+    args = ["view", str(tmp_path / "export"), str(tile_path), "--out", str(tmp_path / "v.html"), "--cdn"]
+    assert main(args + ["--frame", "scene"]) == 0
+    assert "frame: scene s, local metres" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "frame: tile t, local metres" in capsys.readouterr().out
+    _tile(tmp_path / "other", tile_id="u")
+    two = ["view", str(tmp_path / "export"), str(tile_path), str(tmp_path / "other" / "u.parquet"), "--cdn",
+           "--out", str(tmp_path / "v2.html"), "--frame", "tile"]  # fmt: skip
+    assert main(two) == 2  # two tiles: there is no one tile frame
+    assert "earthcrafter view:" in capsys.readouterr().err
