@@ -64,7 +64,8 @@ def test_export_decodes_the_cached_latents(tiles):
     assert summary["iou"] == pytest.approx(inter / (len(ref) + len(tile) - inter))
     assert len(load_ply(out / "gaussians.ply")) == len(tile) == summary["gaussians"]
     assert (out / "orbit" / "orbit.gif").is_file() and len(list((out / "orbit").glob("frame_*.png"))) == 2
-    assert json.loads((out / "summary.json").read_text())["tile_id"] == row["tile_id"]
+    written = json.loads((out / "summary.json").read_text())
+    assert written["tile_id"] == row["tile_id"] and len(written["origin_m"]) == 3  # view places the files by it
     from PIL import Image
 
     assert Image.open(out / "preview.png").size == (3 * 32, 32)  # GT voxels | decoded voxels | surfels

@@ -334,3 +334,16 @@ def test_cli_frame_flag_and_printed_frame(tmp_path, capsys):
            "--out", str(tmp_path / "v2.html"), "--frame", "tile"]  # fmt: skip
     assert main(two) == 2  # two tiles: there is no one tile frame
     assert "earthcrafter view:" in capsys.readouterr().err
+
+
+def test_an_export_that_records_its_corner_is_placed_without_its_tile(tmp_path):
+    local = _export(tmp_path / "export")
+    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+    points = TILE_ORIGIN + np.array([[1.0, 1.0, 1.0]])
+    _scene_points(tmp_path / "scenes" / "s", points)
+    layers, _ = _drawn([tmp_path / "export", tmp_path / "scenes" / "s"])
+    assert layers["voxels_gt"].note  # an export from before origin_m was recorded: drawn as stored
+    (tmp_path / "export" / "summary.json").write_text(json.dumps({**summary, "origin_m": list(TILE_ORIGIN)}))
+    layers, words = _drawn([tmp_path / "export", tmp_path / "scenes" / "s"])
+    assert words == "frame: scene s, local metres" and not layers["voxels_gt"].note
+    np.testing.assert_allclose(layers["voxels_gt"].xyz, local + TILE_ORIGIN)

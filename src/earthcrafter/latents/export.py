@@ -167,6 +167,7 @@ def _write_export(tmp: Path, out: Path, tile, latents: dict[str, LatentTile], we
     struct, tex = latents["struct"], latents.get("tex")
     vs, L = tile.voxel_size, tile.L
     summary: dict = {"tile_id": tile.tile_id, "scene_id": tile.meta["scene_id"], "L": L, "voxel_size_m": vs,
+                     "origin_m": [float(v) for v in tile.meta["origin_m"]],  # where the tile-local files sit
                      "voxels": len(tile)}  # fmt: skip
     gt_mesh = voxel_mesh(tile.coords, vs, colors=PALETTE[tile.semantic])
     write_mesh_ply(tmp / "voxels_gt.ply", gt_mesh)

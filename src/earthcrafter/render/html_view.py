@@ -233,8 +233,10 @@ def _folder_frame(folder: str | Path) -> Frame | None:
         return Frame(scene, f"map of {scene}", tuple(str(t) for t in info["layout_tiles"]))
     if "layout_tile" in info:  # a generated scene
         return None if info.get("condition") == "none" else _tile_frame(str(info["layout_tile"]), info.get("tile_path"))
-    if "tile_id" in info and "scene_id" in info:  # an export: the tile's decodings
-        return Frame(str(info["scene_id"]), f"tile {info['tile_id']}", (str(info["tile_id"]),))
+    if "tile_id" in info and "scene_id" in info:  # an export: the tile's decodings (placed by its recorded corner)
+        origin = info.get("origin_m")
+        corner = tuple(float(v) for v in origin) if isinstance(origin, list) and len(origin) == 3 else None
+        return Frame(str(info["scene_id"]), f"tile {info['tile_id']}", (str(info["tile_id"]),), corner)
     return None
 
 
