@@ -102,7 +102,8 @@ def latent_inputs(stats: dict, kind: str) -> dict:
 def check_latent_inputs(inputs: dict | None, stats: dict, kind: str, vae_sha256: str, what: str) -> list[str]:
     """Why a flow export (``what``) trained on ``inputs`` (:func:`latent_inputs`) cannot be used with
     ``stats`` and the VAE of hash ``vae_sha256``: a list of reasons, empty when it fits. An export
-    from before the inputs were recorded (``inputs`` empty) cannot be checked and passes."""
+    from before the inputs were recorded (``inputs`` empty) cannot be checked here and passes; the
+    VAE against ``stats`` is :func:`check_stats_vae`'s, which needs no flow record."""
     if not inputs:
         return []
     reasons = []
@@ -114,8 +115,18 @@ def check_latent_inputs(inputs: dict | None, stats: dict, kind: str, vae_sha256:
     if trained_on and trained_on != vae_sha256:
         reasons.append(f"{what} was trained on latents of another {kind} VAE (sha256 {trained_on[:12]}) than "
                        f"the one given (sha256 {vae_sha256[:12]})")  # fmt: skip
-    cached_by = ((stats.get("models") or {}).get(kind) or {}).get("sha256")
-    if cached_by and cached_by != vae_sha256:
-        reasons.append(f"latents_stats.json was computed with another {kind} VAE (sha256 {cached_by[:12]}) than the "
-                       f"one given (sha256 {vae_sha256[:12]}): re-run `kedro run --pipelines=cache_latents`")
     return reasons
+
+
+def check_stats_vae(stats: dict, kind: str, vae: dict) -> list[str]:
+    """Why the ``kind`` VAE given (``{"path", "sha256"}``) does not belong to ``stats``
+    (latents_stats.json, which records the VAE its latents were cached with): its latents mean other
+    things, and the flows learned the recorded VAE's. Needs nothing from a flow export, so it holds
+    for flows of any age. Empty when it fits or when ``stats`` records no VAE (an older cache)."""
+    cached_by = (stats.get("models") or {}).get(kind) or {}
+    if not cached_by.get("sha256") or cached_by["sha256"] == vae["sha256"]:
+        return []
+    return [f"latents_stats.json was computed with another {kind} VAE, {cached_by.get('path', '(path not recorded)')} "
+            f"(sha256 {cached_by['sha256'][:12]}), than the one given, {vae['path']} (sha256 {vae['sha256'][:12]}): "
+            f"generate with that one (generation.{kind}vae_path), or re-run `kedro run --pipelines=cache_latents` "
+            f"with this one, then `kedro run --pipelines=train_{kind}fm` on its latents"]  # fmt: skip

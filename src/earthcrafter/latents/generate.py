@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from earthcrafter import tracking
 from earthcrafter.evaluation import voxel_metrics as vm
-from earthcrafter.flow.latent_stats import check_latent_inputs, denormalize
+from earthcrafter.flow.latent_stats import check_latent_inputs, check_stats_vae, denormalize
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.io.atomic import atomic_path, atomic_write_text
 from earthcrafter.io.georef import write_georef
@@ -119,9 +119,10 @@ class GenerationConfig(BaseModel):
 
 def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | str = "cpu") -> Generators:
     """Both flows and both VAEs of ``cfg``'s paths, on ``device``, checked to fit each other: the
-    StructFM's grid and the TexFM's layout the StructVAE's L, and each flow the latent statistics
-    and the VAE it was trained with (a flow sampled with other statistics, or decoded by another
-    VAE, gives plausible-looking nonsense, so a mismatch fails here)."""
+    StructFM's grid and the TexFM's layout the StructVAE's L, each flow the latent statistics and
+    the VAE it was trained with, and each VAE the one latents_stats.json was cached with (that needs
+    no flow record: flows of any age). A flow sampled with other statistics, or decoded by another
+    VAE, gives plausible-looking nonsense, so a mismatch fails here."""
     vaes = {kind: {"path": str(path), "sha256": file_sha256(path)} if Path(path).is_file() else None
             for kind, path in (("struct", cfg.structvae_path), ("tex", cfg.texvae_path))}  # fmt: skip
     models = Generators(load_structfm(cfg.structfm_dir).to(device), load_texfm(cfg.texfm_dir).to(device),
@@ -134,11 +135,16 @@ def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | s
     reasons = []
     for kind, flow, where in (("struct", models.structfm, cfg.structfm_dir), ("tex", models.texfm, cfg.texfm_dir)):
         inputs = getattr(flow, "inputs", None)
-        if not inputs:
-            log.warning("%s records no latent statistics or VAE (exported by an older earthcrafter): not checked "
-                        "against latents_stats.json and %s", where, (vaes[kind] or {}).get("path", "the VAE"))
+        if not inputs:  # only the flow's side is unknown: the VAE is still checked against latents_stats.json
+            log.warning("%s records no latent statistics or VAE (exported by an older earthcrafter): the flow is not "
+                        "checked against latents_stats.json and %s", where, (vaes[kind] or {}).get("path", "the VAE"))
         elif vaes[kind]:
             reasons += check_latent_inputs(inputs, stats, kind, vaes[kind]["sha256"], f"the flow in {where}")
+        if not ((stats.get("models") or {}).get(kind) or {}).get("sha256"):
+            log.warning("latents_stats.json records no %s VAE (cached by an older earthcrafter): %s not checked "
+                        "against it", kind, (vaes[kind] or {}).get("path", "the VAE"))
+        elif vaes[kind]:
+            reasons += check_stats_vae(stats, kind, vaes[kind])
     if reasons:
         raise ValueError("generation: the models do not belong together:\n  " + "\n  ".join(reasons))
     return models

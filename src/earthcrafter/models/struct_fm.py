@@ -129,6 +129,16 @@ class KnownCells:
         return in_known, SortedKeys(pack_coords(self.cells.coords.to(coords.device))).lookup(pack_coords(coords))
 
 
+def guidance(cond: torch.Tensor | None, strength: float) -> tuple[torch.Tensor | None, float]:
+    """(unconditional input, strength) of classifier-free guidance on condition ``cond``. None and
+    0 for no condition, and for the dropped condition itself (all zeros, what unconditional
+    generation passes): guiding it evaluates the network twice per step on one input, for
+    (1 + w) v - w v = v (the same samples up to float rounding, at twice the cost)."""
+    if cond is None or not bool(cond.any()):
+        return None, 0.0
+    return torch.zeros_like(cond), strength
+
+
 def keep_cells(cfg: StructFMConfig, latents: torch.Tensor) -> torch.Tensor:
     """Cells the fine stage keeps: more than ``keep_fraction`` of the channels with |z| >
     ``keep_threshold`` (dilation cells are trained towards 0, real cells carry unit-variance codes)."""
@@ -194,8 +204,7 @@ class StructFM(nn.Module):
         if layout is not None:
             batch = layout.shape[0]
         cond = layout if cfg.condition != "none" else None
-        uncond = torch.zeros_like(layout) if cond is not None else None
-        strength = cfg_strength if cond is not None else 0.0
+        uncond, strength = guidance(cond, cfg_strength)
 
         def sample(net: nn.Module, x: SparseTensor, pinned=None) -> SparseTensor:
             noise = x.replace(torch.randn(x.feats.shape, generator=generator, device=x.device))

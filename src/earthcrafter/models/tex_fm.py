@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from earthcrafter.models.flow_net import COND_BLOCKS_HELP, HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
+from earthcrafter.models.struct_fm import guidance
 from earthcrafter.sparse import SparseTensor
 
 
@@ -92,9 +93,8 @@ def generate_texture(
     c = net.out.out_features
     noise = SparseTensor(torch.randn(len(structure), c, generator=generator, device=structure.device),
                          structure.coords, structure.batch_size)  # fmt: skip
-    uncond = torch.zeros_like(layout) if layout is not None else None
-    z = euler_sample(lambda z, t, cond: net(z, t, cond), noise, steps, layout, uncond,
-                     cfg_strength if layout is not None else 0.0, known=known,
+    uncond, strength = guidance(layout, cfg_strength)  # none for the dropped (all-zero) condition
+    z = euler_sample(lambda z, t, cond: net(z, t, cond), noise, steps, layout, uncond, strength, known=known,
                      resample=resample if known is not None else 0, generator=generator)  # fmt: skip
     if known is not None:
         z = z.replace(torch.where(known[0][:, None], known[1].to(z.feats.dtype), z.feats))
