@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from earthcrafter.io.atomic import atomic_path  # noqa: E402
 from earthcrafter.io.scene import read_scene  # noqa: E402
 from earthcrafter.semantics import PALETTE  # noqa: E402
 
@@ -62,7 +63,10 @@ def main() -> None:
     extent = pts.xyz.max(0) - pts.xyz.min(0)
     faces = len(meshed.mesh.faces) if meshed.mesh is not None else 0
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 6.2))
+    cols = max(3, args.frames)  # three point panels above, the frames below
+    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 6.2))
+    for ax in axes[0][3:]:
+        ax.set_axis_off()
     fig.suptitle(f"{raw.scene_id} (imported): {len(xyz):,} points, {extent[0]:.0f} m x {extent[1]:.0f} m; "
                  f"mesh {faces:,} faces, {len(meshed.frames)} frames")  # fmt: skip
     top = [("points, their colour (metres)", pts.rgb[order] / 255.0 if pts.rgb is not None else None),
@@ -78,13 +82,15 @@ def main() -> None:
         ax.set_aspect("equal")
         ax.set_title(title)
         ax.tick_params(labelsize=7)
+    for ax in axes[1]:
+        ax.set_axis_off()  # also those beyond the frames shown
     for k, (ax, frame) in enumerate(zip(axes[1], pick_frames(meshed.frames, args.frames))):
         ax.imshow(frame_panel(frame))
-        ax.set_axis_off()
         ax.set_title(f"frame {frame.name}" + (": RGB | semantic" if k == 0 else ""), fontsize=9)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
+    with atomic_path(args.out) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     print(f"wrote {args.out}")
 
 

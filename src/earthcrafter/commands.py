@@ -43,7 +43,6 @@ LAYERS = (
     ("07_model_output/samples", "sampled scenes", "dirs"),  # earthcrafter generate's default
     ("08_reporting", "reports", "dirs"),
 )
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 2**64 - 1: room for seed + scene index
 # generation parameters the generate commands set, by the flag that sets them
 FLAGS = {"num_scenes": "--num", "tile_ids": "--tiles", "layouts_split": "--split", "seed": "--seed",
          "cfg_strength": "--cfg", "steps": "--steps", "frames": "--frames", "size": "--size", "large_size": "--size",
@@ -200,7 +199,7 @@ def _generation_inputs(args: argparse.Namespace, overrides: dict):
     except ValidationError as e:
         return _fail(args, _parameter_errors(e, set_here.keys(), sources))
     origin = lambda key: _origin(key, key in set_here, sources)  # noqa: E731
-    problem = _seed_problem(cfg.seed, origin("seed")) or _device_problem(cfg.device, origin("device"))
+    problem = _device_problem(cfg.device, origin("device"))  # the seed's range: GenerationConfig checks it
     if problem:
         return _fail(args, problem)
     table = pd.read_parquet(manifest).assign(tile_path=lambda d: [str(root / p) for p in d["tile_path"]])
@@ -228,14 +227,6 @@ def _parameter_errors(e, set_here, sources: dict[str, str]) -> str:
         value = f"={err['input']}" if origin.startswith("--") else f" = {err['input']!r}"  # as typed: --num=0
         problems.append(f"{origin}{value}: {msg}")
     return "; ".join(problems)
-
-
-def _seed_problem(seed: int, origin: str) -> str | None:
-    """Why ``seed`` cannot seed a torch.Generator (None: it can); torch would say only "Overflow when
-    unpacking long long", scenes later."""
-    if 0 <= seed <= MAX_SEED:
-        return None
-    return f"{origin} must be a whole number from 0 to 2**63 - 1 = {MAX_SEED}, got {seed}"
 
 
 def _common_overrides(args: argparse.Namespace) -> dict:
@@ -431,7 +422,7 @@ def cmd_colmap_to_frames(args: argparse.Namespace) -> int:
 
 def _sampling_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     """The options both generate commands share (the sampler, the renders, where, which configuration)."""
-    p.add_argument("--seed", type=int, default=None, help=f"the first scene's seed, 0 to {MAX_SEED} (next: +1 each)")
+    p.add_argument("--seed", type=int, default=None, help="the first scene's seed, 0 to 2**63 - 1 (next: +1 each)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength (paper: 3)")
     p.add_argument("--steps", type=int, default=None, help="Euler steps (paper: 25)")
     p.add_argument("--frames", type=int, default=None, help="orbit frames (0: none)")

@@ -367,3 +367,14 @@ def test_cli_subcommand(tmp_path, capsys):
     write_text_model(dense / "sparse", original_cameras(), models={1: ("OPENCV", [30, 33, 19, 15, 0.1, 0, 0, 0])})
     assert main(argv[:4]) == 2
     assert "OPENCV" in capsys.readouterr().err
+
+
+def test_frame_names_stay_unique_when_a_renamed_duplicate_meets_an_existing_name():
+    """a.jpg and a.png become a_<id>; a_1.jpg already holds a_1, so image 1 takes the next free name."""
+    from earthcrafter.io.colmap import ColmapImage, _frame_names
+
+    images = [ColmapImage(i, (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 1, name)
+              for i, name in ((1, "a.jpg"), (2, "a.png"), (3, "a_1.jpg"), (4, "sub/b.jpg"))]  # fmt: skip
+    names = _frame_names(images)
+    assert len(set(names.values())) == 4
+    assert names[3] == "a_1" and names[2] == "a_2" and names[1] == "a_1_1" and names[4] == "sub_b"

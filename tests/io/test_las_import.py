@@ -306,7 +306,7 @@ def test_black_las_colours_are_counted_and_filled_from_the_orthophoto(tmp_path, 
         plain = import_las(path)
     assert plain.metadata["black_color_points"] == 160 and plain.metadata["black_color_filled_from_orthophoto"] == 0
     assert (plain.points.rgb.sum(1) == 0).sum() == 160
-    assert "160 points (40%) have LAS colour (0, 0, 0)" in caplog.text and "pass an orthophoto" in caplog.text
+    assert "160 points (40%) have LAS colour (0, 0, 0)" in caplog.text and "an orthophoto with color_source='auto'" in caplog.text
     # a 1 m orthophoto over the patch (north up), one colour
     ortho = Orthophoto(np.full((110, 110, 3), (10, 200, 30), np.uint8),
                        np.array([[1.0, 0, 499_995.5], [0, -1.0, 4_000_104.5]]))  # fmt: skip
@@ -386,3 +386,12 @@ def test_orthophoto_in_another_crs_than_the_las_file_is_refused(tmp_path):
             call(las, orthophoto=wrong)
     scene = import_las(las, orthophoto=geotiff(tmp_path / "o32610.tif", 32610))
     assert scene.metadata["color_source"] == "orthophoto" and (scene.points.rgb == 90).all()
+
+
+@pytest.mark.parametrize("scene_id", [".hidden", "", "a/b", ".."])
+def test_scene_writer_refuses_ids_that_are_not_one_visible_folder(tmp_path, scene_id):
+    from earthcrafter.io.scene import Scene, write_scene
+
+    with pytest.raises(ValueError, match="does not name a folder inside"):
+        write_scene(tmp_path, Scene(scene_id))
+    assert not any(tmp_path.iterdir())

@@ -16,7 +16,8 @@ from latent_synth import save_models, write_tiles
 
 from earthcrafter.io.latents import file_sha256, read_latent_tile
 from earthcrafter.io.structure import read_structure
-from earthcrafter.models.struct_fm import StructFM, StructFMConfig, guidance
+from earthcrafter.flow import guidance
+from earthcrafter.models.struct_fm import StructFM, StructFMConfig
 from earthcrafter.models.tex_fm import TexFMConfig, build_texfm
 
 MODELS = Path("data") / "06_models"

@@ -22,6 +22,16 @@ def timestep_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
     return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
+def guidance(cond: torch.Tensor | None, strength: float) -> tuple[torch.Tensor | None, float]:
+    """(unconditional input, strength) of classifier-free guidance on condition ``cond``. None and
+    0 for no condition, and for the dropped condition itself (all zeros, what unconditional
+    generation passes): guiding it evaluates the network twice per step on one input, for
+    (1 + w) v - w v = v (the same samples up to float rounding, at twice the cost)."""
+    if cond is None or not bool(cond.any()):
+        return None, 0.0
+    return torch.zeros_like(cond), strength
+
+
 def cfg_velocity(v_cond: Latents, v_uncond: Latents, strength: float) -> Latents:
     """(1 + w) v_c - w v_u: w = 0 is the conditional model alone."""
     return with_values(v_cond, (1 + strength) * values_of(v_cond) - strength * values_of(v_uncond))

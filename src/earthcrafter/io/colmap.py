@@ -436,7 +436,10 @@ def colmap_to_frames(
                    for image in present]
         _check_found(records, present, sources)
         (tmp / CAMERAS_FILE).write_text(json.dumps({**top, "frames": records}, indent=1) + "\n")
-        check_frames(tmp)  # what import_frames will check, before the folder appears
+        try:  # what import_frames will check, before the folder appears
+            check_frames(tmp)
+        except DataImportError as err:  # name the folder the user asked for, not the staging one
+            raise DataImportError(str(err).replace(str(tmp), str(out_dir))) from None
     summary = {
         "out_dir": str(out_dir),
         "model_format": model.format,
@@ -508,7 +511,17 @@ def _frame_names(images: list[ColmapImage]) -> dict[int, str]:
     counts: dict[str, int] = {}
     for name in base.values():
         counts[name] = counts.get(name, 0) + 1
-    return {i: name if counts[name] == 1 else f"{name}_{i}" for i, name in base.items()}
+    taken = {name for name in base.values() if counts[name] == 1}  # unique names stay as they are
+    out = {}
+    for i, name in base.items():
+        if counts[name] > 1:  # a.jpg and a.png: a_<id>, and further suffixes while that is taken (a_1.jpg)
+            candidate, k = f"{name}_{i}", 1
+            while candidate in taken:
+                candidate, k = f"{name}_{i}_{k}", k + 1
+            name = candidate
+        taken.add(name)
+        out[i] = name
+    return out
 
 
 def _write_frame(out: Path, image: ColmapImage, camera: ColmapCamera, name: str, sources: dict, link: bool) -> dict:

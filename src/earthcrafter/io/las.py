@@ -630,7 +630,7 @@ def _fill_black_points(path: Path, rgb: np.ndarray, rgb16: np.ndarray, xyz: np.n
         filled = int(ok.sum())
     share = n / max(len(rgb), 1)
     if n - filled and share > BLACK_POINTS_WARN_SHARE:
-        hint = "pass an orthophoto (color_source='auto') to colour them" if ortho is None else "off the orthophoto"
+        hint = "an orthophoto with color_source='auto' colours them" if ortho is None else "off the orthophoto"
         log.warning("%s: %d points (%.0f%%) have LAS colour (0, 0, 0), probably not reached by the colouring "
                     "imagery; %d were filled from the orthophoto, %d stay black (%s)",
                     path, n, 100 * share, filled, n - filled, hint)  # fmt: skip

@@ -174,8 +174,10 @@ def _frame_files(frames_dir: Path, name: str) -> dict[str, Path]:
 
 def scene_folder(root: str | Path, scene_id: str) -> Path:
     """``root/<scene_id>``; ``scene_id`` must name one folder inside ``root`` (a writer never leaves it)."""
-    if not isinstance(scene_id, str) or scene_id in ("", ".", "..") or "/" in scene_id or "\\" in scene_id:
-        raise ValueError(f"scene_id={scene_id!r} does not name a folder inside {root} (no '/', '\\', '.' or '..')")
+    # a leading dot would also hide the folder and make it look like an atomic write's staging folder
+    one_name = isinstance(scene_id, str) and scene_id and "/" not in scene_id and "\\" not in scene_id
+    if not one_name or scene_id.startswith("."):
+        raise ValueError(f"scene_id={scene_id!r} does not name a folder inside {root} (no '/', '\\' or leading '.')")
     return Path(root) / scene_id
 
 

@@ -75,6 +75,10 @@ from earthcrafter.training.voxel_data import evenly_spaced
 log = logging.getLogger(__name__)
 
 
+# torch.Generator.manual_seed takes up to 2**64 - 1: 2**63 - 1 leaves room for seed + scene index
+MAX_SEED = 2**63 - 1
+
+
 class GenerationConfig(BaseModel):
     """``generation`` parameters."""
 
@@ -93,7 +97,7 @@ class GenerationConfig(BaseModel):
         "(models trained with condition rgbd or mixed); rgb: that view's colours without its depth, a photo (models "
         "trained so, with height_dropout > 0); none: unconditional, the dropped condition the flows were trained with "
         "(the tile gives only L and voxel size)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="scene k draws from seed + k (a torch generator's range)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="scene k draws from seed + k (a torch generator's range)")
     steps: int = Field(25, ge=1, description="Euler steps of both flows (paper: 25)")
     cfg_strength: float = Field(3.0, ge=0, description="classifier-free guidance (paper: 3)")
     frames: int = Field(24, ge=0, description="orbit frames per scene (0: none)")

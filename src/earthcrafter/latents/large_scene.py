@@ -58,13 +58,19 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- maps
 
+def map_corner(origins) -> np.ndarray:
+    """The corner of a large scene's map frame, in its scene's metres, from its tiles' ``origin_m``:
+    the lowest of each coordinate (z: the lowest tile bottom)."""
+    return np.min(np.asarray(origins, float).reshape(-1, 3), axis=0)
+
+
 def _tile_frame(tiles: Sequence[VoxelTile]) -> tuple[float, np.ndarray, list[np.ndarray]]:
     """(voxel size, world xyz of the scene frame's corner, each tile's offset in voxels from it) of
     tiles on one voxel grid in xy (a scene's tiles). z: the lowest tile bottom, offsets rounded."""
     if not tiles:
         raise ValueError("no tiles")
     vs = float(tiles[0].voxel_size)
-    corner = np.min([np.asarray(t.meta["origin_m"], float) for t in tiles], axis=0)
+    corner = map_corner([t.meta["origin_m"] for t in tiles])
     shifts = []
     for t in tiles:
         if abs(t.voxel_size - vs) > 1e-9 * vs:

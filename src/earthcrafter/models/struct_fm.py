@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from earthcrafter.flow.sampler import guidance
 from earthcrafter.models.flow_net import COND_BLOCKS_HELP, HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
 from earthcrafter.sparse import SparseTensor
@@ -127,16 +128,6 @@ class KnownCells:
         b, x, y = (coords[:, i].long() for i in range(3))
         in_known = self.columns.to(coords.device)[b, x, y]
         return in_known, SortedKeys(pack_coords(self.cells.coords.to(coords.device))).lookup(pack_coords(coords))
-
-
-def guidance(cond: torch.Tensor | None, strength: float) -> tuple[torch.Tensor | None, float]:
-    """(unconditional input, strength) of classifier-free guidance on condition ``cond``. None and
-    0 for no condition, and for the dropped condition itself (all zeros, what unconditional
-    generation passes): guiding it evaluates the network twice per step on one input, for
-    (1 + w) v - w v = v (the same samples up to float rounding, at twice the cost)."""
-    if cond is None or not bool(cond.any()):
-        return None, 0.0
-    return torch.zeros_like(cond), strength
 
 
 def keep_cells(cfg: StructFMConfig, latents: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from earthcrafter.flow.sampler import guidance
 from earthcrafter.models.flow_net import COND_BLOCKS_HELP, HEIGHT_DROPOUT_HELP, SparseFlowNet, check_height_dropout
 from earthcrafter.models.flow_unet import SparseFlowUNet, check_widths
-from earthcrafter.models.struct_fm import guidance
 from earthcrafter.sparse import SparseTensor
 
 

@@ -250,7 +250,9 @@ def _with_corners(layers: list[ViewLayer]) -> list[ViewLayer]:
     for layer in layers:
         f = layer.frame
         if f is not None and f.corner is None and f.tiles and all(t in known for t in f.tiles):
-            corner = tuple(np.min([known[t].corner for t in f.tiles], axis=0).tolist())
+            from earthcrafter.latents.large_scene import map_corner  # the map frame's definition, one place
+
+            corner = tuple(map_corner([known[t].corner for t in f.tiles]).tolist())
             layer = replace(layer, frame=replace(f, scene=f.scene or known[f.tiles[0]].scene, corner=corner))
         out.append(layer)
     return out

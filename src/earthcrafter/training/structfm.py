@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from earthcrafter import tracking
 from earthcrafter.evaluation import voxel_metrics as vm
-from earthcrafter.flow import RectifiedFlow, euler_sample
+from earthcrafter.flow import RectifiedFlow, euler_sample, guidance
 from earthcrafter.flow.latent_stats import latent_inputs, normalize
 from earthcrafter.io.latents import read_conditions, read_latent_tile
 from earthcrafter.io.tiles import read_tile, read_views, tile_views_path
@@ -239,11 +239,10 @@ class StructFMTask(FlowTask):
         gens = sample_generators(batch["seeds"], dev)  # a tile's noise is its own, at any batch size
         stats = flow_loss_stats(self.flow, model, x0, layout, x0.replace(randn_per_sample(x0, gens)))
         # sample the stage as generation does (noise continues from each tile's generator) and score its cells
-        uncond = torch.zeros_like(layout) if layout is not None else None
+        uncond, strength = guidance(layout, self.sample.cfg_strength)
         start = x0.replace(randn_per_sample(x0, gens))
         velocity = lambda z, tt, c: model(z, tt, c)  # noqa: E731
-        out = euler_sample(velocity, start, self.sample.steps, layout, uncond,
-                           self.sample.cfg_strength if layout is not None else 0.0)  # fmt: skip
+        out = euler_sample(velocity, start, self.sample.steps, layout, uncond, strength)
         if self.stage == "coarse":  # back from the patch tokens to the cells
             G = self.config.grid
             out = SparseTensor(unpatchify_grid(out.feats, B, G, self.config.coarse_patch), full_grid(B, G, dev), B)
