@@ -118,9 +118,9 @@ def import_las(
     with laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
-        horizontal, vertical = _linear_units(path, header, units, vertical_units, force_units)
+        crs = _parse_crs(path, header)
+        horizontal, vertical = _linear_units(path, header, crs, units, vertical_units, force_units)
         _check_crop_meets_header(path, header, crop, horizontal)
-        las_epsg = _horizontal_epsg(header)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         drops = {"withheld": drop_withheld, "overlap": drop_overlap}
         stream = _read_points(path, reader, has_rgb, crop, drops, unknown_class, max_points, chunk_size, seed)
@@ -143,7 +143,7 @@ def import_las(
 
     ortho = _load_orthophoto(orthophoto, world_file, orthophoto_nodata)
     if ortho is not None:
-        check_same_crs(ortho.crs_epsg, las_epsg, ortho.source or "orthophoto", path)
+        check_same_crs(ortho.crs_epsg, _horizontal_epsg(crs), ortho.source or "orthophoto", path)
     source = _choose_color_source(path, color_source, has_rgb, stream["rgb_max"], ortho)
     colour_gaps = {}
     if source == "las":
@@ -170,7 +170,7 @@ def import_las(
     metadata = {
         "source": "lidar",
         "source_files": _source_files(path, ortho),
-        "crs": _crs_metadata(header),
+        "crs": _crs_metadata(crs),
         "origin": origin_metadata(
             origin, f, units={"horizontal": horizontal.as_dict(), "vertical": vertical.as_dict()}
         ),
@@ -223,11 +223,12 @@ def check_las(
     with laspy_log_folded(path), _open_las(path) as reader:
         header = reader.header
         _check_header(path, header)
-        horizontal, _ = _linear_units(path, header, units, vertical_units, force_units, quiet=True)
+        crs = _parse_crs(path, header)
+        horizontal, _ = _linear_units(path, header, crs, units, vertical_units, force_units, quiet=True)
         _check_crop_meets_header(path, header, crop, horizontal)
         has_rgb = header.point_format.id in RGB_POINT_FORMATS
         bounds = np.concatenate([np.asarray(header.mins)[:2], np.asarray(header.maxs)[:2]])
-        las_epsg = _horizontal_epsg(header)
+        las_epsg = _horizontal_epsg(crs)
     if color_source == "las" and not has_rgb:
         raise import_error(path, f"color_source='las' but point format {header.point_format.id} has no RGB")
     if orthophoto is None:
@@ -465,14 +466,15 @@ def _in_box(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
 def _linear_units(
     path: Path,
     header: laspy.LasHeader,
+    crs,
     units: str | float | None,
     vertical_units: str | float | None,
     force_units: bool = False,
     quiet: bool = False,
 ) -> tuple[LinearUnit, LinearUnit]:
-    """(horizontal, vertical) units from the CRS records, or from the arguments where the records
-    give none or disagree; an argument that contradicts the records needs ``force_units``."""
-    crs = _parse_crs(path, header)
+    """(horizontal, vertical) units from the CRS records (``crs``: the header's, parsed by ``_parse_crs``),
+    or from the arguments where the records give none or disagree; an argument that contradicts the
+    records needs ``force_units``."""
     geographic = geographic_crs(crs, header)
     if geographic:
         raise import_error(path, f"{geographic}; reproject to a projected CRS first (units= cannot replace that)")
@@ -538,6 +540,7 @@ def _describe_units(records: list[LinearUnit]) -> str:
 
 
 def _parse_crs(path: Path, header: laspy.LasHeader):
+    """The header's CRS (pyproj), None when it has none or its records are unreadable (warned)."""
     try:
         return header.parse_crs()
     except Exception as err:  # malformed WKT or GeoKeys
@@ -545,22 +548,14 @@ def _parse_crs(path: Path, header: laspy.LasHeader):
         return None
 
 
-def _crs_metadata(header: laspy.LasHeader) -> dict | None:
-    try:
-        crs = header.parse_crs()
-    except Exception:
-        crs = None
+def _crs_metadata(crs) -> dict | None:
     if crs is None:
         return None
     return {"name": crs.name, "epsg": crs.to_epsg(min_confidence=100), "wkt": crs.to_wkt()}
 
 
-def _horizontal_epsg(header: laspy.LasHeader) -> int | None:
-    """EPSG code of the file's horizontal CRS (of a compound CRS, its horizontal part); None when unknown."""
-    try:
-        crs = header.parse_crs()
-    except Exception:
-        return None
+def _horizontal_epsg(crs) -> int | None:
+    """EPSG code of a file's horizontal CRS (of a compound CRS, its horizontal part); None when unknown."""
     if crs is not None and crs.is_compound:
         crs = crs.sub_crs_list[0]
     return crs.to_epsg(min_confidence=100) if crs is not None else None
