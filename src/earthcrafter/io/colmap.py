@@ -48,7 +48,13 @@ from PIL import Image
 
 from earthcrafter.io.atomic import atomic_path
 from earthcrafter.io.frames_import import CAMERAS_FILE, check_frames
-from earthcrafter.io.import_common import DataImportError, import_error, metres_per_unit, up_axis_rotation
+from earthcrafter.io.import_common import (
+    DataImportError,
+    import_error,
+    metres_per_unit,
+    some_names,
+    up_axis_rotation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -490,17 +496,17 @@ def _check_folders(out_dir: Path, inputs: dict[str, Path | None]) -> None:
 def _split_missing(model: ColmapModel, images_dir: Path) -> tuple[list[ColmapImage], list[str]]:
     """(images whose file is in ``images_dir``, by IMAGE_ID; names of those that are not)."""
     images = [model.images[i] for i in sorted(model.images)]
-    present = [im for im in images if (images_dir / im.name).is_file()]
-    missing = [im.name for im in images if not (images_dir / im.name).is_file()]
+    found = [(images_dir / im.name).is_file() for im in images]
+    present = [im for im, ok in zip(images, found) if ok]
+    missing = [im.name for im, ok in zip(images, found) if not ok]
     if not images:
         raise import_error(model.path, "the model has no registered images")
     if not present:
         raise import_error(images_dir, f"none of the model's {len(images)} image files is here "
                                        f"(e.g. {missing[:3]}); give the folder the model's image names are relative to")
     if missing:
-        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
         log.warning("%s: %d of %d images of the COLMAP model are missing, skipped: %s", images_dir, len(missing),
-                    len(images), shown)
+                    len(images), some_names(missing, 20))
     return present, missing
 
 

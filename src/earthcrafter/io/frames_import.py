@@ -36,6 +36,7 @@ from earthcrafter.io.import_common import (
     metres_per_unit,
     origin_metadata,
     scene_id_from_path,
+    some_names,
     up_axis_rotation,
 )
 from earthcrafter.io.scene import Frame, Scene
@@ -95,10 +96,9 @@ def import_frames(
         frames.append(frame)
         unknown_pixels += unknown
         without_semantic += frame.semantic is None
-    _check_unique_names(spec_path, frames)
-    frames, samples = _place(spec_path, spec, world, frames)
+    _check_unique_names(spec_path, [fr.name for fr in frames])
+    frames, samples, points = _place(spec_path, spec, world, frames)
     centres = np.stack([fr.camera.center for fr in frames])
-    points = np.concatenate([s for s in samples if s is not None] or [np.zeros((0, 3))])
     _check_poses(spec_path, spec, frames, samples)
     dropped = _depth_report(spec_path, frames, {frames[i].name: n for i, n in saturated.items() if n})
 
@@ -147,9 +147,7 @@ def check_frames(
         names.append(name)
         if record.get("depth") is None:
             without_depth.append(name)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise import_error(spec_path, f"frame names repeat: {repeated}")
+    _check_unique_names(spec_path, names)
     _warn_missing_depth(spec_path, without_depth, len(names))
 
 
@@ -188,7 +186,12 @@ def _frame_where(spec_path: Path, i: int, record) -> str:
     where = f"{spec_path}: frame #{i}"
     if not isinstance(record, dict) or ("name" not in record and "rgb" not in record):
         return where
-    return f"{where} ({str(record.get('name', Path(str(record.get('rgb'))).stem))!r})"
+    return f"{where} ({_record_name(record)!r})"
+
+
+def _record_name(record: dict) -> str:
+    """A frame's name: its ``name``, else its rgb file's stem."""
+    return str(record.get("name", Path(str(record.get("rgb"))).stem))
 
 
 def _check_record(where: str, record, spec: dict) -> tuple[str, Camera]:
@@ -198,7 +201,7 @@ def _check_record(where: str, record, spec: dict) -> tuple[str, Camera]:
     _check_fields(where, record, FRAME_FIELDS, "frame")
     if "rgb" not in record:
         raise DataImportError(f"{where}: missing field 'rgb' (image file name)")
-    name = str(record.get("name", Path(str(record["rgb"])).stem))
+    name = _record_name(record)
     if not FRAME_NAME.match(name):
         raise DataImportError(f"{where}: frame name must match {FRAME_NAME.pattern}")
     camera = _frame_camera(where, record, spec)
@@ -466,8 +469,7 @@ def _read_labels(path: Path) -> np.ndarray:
     return _read_image(path)
 
 
-def _check_unique_names(spec_path: Path, frames: list[Frame]) -> None:
-    names = [fr.name for fr in frames]
+def _check_unique_names(spec_path: Path, names: list[str]) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise import_error(spec_path, f"frame names repeat: {repeated}")
@@ -489,10 +491,11 @@ def _depth_samples(frames: list[Frame], max_per_frame: int = 4096) -> list[np.nd
     return out
 
 
-def _place(spec_path: Path, spec: dict, world: dict, frames: list[Frame]) -> tuple[list[Frame], list]:
+def _place(spec_path: Path, spec: dict, world: dict, frames: list[Frame]) -> tuple[list[Frame], list, np.ndarray]:
     """Check the frames' coordinates and, without a given ``origin``, move them to the bounding-box origin.
 
-    Returns the frames and their depth samples (``_depth_samples``) in the final local frame.
+    Returns the frames, their depth samples (``_depth_samples``) and those samples' points [N, 3]
+    together, in the final local frame.
     """
     samples = _depth_samples(frames)
     centres = np.stack([fr.camera.center for fr in frames])
@@ -502,10 +505,10 @@ def _place(spec_path: Path, spec: dict, world: dict, frames: list[Frame]) -> tup
         check_coordinates(spec_path, points, "depth points")
     if "origin" in spec:
         _warn_far_from_origin(spec_path, centres, points, world)
-        return frames, samples
+        return frames, samples, points
     shift = _bounding_box_origin(np.concatenate([centres, points]), world)
     frames = [dataclasses.replace(fr, camera=_shifted(fr.camera, shift)) for fr in frames]
-    return frames, [None if s is None else s - shift for s in samples]
+    return frames, [None if s is None else s - shift for s in samples], points - shift
 
 
 def _bounding_box_origin(local: np.ndarray, world: dict) -> np.ndarray:
@@ -622,7 +625,7 @@ def _depth_report(spec_path: Path, frames: list[Frame], saturated: dict[str, int
     if empty:
         log.warning(
             "%s: %d of %d depth maps hold no valid depth (0 or non-finite everywhere): %s%s",
-            spec_path, len(empty), len(with_map), _some(empty),
+            spec_path, len(empty), len(with_map), some_names(empty),
             "; no frame has valid depth, so the scene cannot be meshed" if len(empty) == len(with_map) else "",
         )
     if saturated:
@@ -630,7 +633,7 @@ def _depth_report(spec_path: Path, frames: list[Frame], saturated: dict[str, int
             "%s: %d depth pixels in %d frames (%s) hold their integer image's largest value (65535 for 16 bits): "
             "farther surfaces are clipped to 65535 x depth_scale (65.535 m in millimetres); store a coarser "
             "depth_scale (0.01: 655.35 m) or float .npy depth",
-            spec_path, sum(saturated.values()), len(saturated), _some(list(saturated)),
+            spec_path, sum(saturated.values()), len(saturated), some_names(list(saturated)),
         )
     log.info("%s: depth %s", spec_path, dropped)
     return dropped
@@ -646,8 +649,4 @@ def _warn_missing_depth(spec_path: Path, without: list[str], count: int) -> None
     else:
         log.warning("%s: %d of %d frames have no depth map (%s): TSDF fusion needs depth in every frame, so the "
                     "meshing stage will fail on this scene; give them depth or leave them out",
-                    spec_path, len(without), count, _some(without))
-
-
-def _some(names: list[str], n: int = 5) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+                    spec_path, len(without), count, some_names(without))

@@ -210,6 +210,12 @@ def extent_metadata(xyz_local: np.ndarray | None = None, lo: np.ndarray | None =
     return {"size_m": float(max(extent)), "extent_m": extent}
 
 
+def some_names(names, n: int = 5) -> str:
+    """``a, b, c and 7 more``: the first ``n`` of ``names`` for a message (the log or summary has them all)."""
+    names = [str(x) for x in names]
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def close_name_hint(name, names) -> str:
     """``'nmae' (did you mean 'name'?)`` for a name that is not among ``names``, or just ``'nmae'``."""
     close = difflib.get_close_matches(str(name), list(names), n=1)

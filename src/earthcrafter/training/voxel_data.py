@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
 from earthcrafter.geometry.augment import GridTransform
+from earthcrafter.io.import_common import some_names
 from earthcrafter.seeding import draw_seed
 from earthcrafter.training.sampler import Draw
 
@@ -95,9 +96,9 @@ def check_manifest(
         paths = [resolve(p) for p in rows[col]]
         absent = missing_files(paths)
         if absent:
-            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
             label = "tile" if col == "path" else col
-            raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: {shown}")
+            raise FileNotFoundError(f"{what} split {split!r}: {len(absent)} {label} file(s) missing: "
+                                    f"{some_names(absent)}")  # fmt: skip
         rows[col] = [str(p) for p in paths]
     for col in (c for c in optional_path_columns if c in rows.columns):  # blank or NA: no file
         rows[col] = [str(resolve(p)) if isinstance(p, str) and p else "" for p in rows[col]]
