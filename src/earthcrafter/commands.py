@@ -104,9 +104,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if not (root / "data").is_dir():
         why = "no such folder" if not root.exists() else "no data/ folder in it"
-        print(f"earthcrafter info: {root} is not an earthcrafter project ({why}): run from the project root or "
-              "pass --root", file=sys.stderr)  # fmt: skip
-        return 2
+        return _fail(args, f"{root} is not an earthcrafter project ({why}): run from the project root or pass --root")
     console = Console()
     table = Table(title="earthcrafter data")
     table.add_column("layer")
@@ -318,8 +316,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         summary = write_view(args.paths, out, args.max_faces, args.max_points, "cdn" if args.cdn else "inline",
                              frame=args.frame)
     except (ValueError, FileNotFoundError) as e:  # nothing viewable, unreadable files, bad budgets
-        print(f"earthcrafter view: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
     for layer in summary["layers"]:
         shown = f"{layer['shown']:,}" + (f" of {layer['total']:,}" if layer["total"] > layer["shown"] else "")
         note = f" ({layer['note']})" if layer.get("note") else ""
@@ -413,8 +410,7 @@ def cmd_colmap_to_frames(args: argparse.Namespace) -> int:
                                    units=_units(args.units), origin=args.origin, up_axis=args.up_axis,
                                    crs=args.crs, link=not args.copy)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:  # bad model, missing folders, distorted cameras, bad options
-        print(f"earthcrafter colmap-to-frames: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
     print(json.dumps(_shortened(summary), indent=2))
     print(f"written to {args.out_dir} (import it as a source of kind: frames)")
     return 0
