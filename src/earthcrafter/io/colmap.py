@@ -122,17 +122,16 @@ class ColmapModel:
 
 
 def qvec_to_rotation(qvec) -> np.ndarray:
-    """Hamilton quaternion (w, x, y, z), normalised here because text files round it, -> 3x3 rotation."""
+    """Hamilton quaternion (w, x, y, z), normalised (text files round it), -> 3x3 rotation."""
     q = np.asarray(qvec, dtype=np.float64)
     norm = np.linalg.norm(q)
     if q.shape != (4,) or not np.isfinite(q).all() or norm < 1e-6:
         raise ValueError(f"quaternion (QW, QX, QY, QZ) must be 4 finite numbers, not all 0, got {q.tolist()}")
-    w, x, y, z = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    import torch
+
+    from earthcrafter.render.gaussians import quat_to_rotmat  # the project's one quaternion convention (w first)
+
+    return quat_to_rotmat(torch.from_numpy(q)).numpy()  # float64 in, float64 out
 
 
 def world_to_camera(qvec, tvec) -> np.ndarray:
