@@ -7,10 +7,13 @@ The moments are accumulated as float64 sums, so shards (tiles, ranks) merge by a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,9 +125,13 @@ def check_stats_vae(stats: dict, kind: str, vae: dict) -> list[str]:
     """Why the ``kind`` VAE given (``{"path", "sha256"}``) does not belong to ``stats``
     (latents_stats.json, which records the VAE its latents were cached with): its latents mean other
     things, and the flows learned the recorded VAE's. Needs nothing from a flow export, so it holds
-    for flows of any age. Empty when it fits or when ``stats`` records no VAE (an older cache)."""
+    for flows of any age. Empty when it fits or when ``stats`` records no VAE (an older cache: warned)."""
     cached_by = (stats.get("models") or {}).get(kind) or {}
-    if not cached_by.get("sha256") or cached_by["sha256"] == vae["sha256"]:
+    if not cached_by.get("sha256"):
+        log.warning("latents_stats.json records no %s VAE (cached by an older earthcrafter): %s not checked "
+                    "against it", kind, vae["path"])
+        return []
+    if cached_by["sha256"] == vae["sha256"]:
         return []
     return [f"latents_stats.json was computed with another {kind} VAE, {cached_by.get('path', '(path not recorded)')} "
             f"(sha256 {cached_by['sha256'][:12]}), than the one given, {vae['path']} (sha256 {vae['sha256'][:12]}): "

@@ -144,10 +144,7 @@ def load_generators(cfg: GenerationConfig, stats: dict, device: torch.device | s
                         "checked against latents_stats.json and %s", where, (vaes[kind] or {}).get("path", "the VAE"))
         elif vaes[kind]:
             reasons += check_latent_inputs(inputs, stats, kind, vaes[kind]["sha256"], f"the flow in {where}")
-        if not ((stats.get("models") or {}).get(kind) or {}).get("sha256"):
-            log.warning("latents_stats.json records no %s VAE (cached by an older earthcrafter): %s not checked "
-                        "against it", kind, (vaes[kind] or {}).get("path", "the VAE"))
-        elif vaes[kind]:
+        if vaes[kind]:
             reasons += check_stats_vae(stats, kind, vaes[kind])
     if reasons:
         raise ValueError("generation: the models do not belong together:\n  " + "\n  ".join(reasons))
