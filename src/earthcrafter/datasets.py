@@ -22,7 +22,7 @@ from kedro.io import AbstractDataset, DatasetError
 from earthcrafter import tracking
 from earthcrafter.io.atomic import atomic_path, atomic_write_text, json_default
 from earthcrafter.io.imported_scene import read_imported_scene, write_imported_scene
-from earthcrafter.io.scene import Scene, list_scenes
+from earthcrafter.io.scene import Scene, is_folder_name, list_scenes
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class SceneFolderDataset(ProjectDataset, AbstractDataset[dict[str, Callable[[], 
     def save(self, data: dict[str, Any]) -> None:
         if not data:
             raise DatasetError(f"no scenes to save to {self._path}; refusing to replace it with an empty folder")
-        bad = [sid for sid in data if not _is_folder_name(sid)]
+        bad = [sid for sid in data if not is_folder_name(sid)]
         if bad:
             raise DatasetError(f"scene ids {bad} are not plain folder names; {self._path} would not list them")
         written, skipped = [], []
@@ -129,11 +129,6 @@ class SceneFolderDataset(ProjectDataset, AbstractDataset[dict[str, Callable[[], 
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_frames": self._load_frames}
-
-
-def _is_folder_name(name: str) -> bool:
-    """One path component that ``list_scenes`` lists: not empty, no separator, no leading dot."""
-    return isinstance(name, str) and bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
 class FileDataset(ProjectDataset):

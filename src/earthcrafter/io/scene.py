@@ -172,11 +172,15 @@ def _frame_files(frames_dir: Path, name: str) -> dict[str, Path]:
     }
 
 
+def is_folder_name(name: str) -> bool:
+    """One path component that :func:`list_scenes` lists: not empty, no separator or NUL, no leading dot
+    (which would also hide the folder and make it look like an atomic write's staging folder)."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
+
+
 def scene_folder(root: str | Path, scene_id: str) -> Path:
     """``root/<scene_id>``; ``scene_id`` must name one folder inside ``root`` (a writer never leaves it)."""
-    # a leading dot would also hide the folder and make it look like an atomic write's staging folder
-    one_name = isinstance(scene_id, str) and scene_id and "/" not in scene_id and "\\" not in scene_id
-    if not one_name or scene_id.startswith("."):
+    if not is_folder_name(scene_id):
         raise ValueError(f"scene_id={scene_id!r} does not name a folder inside {root} (no '/', '\\' or leading '.')")
     return Path(root) / scene_id
 
