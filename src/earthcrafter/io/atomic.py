@@ -38,6 +38,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def replace_problem(path: str | os.PathLike, marker: str, what: str) -> str | None:
+    """Why an atomic folder write may not replace ``path`` whole (None: it may). It must be new, empty,
+    or an earlier ``what``, which holds the file ``marker``: anything else in it would be lost."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "the output path exists and is not a folder"
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        return (f"the output folder exists and is not {what} (no {marker}); it would be replaced whole: "
+                "choose a new or empty folder")
+    return None
+
+
 def json_default(o):
     """``json.dumps(default=...)`` hook for numpy scalars/arrays and paths."""
     import numpy as np

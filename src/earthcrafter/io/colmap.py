@@ -46,7 +46,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.atomic import atomic_path, replace_problem
 from earthcrafter.io.frames_import import CAMERAS_FILE, check_frames
 from earthcrafter.io.import_common import (
     DataImportError,
@@ -485,11 +485,9 @@ def _check_folders(out_dir: Path, inputs: dict[str, Path | None]) -> None:
         if folder.resolve().is_relative_to(out_dir.resolve()):
             raise import_error(out_dir, f"the output folder holds the {what} folder {folder}; it is replaced "
                                         "whole, so choose another output folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / CAMERAS_FILE).is_file():
-        raise import_error(out_dir, f"output folder exists and is not a frames folder (no {CAMERAS_FILE}); it would "
-                                    "be replaced whole: choose a new or empty folder")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise import_error(out_dir, "output path exists and is a file")
+    problem = replace_problem(out_dir, CAMERAS_FILE, "a frames folder")
+    if problem:
+        raise import_error(out_dir, problem)
 
 
 def _split_missing(model: ColmapModel, images_dir: Path) -> tuple[list[ColmapImage], list[str]]:

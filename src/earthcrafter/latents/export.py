@@ -36,7 +36,7 @@ from earthcrafter.evaluation import voxel_metrics as vm
 from earthcrafter.geometry.voxel_mesh import voxel_mesh
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.raycast import MeshRaycaster
-from earthcrafter.io.atomic import atomic_path
+from earthcrafter.io.atomic import atomic_path, replace_problem
 from earthcrafter.io.georef import write_georef
 from earthcrafter.io.latents import LatentTile, file_sha256, read_latent_tile
 from earthcrafter.io.scene import write_mesh_ply
@@ -124,11 +124,9 @@ def check_options(frames: int, size: int, threshold: float) -> None:
 
 def check_out_dir(out: Path) -> None:
     """``out`` is new, empty or an earlier export: it is replaced whole, so any other folder is refused."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").is_file():
-        raise ValueError(f"output folder {out} exists and is not an earlier export (no summary.json); it would be "
-                         "replaced whole: choose a new or empty folder")  # fmt: skip
+    problem = replace_problem(out, "summary.json", "an earlier export")
+    if problem:
+        raise ValueError(f"{out}: {problem}")
 
 
 def _present(value) -> bool:
