@@ -24,12 +24,16 @@ TINY = dict(L=32, widths=(16, 16, 32, 32), head_dim=16, enc_depths=(1, 1, 1), de
             bottleneck_depth=1, cblock_every=1, pe_channels=24)
 QUICK = dict(steps=2, batch_size=2, lr=1e-3, warmup_steps=0, log_every=1, val_every=0, ckpt_every=0,
              progress=False, figures=False)
+HALF = {"train_fraction": 0.5}  # the "ablation" rows' data: 1 of the 2 training tiles
 ROWS = {
-    "xcube": {"model": {"arch": "xcube_conv", "upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"}},
-    "naive_upsample": {"model": {"upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"}},
-    "pixshuffle": {"model": {"cblock_every": 0, "bottleneck_attn": "window"}},
-    "cblock": {"model": {"bottleneck_attn": "window"}},
-    "fullattn": {"model": {"bottleneck_attn": "full", "latent_skip": "position"}},
+    "xcube": {"model": {"arch": "xcube_conv", "upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"},
+              "data": HALF},
+    "naive_upsample": {"model": {"upsample": "naive", "cblock_every": 0, "bottleneck_attn": "window"}, "data": HALF},
+    "pixshuffle": {"model": {"cblock_every": 0, "bottleneck_attn": "window"}, "data": HALF},
+    "cblock": {"model": {"bottleneck_attn": "window"}, "data": HALF},
+    "fullattn": {"model": {"bottleneck_attn": "full", "latent_skip": "position"}, "data": HALF},
+    "cblock_global": {"model": {"bottleneck_attn": "window"}},
+    "fullattn_global": {"model": {"bottleneck_attn": "full"}},
 }
 
 
@@ -60,7 +64,8 @@ def test_ablation_rows_expand_from_the_base(tmp_path):
     x = rows["xcube"]
     assert (x.name, x.ablation, x.table) == ("structvae/xcube", "xcube", "3")
     assert x.model.arch == "xcube_conv" and x.model.widths == (16, 16, 32, 32)  # base widths kept
-    assert x.trainer == cfg.trainer and x.data == cfg.data  # same budget and data
+    assert x.trainer == cfg.trainer  # same budget
+    assert x.data == cfg.data.model_copy(update=HALF) and rows["cblock_global"].data == cfg.data  # data deep-merged
     assert x.output_dir.endswith("ablations/xcube")
     assert rows["fullattn"].model.cblock_every == 1 and rows["fullattn"].model.bottleneck_attn == "full"
     with pytest.raises(KeyError, match="no row 'bogus'"):
@@ -117,8 +122,11 @@ def test_pipeline_nodes_train_log_and_report_table3(tmp_path, mlflow_uri):
         assert got["acc_pct"] == pytest.approx(100 * m["acc"]) and got["run_id"] == m["run_id"]
     assert df.set_index("row").loc["xcube", "params_M"] != df.set_index("row").loc["pixshuffle", "params_M"]
     assert df["latent_skip"].tolist() == ["position" if r == "fullattn" else "off" for r in ROWS]  # from the runs' params
+    assert df["data"].tolist() == ["global" if r.endswith("_global") else "ablation" for r in ROWS]
+    assert df["train_tiles"].tolist() == [2 if r.endswith("_global") else 1 for r in ROWS]  # as the runs logged it
+    assert by_name["structvae/cblock"].data.params["data.train_samples"] == "1"
     md = (tmp_path / "report" / "table3.md").read_text()
-    assert "| XCube* |" in md and "paper Acc" in md
+    assert "| XCube* | ablation (1 tiles) |" in md and "| + FullAttn | global (2 tiles) |" in md and "paper Acc" in md
     logged = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/table3.json")["table3"]  # as Tables 2 and 4
     assert [r["row"] for r in logged] == list(ROWS)
     assert [n.name for n in create_pipeline().nodes] == ["train_structvae"]

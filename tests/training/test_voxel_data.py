@@ -22,6 +22,7 @@ from earthcrafter.training.voxel_data import (  # noqa: E402
     missing_files,
     random_window,
     rows_fingerprint,
+    split_rows,
     subcell_shift,
 )
 
@@ -42,6 +43,25 @@ def test_manifest_errors_name_the_problem(tmp_path):
         check_manifest(gone, "train")
     rel = man.assign(path=[Path(p).name for p in man["path"]])
     assert check_manifest(rel, "val", root=tmp_path)["path"].iloc[0] == str(tmp_path / "t002.parquet")
+
+
+def test_train_fraction_keeps_evenly_spaced_training_tiles_only(tmp_path):
+    """Table 3's "ablation" dataset: a fraction of the training tiles spread over the whole split
+    (first and last kept), validation untouched; the subset is part of the training set's identity."""
+    man, read = memory_tiles(tmp_path, 16, 12, 3)
+    quarter = VoxelDataConfig(train_fraction=0.25)
+    assert split_rows(man, "train", quarter)["tile_id"].tolist() == ["t000", "t006", "t011"]
+    assert len(split_rows(man, "val", quarter)) == 3
+    assert len(split_rows(man, "train", VoxelDataConfig(train_fraction=0.01))) == 1  # never empty
+    assert len(split_rows(man, "train", VoxelDataConfig())) == 12
+    both = VoxelDataConfig(train_fraction=0.5, max_val_tiles=2)
+    assert len(split_rows(man, "train", both)) == 6 and split_rows(man, "val", both)["tile_id"].tolist() == ["t012", "t014"]
+    full = VoxelTileDataset(man, read, split="train", L=16, config=VoxelDataConfig())
+    part = VoxelTileDataset(man, read, split="train", L=16, config=quarter)
+    assert len(part) == 3 and part.fingerprint() != full.fingerprint()
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="train_fraction"):
+            VoxelDataConfig(train_fraction=bad)
 
 
 def test_missing_files_and_fingerprint_match_a_stat_per_file(tmp_path):

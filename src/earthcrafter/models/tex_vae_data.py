@@ -58,10 +58,9 @@ from earthcrafter.sparse import SparseTensor
 from earthcrafter.training.sampler import Draw
 from earthcrafter.training.voxel_data import (
     VoxelDataConfig,
-    check_manifest,
-    evenly_spaced,
     random_window,
     rows_fingerprint,
+    split_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -291,11 +290,7 @@ class TexVAEDataset(Dataset):
         read_views_fn: Callable[[str], TileViews] = read_views,
     ):
         self.config = config or TexVAEDataConfig()
-        self.rows = check_manifest(manifest, split, self.config.root)
-        k = self.config.max_val_tiles
-        if split == self.config.val_split and 0 < k < len(self.rows):
-            # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
-            self.rows = self.rows.iloc[evenly_spaced(len(self.rows), k)].reset_index(drop=True)
+        self.rows = split_rows(manifest, split, self.config)
         self.split, self.features, self.augment = split, features, augment
         self.read_tile_fn, self.read_views_fn = read_tile_fn, read_views_fn
         self._cache: dict[int, _Tile] = {}

@@ -407,7 +407,10 @@ class Trainer:
             return
         flat = ec_config.flatten(self.params)
         flat.update({"trainer.world_size": env.world_size, "trainer.device": env.device.type,
-                     "trainer.accum_steps": self.config.accum_steps, "model.num_params": num_params})
+                     "trainer.accum_steps": self.config.accum_steps, "model.num_params": num_params,
+                     # what the run saw, after any subset the dataset applies (train_fraction, max_val_tiles)
+                     "data.train_samples": len(self.train_set),
+                     "data.val_samples": 0 if self.val_set is None else len(self.val_set)})
         flat.update(ec_config.flatten(_backend_report(), "backend."))
         # A resumed run may run on other devices or at another cadence: MLflow keeps the first
         # value of a param, so a changed one is logged beside it, named after the step it took effect.

@@ -52,6 +52,11 @@ class VoxelDataConfig(BaseModel):
     train_split: str = "train"
     val_split: str = "val"
     max_val_tiles: int = Field(0, ge=0, description="validate on this many evenly spaced tiles (0: all)")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="train on this fraction of the training tiles, evenly spaced over the tile_id-sorted split so "
+        "every scene keeps some (paper Table 3's smaller 'ablation' dataset against the whole 'global' one)",
+    )
     cache_tiles: bool = Field(False, description="keep decoded tiles in memory (small datasets)")
     root: str | None = Field(None, description="folder that relative manifest paths start from (default: cwd)")
 
@@ -138,6 +143,22 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
+def split_rows(manifest: pd.DataFrame, split: str, config: VoxelDataConfig) -> pd.DataFrame:
+    """The manifest rows a dataset of ``split`` uses: checked (:func:`check_manifest`), then thinned
+    to ``max_val_tiles`` (validation) or ``train_fraction`` (training) evenly spaced tiles."""
+    rows = check_manifest(manifest, split, config.root)
+    if split == config.val_split:
+        keep = config.max_val_tiles
+    elif split == config.train_split and config.train_fraction < 1:
+        keep = max(1, round(config.train_fraction * len(rows)))
+    else:
+        keep = 0
+    if 0 < keep < len(rows):
+        # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
+        rows = rows.iloc[evenly_spaced(len(rows), keep)].reset_index(drop=True)
+    return rows
+
+
 def crop_to_budget(coords: np.ndarray, max_voxels: int, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of a square xy crop holding at most ``max_voxels`` voxels.
 
@@ -214,11 +235,7 @@ class VoxelTileDataset(Dataset):
         with_feats: bool = False,
     ):
         self.config = config or VoxelDataConfig()
-        self.rows = check_manifest(manifest, split, self.config.root)
-        k = self.config.max_val_tiles
-        if split == self.config.val_split and 0 < k < len(self.rows):
-            # evenly spaced over the (tile_id-sorted) split, so every scene stays represented
-            self.rows = self.rows.iloc[evenly_spaced(len(self.rows), k)].reset_index(drop=True)
+        self.rows = split_rows(manifest, split, self.config)
         self.read_tile, self.split, self.L = read_tile, split, L
         self.augment, self.with_feats = augment, with_feats
         self._cache: dict[int, Any] = {}
