@@ -228,6 +228,36 @@ def test_depth_map_reader_follows_colmaps_layout(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["text", "binary"])
+def test_this_files_writers_write_what_colmap_reads(tmp_path, fmt):
+    """The writers above follow COLMAP's format as COLMAP itself reads it (pycolmap, when installed):
+    the same cameras, poses and names, and the same depth values, pixel for pixel."""
+    pycolmap = pytest.importorskip("pycolmap")
+    write_workspace(tmp_path, fmt)
+    # COLMAP reads a model only with its points3D (which the converter ignores): an empty one
+    if fmt == "text":
+        (tmp_path / "sparse" / "points3D.txt").write_text("# 3D point list with one line of data per point:\n")
+    else:
+        (tmp_path / "sparse" / "points3D.bin").write_bytes(struct.pack("<Q", 0))
+    model = pycolmap.Reconstruction()
+    getattr(model, f"read_{fmt}")(tmp_path / "sparse")
+    want = original_cameras()
+    # COLMAP's text reader ends a name at its first space ("row2/img 0003.png" -> "row2/img"); the
+    # converter reads the rest of the line, the name of the file COLMAP's writer was given
+    names = {i: v[0] if fmt == "binary" else v[0].split(" ")[0] for i, v in VIEWS.items()}
+    assert {image.image_id: image.name for image in model.images.values()} == names
+    for image in model.images.values():
+        camera = model.cameras[image.camera_id]
+        assert (camera.model.name, camera.width, camera.height) == (CAMERAS[image.camera_id][0], W, H)
+        np.testing.assert_allclose(camera.calibration_matrix(), want[image.image_id].K, atol=1e-12)
+        np.testing.assert_allclose(image.cam_from_world().matrix(), colmap_pose(want[image.image_id])[:3], atol=1e-9)
+    for name, *_ in VIEWS.values():
+        path = tmp_path / "stereo" / "depth_maps" / f"{name}.geometric.bin"
+        depth = pycolmap.DepthMap()
+        depth.read(path)
+        np.testing.assert_array_equal(depth.to_array(), read_depth_map(path))
+
+
+@pytest.mark.parametrize("fmt", ["text", "binary"])
 def test_model_imports_as_the_cameras_and_surfaces_it_was_made_from(tmp_path, fmt):
     renders = write_workspace(tmp_path / "dense", fmt)
     summary = convert(tmp_path / "dense", tmp_path / "frames")
