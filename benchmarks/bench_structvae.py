@@ -149,7 +149,9 @@ def _isolated(args, extra: list[str]) -> list[dict]:
 def run_cpu(args, out: list) -> None:
     base = load_config("base")
     if args.row is None:  # driver: one process per row
-        for row in ["main", *base.ablations, "paper_widths:xcube", "paper_widths:fullattn"]:
+        # one row per model: the "_global" rows train the models of "cblock" / "fullattn" on more tiles
+        models = [row for row in base.ablations if not row.endswith("_global")]
+        for row in ["main", *models, "paper_widths:xcube", "paper_widths:fullattn"]:
             for rec in _isolated(args, ["cpu", "--row", row]):
                 emit(rec, out)
         return

@@ -241,3 +241,11 @@ def test_missing_split_and_missing_files_are_named(synth_manifest, tmp_path):
     ds = TexVAEDataset(broken, split="train", features="f_feat", config=_config())
     with pytest.raises(FileNotFoundError, match="gone.views.npz"):
         ds[0]
+
+
+def test_train_fraction_thins_the_training_tiles_only(synth_manifest):
+    """The TexVAE dataset takes its rows from the same split_rows as the StructVAE's."""
+    both_train = synth_manifest.assign(split="train")
+    assert len(_dataset(both_train)) == 2
+    assert len(_dataset(both_train, train_fraction=0.5)) == 1
+    assert len(_dataset(synth_manifest, augment=False, split="val", train_fraction=0.5)) == 1
