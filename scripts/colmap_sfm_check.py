@@ -112,7 +112,9 @@ def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bo
         pycolmap.logging.minloglevel = pycolmap.logging.WARNING
 
     scene_dir, work = Path(scene_dir), Path(work)
-    if work.exists():
+    if work.exists():  # replace an earlier check's folder, never anything else
+        if any(work.iterdir()) and not (work / "database.db").is_file():
+            raise ValueError(f"{work}: not empty and not an earlier check's work folder; give another --work")
         shutil.rmtree(work)
     (work / "images").mkdir(parents=True)
     truth = dict(read_cameras(scene_dir))
@@ -186,7 +188,7 @@ def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scene_dir", help="a scene folder with cameras.json, frames/ and mesh.ply")
-    parser.add_argument("--work", default="colmap_check", help="work folder (replaced)")
+    parser.add_argument("--work", default="colmap_check", help="work folder (an earlier check's is replaced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--colmap-log", action="store_true", help="show COLMAP's own progress log")
     args = parser.parse_args()

@@ -93,3 +93,13 @@ def test_distorted_model_from_colmap_is_refused(checked, tmp_path):
     with pytest.raises(DataImportError, match="image_undistorter"):
         colmap_to_frames(work / "sparse" / "0", work / "images", tmp_path / "frames")
     assert not (tmp_path / "frames").exists()
+
+
+def test_check_replaces_only_its_own_work_folder(checked, tmp_path, load_script):
+    _, work = checked
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="not an earlier check's work folder"):
+        load_script("colmap_sfm_check").check(work.parent / "scenes" / "ring", mine)
+    assert (mine / "keep.txt").read_text() == "x"
