@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 
 from earthcrafter.geometry.cameras import Camera
 from earthcrafter.geometry.raycast import MeshRaycaster
+from earthcrafter.io.atomic import replace_problem
 from earthcrafter.io.colmap import colmap_to_frames, read_depth_map
 from earthcrafter.io.frames_import import import_frames
 from earthcrafter.io.scene import read_cameras, read_mesh_ply
@@ -70,12 +70,11 @@ def colmap_camera(reconstruction, image) -> Camera:
     return Camera(camera.calibration_matrix(), E, camera.width, camera.height)
 
 
-def write_depth_maps(reconstruction, mesh, depth_dir: Path) -> None:
+def write_depth_maps(reconstruction, caster: MeshRaycaster, depth_dir: Path) -> None:
     """<image>.geometric.bin per image: camera z of the mesh (0 = no surface), by COLMAP's writer."""
     import pycolmap
 
     depth_dir.mkdir(parents=True, exist_ok=True)
-    caster = MeshRaycaster(mesh)
     for image in reconstruction.images.values():
         depth = caster.render(colmap_camera(reconstruction, image), image.name).depth
         depth = np.where(np.isfinite(depth), depth, 0).astype(np.float32)
@@ -97,13 +96,6 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
-def surface_distance(mesh, points: np.ndarray) -> np.ndarray:
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
-                        o3d.core.Tensor(mesh.faces.astype(np.uint32)))
-    return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
-
-
 def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bool = False) -> dict:
     """Run the whole chain on ``scene_dir`` (cameras.json, frames/<name>_rgb.png, mesh.ply) in ``work``."""
     import pycolmap
@@ -112,15 +104,17 @@ def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bo
         pycolmap.logging.minloglevel = pycolmap.logging.WARNING
 
     scene_dir, work = Path(scene_dir), Path(work)
-    if work.exists():  # replace an earlier check's folder, never anything else
-        if any(work.iterdir()) and not (work / "database.db").is_file():
-            raise ValueError(f"{work}: not empty and not an earlier check's work folder; give another --work")
+    problem = replace_problem(work, "database.db", "an earlier check's work folder")  # never anything else
+    if problem:
+        raise ValueError(f"{work}: {problem}")
+    if work.exists():
         shutil.rmtree(work)
     (work / "images").mkdir(parents=True)
     truth = dict(read_cameras(scene_dir))
     for name in truth:
         shutil.copy(scene_dir / "frames" / f"{name}_rgb.png", work / "images" / f"{name}.png")
     mesh = read_mesh_ply(scene_dir / "mesh.ply")
+    caster = MeshRaycaster(mesh)
 
     start = time.perf_counter()
     sfm = reconstruct(work / "images", work, seed)
@@ -142,7 +136,7 @@ def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bo
     pycolmap.undistort_images(work / "dense", work / "aligned", work / "images")
     undistorted = pycolmap.Reconstruction(work / "dense" / "sparse")
     depth_dir = work / "dense" / "stereo" / "depth_maps"
-    write_depth_maps(undistorted, mesh, depth_dir)
+    write_depth_maps(undistorted, caster, depth_dir)
     for fmt in ("text", "binary"):
         (work / f"model_{fmt}").mkdir()
         getattr(undistorted, f"write_{fmt}")(work / f"model_{fmt}")
@@ -162,7 +156,7 @@ def check(scene_dir: str | Path, work: str | Path, seed: int = 0, colmap_log: bo
         lifted.append(points[np.isfinite(points).all(axis=1)] + origin)
     depth_exact = all(np.array_equal(read_depth_map(path), colmap_read_depth(path))
                       for path in sorted(depth_dir.glob("*.bin")))
-    distance = surface_distance(mesh, np.concatenate(lifted))
+    distance = caster.distance(np.concatenate(lifted))
     ranges = [np.linalg.norm(ref.center - mesh.vertices.mean(0)) for ref in truth.values()]
     report = {
         "scene": str(scene_dir),

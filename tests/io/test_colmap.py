@@ -211,6 +211,14 @@ def test_qvec_of_known_rotations():
         qvec_to_rotation([0, 0, 0, 0])
 
 
+def test_ray_caster_distance_matches_the_scene_rectangles():
+    """MeshRaycaster.distance (open3d) against the distance to the rectangles the scene is made of."""
+    points = np.random.default_rng(3).uniform([-10, -10, -5], [70, 70, 20], (2000, 3))
+    np.testing.assert_allclose(MeshRaycaster(scene_mesh()).distance(points), scene_surface_distance(points),
+                               atol=1e-4)
+    assert MeshRaycaster(scene_mesh()).distance(points.reshape(40, 50, 3)).shape == (40, 50)
+
+
 def test_depth_map_reader_follows_colmaps_layout(tmp_path):
     values = np.arange(W * H, dtype=np.float32).reshape(H, W) + 0.5
     write_colmap_array(tmp_path / "d.bin", values)

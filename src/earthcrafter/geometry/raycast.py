@@ -97,6 +97,11 @@ class MeshRaycaster:
         uv = ans["primitive_uvs"].numpy().reshape(shape + (2,))
         return {"t": t, "prim": prim.reshape(shape), "uv": uv}
 
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        """Unsigned distance [...] from each point [..., 3] to the nearest triangle (exact, float32)."""
+        query = o3d.core.Tensor(np.asarray(points, np.float32).reshape(-1, 3))
+        return self._scene.compute_distance(query).numpy().reshape(np.shape(points)[:-1])
+
     def occluded(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         rays = np.concatenate([origins.reshape(-1, 3), dirs.reshape(-1, 3)], axis=1).astype(np.float32)
         return self._scene.test_occlusions(o3d.core.Tensor(rays)).numpy().reshape(origins.shape[:-1])
